@@ -1,0 +1,339 @@
+/**
+ * The config: one schema (every key, its default and meaning), then environment overrides, then
+ * validation with every problem listed by key path, then `Object.freeze`. INTERFACE.md is the
+ * contract for the keys; the README's reference is generated from this schema.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { ConfigError } from './errors.js';
+import { envName, fromEnv, leaves, nearest, sections, validate, type Section } from './schema.js';
+
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/** An operation the OpenAPI file lacks but the upstream serves (`openapi.extra`). */
+export interface ExtraOperation {
+  method: string;
+  path: string;
+  operationId?: string;
+  /** One set of scopes, all required; empty with `public: true`. */
+  scopes: readonly string[];
+  public: boolean;
+}
+
+function checkExtra(value: unknown, key: string): { value?: unknown; problems: string[] } {
+  if (!Array.isArray(value)) return { problems: [`${key}: must be a list of {method, path, scopes}`] };
+  const problems: string[] = [];
+  const out: ExtraOperation[] = [];
+  value.forEach((entry: unknown, i) => {
+    const at = `${key}[${i}]`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      problems.push(`${at}: must be a mapping {method, path, scopes}`);
+      return;
+    }
+    const e = entry as Record<string, unknown>;
+    for (const k of Object.keys(e)) {
+      if (!['method', 'path', 'scopes', 'public', 'operationId'].includes(k)) {
+        const s = nearest(k, ['method', 'path', 'scopes', 'public', 'operationId']);
+        problems.push(`${at}.${k}: unknown key${s ? ` (did you mean ${at}.${s}?)` : ''}`);
+      }
+    }
+    const method = e.method;
+    if (typeof method !== 'string' || !(METHODS as readonly string[]).includes(method)) problems.push(`${at}.method: must be one of ${METHODS.join(', ')}`);
+    if (typeof e.path !== 'string' || !e.path.startsWith('/')) problems.push(`${at}.path: must be a path starting with /`);
+    const isPublic = e.public === true;
+    if (e.public !== undefined && typeof e.public !== 'boolean') problems.push(`${at}.public: must be true or false`);
+    const scopes = e.scopes ?? [];
+    if (!Array.isArray(scopes) || scopes.some((s) => typeof s !== 'string' || !/^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s))) {
+      problems.push(`${at}.scopes: must be a list of scope tokens`);
+    } else if (!isPublic && scopes.length === 0) {
+      problems.push(`${at}.scopes: must name at least one scope (or set public: true)`);
+    } else if (isPublic && scopes.length > 0) {
+      problems.push(`${at}.scopes: a public operation takes no scopes`);
+    }
+    if (e.operationId !== undefined && typeof e.operationId !== 'string') problems.push(`${at}.operationId: must be a string`);
+    out.push(Object.freeze({
+      method: String(method), path: String(e.path), scopes: Object.freeze([...(scopes as string[])]), public: isPublic,
+      ...(typeof e.operationId === 'string' ? { operationId: e.operationId } : {}),
+    }));
+  });
+  return { value: Object.freeze(out), problems };
+}
+
+/** The schema: the single source of truth for keys, types, defaults and descriptions. */
+export const schema: Section = {
+  kind: 'object',
+  description: 'scopegate configuration',
+  fields: {
+    listen: {
+      kind: 'object', description: 'The proxy listener that SCIM clients call.',
+      fields: {
+        host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
+        port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
+        tls: {
+          kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
+          fields: {
+            certFile: { kind: 'path', required: true, description: 'PEM certificate chain.' },
+            keyFile: { kind: 'path', required: true, secret: true, description: 'PEM private key.' },
+          },
+        },
+      },
+    },
+    admin: {
+      kind: 'object', description: 'The admin listener: /healthz, /readyz, /metrics, /cache/purge. Never the proxy port.',
+      fields: {
+        host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
+        port: { kind: 'port', default: 9090, description: 'Port to bind (0 = any free port).' },
+      },
+    },
+    upstream: {
+      kind: 'object', description: 'The protected API (jans-scim in protection mode BYPASS).',
+      fields: {
+        url: { kind: 'url', default: 'http://127.0.0.1:8081', description: 'Origin of the upstream; the request path is forwarded as received.' },
+        timeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for the upstream to answer (504 after it).' },
+        forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
+        identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
+        caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream (TLS is always verified).' },
+        connections: { kind: 'int', default: 128, min: 1, description: 'Maximum pooled connections to the upstream.' },
+      },
+    },
+    limits: {
+      kind: 'object', description: 'Request limits, enforced before anything reaches the upstream.',
+      fields: {
+        bodyBytes: { kind: 'int', default: 3072000, min: 0, description: 'Largest request body (413), streamed and chunked bodies included; jans bulkMaxPayloadSize.' },
+        targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
+        headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431); Jetty accepts 8 KiB.' },
+        tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
+        requestTimeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for a client to send its whole request.' },
+      },
+    },
+    bulk: {
+      kind: 'object', description: 'POST /Bulk handling.',
+      fields: {
+        checkOperations: { kind: 'bool', default: true, description: '/Bulk also needs each inner operation\'s own scope.' },
+        maxOperations: { kind: 'int', default: 30, min: 1, description: 'Most operations in one Bulk request (jans bulkMaxOperations).' },
+      },
+    },
+    search: {
+      kind: 'object', description: 'POST /.search handling.',
+      fields: {
+        rootRequiresReadScopes: { kind: 'bool', default: false, description: 'The root search also needs the read scope of every resource type it can return.' },
+      },
+    },
+    openapi: {
+      kind: 'object', description: 'Where the endpoint-to-scope table comes from.',
+      fields: {
+        file: { kind: 'path', default: './scim-openapi.yaml', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file).' },
+        basePath: { kind: 'string', description: 'Base path of every operation; default: the path of servers[0].url.' },
+        extra: { kind: 'custom', default: Object.freeze([]), check: checkExtra, description: 'Operations the file lacks but the upstream serves: {method, path (relative to basePath), scopes | public: true}.' },
+      },
+    },
+    token: {
+      kind: 'object', description: 'How bearer tokens are validated. At least one of introspection and jwt.',
+      fields: {
+        issuer: { kind: 'url', description: 'Issuer; endpoints not given are read from its /.well-known/openid-configuration at startup.' },
+        realm: { kind: 'string', default: 'scopegate', description: 'The realm of WWW-Authenticate challenges.' },
+        introspection: {
+          kind: 'object', optional: true, description: 'RFC 7662 introspection, for opaque tokens.',
+          fields: {
+            endpoint: { kind: 'url', description: 'Introspection endpoint (default: from discovery).' },
+            clientId: { kind: 'string', description: 'Client id for client_secret_basic / client_secret_post.' },
+            clientSecret: { kind: 'string', secret: true, description: 'Client secret.' },
+            clientSecretFile: { kind: 'path', description: 'File holding the client secret (instead of clientSecret).' },
+            authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
+            timeoutMs: { kind: 'int', default: 2000, min: 1, description: 'Time allowed for one introspection (503 after it).' },
+            maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
+          },
+        },
+        jwt: {
+          kind: 'object', optional: true, description: 'JWT access tokens verified locally against a JWKS.',
+          fields: {
+            jwksUri: { kind: 'url', description: 'JWKS URL (default: from discovery).' },
+            issuer: { kind: 'string', description: 'Exact `iss` (default: token.issuer).' },
+            audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values; empty = not checked (jans sets aud = client_id).' },
+            algorithms: { kind: 'list', default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
+            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for exp/nbf/iat.' },
+            types: { kind: 'list', default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
+            cooldownSeconds: { kind: 'int', default: 30, min: 1, description: 'Least time between two JWKS fetches caused by unknown kids.' },
+          },
+        },
+        cache: {
+          kind: 'object', description: 'Validation results, keyed by SHA-256 of the token.',
+          fields: {
+            maxEntries: { kind: 'int', default: 100000, min: 1, description: 'Most cached results (LRU).' },
+            maxTtlSeconds: { kind: 'int', default: 300, min: 0, description: 'Longest a result is reused; never past the token\'s own exp either.' },
+            negativeTtlSeconds: { kind: 'int', default: 5, min: 0, description: 'How long an invalid/inactive result is reused.' },
+            redis: {
+              kind: 'object', optional: true, description: 'Optional second-level cache shared across replicas.',
+              fields: {
+                url: { kind: 'url', required: true, protocols: ['redis:', 'rediss:'], description: 'Redis URL.' },
+                keyPrefix: { kind: 'string', default: 'scopegate:', description: 'Prefix of every key and channel.' },
+              },
+            },
+          },
+        },
+      },
+    },
+    log: {
+      kind: 'object', description: 'Logging (pino JSON lines on stdout).',
+      fields: {
+        level: { kind: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], description: 'Least level written.' },
+      },
+    },
+  },
+};
+
+/** The validated, frozen configuration. */
+export interface Config {
+  readonly file: string;
+  readonly listen: { host: string; port: number; tls?: { certFile: string; keyFile: string } };
+  readonly admin: { host: string; port: number };
+  readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
+  readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number };
+  readonly bulk: { checkOperations: boolean; maxOperations: number };
+  readonly search: { rootRequiresReadScopes: boolean };
+  readonly openapi: { file: string; basePath?: string; extra: readonly ExtraOperation[] };
+  readonly token: {
+    issuer?: string;
+    realm: string;
+    introspection?: {
+      endpoint?: string; clientId?: string; clientSecret?: string; clientSecretFile?: string;
+      authMethod: 'client_secret_basic' | 'client_secret_post' | 'bearer_token'; timeoutMs: number; maxConcurrent: number;
+    };
+    jwt?: {
+      jwksUri?: string; issuer?: string; audience: readonly string[]; algorithms: readonly string[];
+      clockToleranceSeconds: number; types: readonly string[]; cooldownSeconds: number;
+    };
+    cache: { maxEntries: number; maxTtlSeconds: number; negativeTtlSeconds: number; redis?: { url: string; keyPrefix: string } };
+  };
+  readonly log: { level: string };
+}
+
+/** The environment variables that are not config keys but are still ours. */
+const OTHER_ENV = new Set(['SCOPEGATE_CONFIG']);
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): string | undefined {
+  const parts = path.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (next === undefined || next === null) node[part] = {};
+    else if (typeof next !== 'object' || Array.isArray(next)) return `${parts.slice(0, parts.indexOf(part) + 1).join('.')}: must be a mapping of keys`;
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts.at(-1)!] = value;
+  return undefined;
+}
+
+/** Applies `SCOPEGATE_*` overrides to a raw config; unknown variables are problems too. */
+function applyEnv(raw: Record<string, unknown>, env: Record<string, string | undefined>): string[] {
+  const problems: string[] = [];
+  const byName = new Map(leaves(schema).map(([path, leaf]) => [envName(path), [path, leaf] as const]));
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('SCOPEGATE_') || value === undefined || OTHER_ENV.has(name)) continue;
+    const entry = byName.get(name);
+    if (!entry) {
+      const suggestion = nearest(name, [...byName.keys()]);
+      problems.push(`${name}: unknown environment variable${suggestion ? ` (did you mean ${suggestion}?)` : ''}`);
+      continue;
+    }
+    const problem = setPath(raw, entry[0], fromEnv(entry[1], value));
+    if (problem) problems.push(problem);
+  }
+  return problems;
+}
+
+/** Parses YAML or JSON text; a syntax error names the file, line and column. */
+export function parseConfigText(text: string, file: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`;
+    }));
+  }
+  return doc.toJS() as unknown;
+}
+
+/** Checks that span keys: what one key means for another. */
+function crossCheck(c: Config): string[] {
+  const problems: string[] = [];
+  const { introspection, jwt, issuer } = c.token;
+  if (!introspection && !jwt) problems.push('token: needs at least one of token.introspection and token.jwt');
+  if (introspection) {
+    if (!introspection.endpoint && !issuer) problems.push('token.introspection.endpoint: is required (or set token.issuer for discovery)');
+    if (introspection.authMethod !== 'bearer_token') {
+      if (!introspection.clientId) problems.push(`token.introspection.clientId: is required with authMethod ${introspection.authMethod}`);
+      if (!introspection.clientSecret && !introspection.clientSecretFile) problems.push(`token.introspection.clientSecret: is required with authMethod ${introspection.authMethod} (or clientSecretFile)`);
+    }
+    if (introspection.clientSecret && introspection.clientSecretFile) problems.push('token.introspection.clientSecretFile: give clientSecret or clientSecretFile, not both');
+  }
+  if (jwt) {
+    if (!jwt.jwksUri && !issuer) problems.push('token.jwt.jwksUri: is required (or set token.issuer for discovery)');
+    if (!jwt.issuer && !issuer) problems.push('token.jwt.issuer: is required (or set token.issuer)');
+  }
+  if (/["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
+  if (c.admin.port !== 0 && c.admin.port === c.listen.port && c.admin.host === c.listen.host) problems.push('admin.port: must differ from listen.port');
+  return problems;
+}
+
+/** Reads a secret file's first line; problems name the key, never the content. */
+function readSecretFile(path: string, key: string): { value?: string; problem?: string } {
+  try {
+    const value = readFileSync(path, 'utf8').trim();
+    return value ? { value } : { problem: `${key}: the file is empty` };
+  } catch (error) {
+    return { problem: `${key}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+}
+
+/**
+ * Loads and validates a config file with the environment overrides. Throws ConfigError listing
+ * every problem by key path; secrets never appear in a message.
+ */
+export function loadConfig(file: string, env: Record<string, string | undefined> = {}): Config {
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`${file}: cannot read the config file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  return configFromValue(parseConfigText(text, file), path, env);
+}
+
+/** Validates an already parsed config value, as if read from `file`. */
+export function configFromValue(parsed: unknown, file: string, env: Record<string, string | undefined> = {}): Config {
+  const raw: Record<string, unknown> = parsed === null || parsed === undefined ? {} : (structuredClone(parsed) as Record<string, unknown>);
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${file}: must be a mapping of keys`]);
+  const problems = applyEnv(raw, env);
+  const base = dirname(file);
+  const result = validate(schema, raw, (p) => resolve(base, p));
+  problems.push(...result.problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  let config = { ...(result.value as object), file } as Config;
+  const more = crossCheck(config);
+  const introspection = config.token.introspection;
+  if (introspection?.clientSecretFile) {
+    const secret = readSecretFile(introspection.clientSecretFile, 'token.introspection.clientSecretFile');
+    if (secret.problem) more.push(secret.problem);
+    else config = { ...config, token: Object.freeze({ ...config.token, introspection: Object.freeze({ ...introspection, clientSecret: secret.value }) }) };
+  }
+  if (more.length > 0) throw new ConfigError(more);
+  return Object.freeze(config);
+}
+
+/** Every key path with its env variable, default and description: the README reference. */
+export function configReference(): Array<{ key: string; env: string; default: string; description: string }> {
+  return leaves(schema).map(([key, leaf]) => ({
+    key,
+    env: envName(key),
+    default: leaf.required ? '(required)' : leaf.default === undefined ? '(none)' : JSON.stringify(leaf.default),
+    description: leaf.description,
+  }));
+}
+
+/** The optional sections, for the reference. */
+export function optionalSections(): string[] {
+  return sections(schema).filter(([, s]) => s.optional).map(([p]) => p);
+}

@@ -1,0 +1,139 @@
+/**
+ * The strict request-target grammar, applied before routing and before any token work
+ * (SECURITY.md rules 2 and 3). A target is accepted only in the one canonical form that Jetty 12,
+ * RESTEasy and this gateway all read the same way: what is ambiguous to either side is refused,
+ * never repaired, and nothing is decoded here, so nothing can be decoded twice.
+ */
+import { InvalidTarget, TargetTooLong } from '../errors.js';
+
+/** A request-target that passed the grammar. */
+export interface Target {
+  /** The raw, still percent-encoded path: what the table matches and what is forwarded. */
+  readonly path: string;
+  /** The raw query without `?`, or undefined when there is none. Never used for matching. */
+  readonly query: string | undefined;
+  /** The origin-form target forwarded upstream, byte for byte what was checked. */
+  readonly target: string;
+}
+
+// Character classes of RFC 3986, as 128-entry lookup tables (the target is ASCII: llhttp
+// refuses bytes >= 0x80 before we see them).
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+// pchar without `;` (a matrix parameter to RESTEasy, a path parameter to Jetty: P04-P09) and
+// without `%` (handled apart).
+const PATH_CHAR = table(/[A-Za-z0-9\-._~!$&'()*+,=:@]/);
+const QUERY_CHAR = table(/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]/);
+const HEX = /^[0-9A-Fa-f]{2}$/;
+
+function table(re: RegExp): boolean[] {
+  return Array.from({ length: 128 }, (_, i) => re.test(String.fromCharCode(i)));
+}
+
+/**
+ * Percent-encoded bytes that are refused even where encoding is allowed: they change how Jetty or
+ * RESTEasy split or decode the path (`%2F` P11, `%5C` P17, `%25` P12, `%3F`, `%23`), or are
+ * controls (`%00`, Jetty's "Illegal character").
+ */
+function refusedEncoded(byte: number): string | undefined {
+  if (byte < 0x20 || byte === 0x7f) return 'encoded control character';
+  if (byte === 0x2f) return 'encoded slash (%2F)';
+  if (byte === 0x5c) return 'encoded backslash (%5C)';
+  if (byte === 0x25) return 'encoded percent (%25)';
+  if (byte === 0x3f || byte === 0x23) return 'encoded ? or #';
+  if (byte < 0x80 && (PATH_CHAR[byte] || byte === 0x3b)) {
+    // An unreserved character (`%55sers`, `%2e`) or a sub-delimiter that may stand raw:
+    // Jetty canonicalises it, RESTEasy compares the encoded literal (P13-P15).
+    return UNRESERVED.test(String.fromCharCode(byte)) ? 'percent-encoded unreserved character' : 'non-canonical percent-encoding';
+  }
+  return undefined;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Checks the path: pchar only, canonical percent-encoding, no dot or empty segments. */
+function checkPath(path: string): string | undefined {
+  if (path.charCodeAt(0) !== 0x2f) return 'path must start with /';
+  const segments = path.slice(1).split('/');
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i]!;
+    // An empty segment is refused except as the one trailing slash (RESTEasy strips it).
+    if (segment === '' && i < segments.length - 1) return 'empty path segment (//)';
+    if (segment === '.' || segment === '..') return 'dot segment';
+  }
+  for (let i = 1; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 0x2f) continue;
+    if (c === 0x25) {
+      const bytes: number[] = [];
+      let j = i;
+      while (j < path.length && path.charCodeAt(j) === 0x25) {
+        const hex = path.slice(j + 1, j + 3);
+        if (!HEX.test(hex)) return 'malformed percent-encoding';
+        const byte = parseInt(hex, 16);
+        const refused = refusedEncoded(byte);
+        if (refused) return refused;
+        bytes.push(byte);
+        j += 3;
+      }
+      // Non-ASCII must be well-formed, shortest-form UTF-8 (Jetty BAD_UTF8_ENCODING).
+      if (bytes.some((b) => b >= 0x80)) {
+        try {
+          utf8.decode(Uint8Array.from(bytes));
+        } catch {
+          return 'malformed UTF-8 in percent-encoding';
+        }
+      }
+      i = j - 1;
+      continue;
+    }
+    if (c >= 0x80 || !PATH_CHAR[c]) {
+      if (c === 0x3b) return 'semicolon in path';
+      if (c === 0x5c) return 'backslash in path';
+      if (c === 0x23) return 'fragment in request-target';
+      return 'character not allowed in path';
+    }
+  }
+  return undefined;
+}
+
+/** Checks the query: RFC 3986 query characters and well-formed percent-encoding, nothing decoded. */
+function checkQuery(query: string): string | undefined {
+  for (let i = 0; i < query.length; i++) {
+    const c = query.charCodeAt(i);
+    if (c === 0x25) {
+      if (!HEX.test(query.slice(i + 1, i + 3))) return 'malformed percent-encoding in query';
+      i += 2;
+      continue;
+    }
+    if (c >= 0x80 || !QUERY_CHAR[c]) return c === 0x23 ? 'fragment in request-target' : 'character not allowed in query';
+  }
+  return undefined;
+}
+
+const ABSOLUTE = /^[Hh][Tt][Tt][Pp][Ss]?:\/\/([^/?#]*)(.*)$/;
+
+/**
+ * Parses and checks a raw request-target (`req.url`). Absolute-form is accepted when its
+ * authority is the Host header (Jetty refuses a mismatch): the path is authorised and the
+ * origin-form is forwarded, never the client's authority. `*` and authority-form are refused.
+ */
+export function parseTarget(raw: string, host: string | undefined, maxBytes: number): Target {
+  if (raw.length > maxBytes) throw new TargetTooLong(`request-target of ${raw.length} bytes`);
+  let originForm = raw;
+  if (raw.charCodeAt(0) !== 0x2f) {
+    const absolute = ABSOLUTE.exec(raw);
+    if (!absolute) throw new InvalidTarget(raw === '*' ? 'asterisk-form request-target' : 'request-target is not origin-form');
+    const authority = absolute[1]!;
+    if (authority.includes('@') || host === undefined || authority.toLowerCase() !== host.toLowerCase()) {
+      throw new InvalidTarget('absolute-form authority does not match Host');
+    }
+    originForm = absolute[2]!;
+    if (originForm.charCodeAt(0) !== 0x2f) throw new InvalidTarget('absolute-form without a path');
+  }
+  const q = originForm.indexOf('?');
+  const path = q === -1 ? originForm : originForm.slice(0, q);
+  const query = q === -1 ? undefined : originForm.slice(q + 1);
+  const problem = checkPath(path) ?? (query === undefined ? undefined : checkQuery(query));
+  if (problem) throw new InvalidTarget(problem);
+  return { path, query, target: originForm };
+}

@@ -1,0 +1,239 @@
+/**
+ * OpenAPI 3.0 / 3.1 document -> Operation[]: method, full path template, and the scopes a token
+ * must hold. Pure: no I/O here except `readOpenApiFile`. Deny by default, and ambiguity is an
+ * error: an operation that only a scheme the gateway cannot check could satisfy fails the load.
+ */
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import type { ExtraOperation } from '../config.js';
+import { OpenApiError } from '../errors.js';
+import type { Requirement } from './requirement.js';
+
+/** One entry of the endpoint-to-scope table. */
+export interface Operation {
+  readonly method: string;
+  /** The full template, base path included: `/jans-scim/restv1/v2/Users/{id}`. */
+  readonly path: string;
+  readonly operationId: string | null;
+  /** A label for logs and metrics: the operationId, else `METHOD path`. */
+  readonly id: string;
+  readonly public: boolean;
+  /** Empty when public. */
+  readonly requirement: Requirement;
+}
+
+/** The methods an OpenAPI path item may hold that the gateway forwards. */
+const FORWARDED = ['get', 'put', 'post', 'delete', 'patch', 'head'] as const;
+/** Methods the gateway never forwards: OPTIONS is answered locally, TRACE refused. */
+const NOT_FORWARDED = ['options', 'trace'] as const;
+const SCOPED_SCHEMES = new Set(['oauth2', 'openIdConnect']);
+/** A literal segment: characters that mean nothing to the router or to Jetty. */
+const LITERAL = /^[A-Za-z0-9._~!$&'()+,=@-]+$/;
+const PARAM = /^\{([A-Za-z_][A-Za-z0-9_.-]*)\}$/;
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Resolves a local `$ref` (`#/components/...`), following chains, refusing cycles. */
+function deref(doc: Json, value: unknown, where: string, seen = new Set<string>()): unknown {
+  if (!isObject(value) || typeof value.$ref !== 'string') return value;
+  const ref = value.$ref;
+  if (!ref.startsWith('#/')) throw new OpenApiError([`${where}: only local $refs are supported (${ref})`]);
+  if (seen.has(ref)) throw new OpenApiError([`${where}: $ref cycle at ${ref}`]);
+  seen.add(ref);
+  let node: unknown = doc;
+  for (const raw of ref.slice(2).split('/')) {
+    const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
+    if (!isObject(node) || !(key in node)) throw new OpenApiError([`${where}: $ref ${ref} does not resolve`]);
+    node = node[key];
+  }
+  return deref(doc, node, where, seen);
+}
+
+/** The path of servers[0].url, server variables replaced by their defaults. */
+function serverBasePath(doc: Json): string {
+  const servers = doc.servers;
+  if (!Array.isArray(servers) || servers.length === 0 || !isObject(servers[0])) return '';
+  const server = servers[0];
+  let url = String(server.url ?? '');
+  const variables = isObject(server.variables) ? server.variables : {};
+  url = url.replace(/\{([^}]+)\}/g, (_, name: string) => {
+    const v = variables[name];
+    return isObject(v) && typeof v.default === 'string' ? v.default : '';
+  });
+  const path = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? new URL(url).pathname : url.split('?')[0]!;
+  return normaliseBase(path);
+}
+
+function normaliseBase(path: string): string {
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed === '' ? '' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`;
+}
+
+/** Checks a path template segment by segment; returns problems. */
+function checkTemplate(path: string, where: string): string[] {
+  if (!path.startsWith('/')) return [`${where}: path must start with /`];
+  if (path === '/') return [];
+  const problems: string[] = [];
+  for (const segment of path.slice(1).split('/')) {
+    if (segment === '' ) problems.push(`${where}: empty path segment`);
+    else if (segment === '.' || segment === '..') problems.push(`${where}: dot segment`);
+    else if (!LITERAL.test(segment) && !PARAM.test(segment)) problems.push(`${where}: segment "${segment}" is neither a literal nor a whole {parameter}`);
+  }
+  return problems;
+}
+
+/** The security requirement of one operation, or problems. */
+function readSecurity(doc: Json, security: unknown, schemes: Json, where: string): { public: boolean; requirement: Requirement; problems: string[] } {
+  if (security === undefined) return { public: true, requirement: [], problems: [] };
+  if (!Array.isArray(security)) return { public: false, requirement: [], problems: [`${where}: security must be a list`] };
+  if (security.length === 0) return { public: true, requirement: [], problems: [] };
+  const alternatives: string[][] = [];
+  const uncheckable: string[] = [];
+  const problems: string[] = [];
+  for (const object of security) {
+    if (!isObject(object)) {
+      problems.push(`${where}: a security requirement must be a mapping`);
+      continue;
+    }
+    const names = Object.keys(object);
+    // `{}` among the alternatives makes authentication optional (OpenAPI 3: "optional security").
+    if (names.length === 0) return { public: true, requirement: [], problems };
+    const scopes = new Set<string>();
+    let checkable = true;
+    for (const name of names) {
+      const scheme = deref(doc, schemes[name], where);
+      if (!isObject(scheme)) {
+        problems.push(`${where}: security scheme "${name}" is not defined in components.securitySchemes`);
+        checkable = false;
+        continue;
+      }
+      if (!SCOPED_SCHEMES.has(String(scheme.type))) {
+        uncheckable.push(`${name} (${String(scheme.type)})`);
+        checkable = false;
+        continue;
+      }
+      const list = object[name];
+      if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || !/^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s))) {
+        problems.push(`${where}: scopes of "${name}" must be a list of scope tokens`);
+        checkable = false;
+        continue;
+      }
+      for (const s of list as string[]) scopes.add(s);
+    }
+    if (checkable) alternatives.push([...scopes]);
+  }
+  if (problems.length === 0 && alternatives.length === 0) {
+    problems.push(`${where}: can only be satisfied by ${uncheckable.join(', ')}, which the gateway cannot check; refusing to treat it as public`);
+  }
+  return { public: false, requirement: alternatives, problems };
+}
+
+/** Parses an OpenAPI document (YAML is a superset of JSON), naming line and column on error. */
+export function parseOpenApiText(text: string, file: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new OpenApiError(doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`;
+    }));
+  }
+  return doc.toJS({ maxAliasCount: 100 }) as unknown;
+}
+
+/** Reads an OpenAPI file from disk. */
+export function readOpenApiFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new OpenApiError([`openapi.file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  return parseOpenApiText(text, file);
+}
+
+/** Options of `operationsFrom`. */
+export interface TableOptions {
+  basePath?: string | undefined;
+  extra?: readonly ExtraOperation[];
+}
+
+/**
+ * The operations of an OpenAPI document, base path included, plus `extra`. Throws OpenApiError
+ * with every problem when the document cannot be turned into a table with certainty.
+ */
+export function operationsFrom(document: unknown, options: TableOptions = {}): Operation[] {
+  if (!isObject(document)) throw new OpenApiError(['openapi.file: the document is not a mapping']);
+  const version = String(document.openapi ?? '');
+  if (!/^3\.[01]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x or 3.1.x)`]);
+  const base = options.basePath !== undefined ? normaliseBase(options.basePath) : serverBasePath(document);
+  const components = isObject(document.components) ? document.components : {};
+  const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {};
+  const paths = isObject(document.paths) ? document.paths : {};
+  const problems: string[] = [];
+  const operations: Operation[] = [];
+  const seen = new Map<string, string>();
+
+  const add = (method: string, template: string, operationId: string | null, sec: { public: boolean; requirement: Requirement }, where: string) => {
+    const path = template === '/' && base ? base : base + template;
+    // `/Users/{id}` and `/Users/{uid}` are the same route: a conflict, not two entries.
+    const shape = `${method} ${path.replace(/\{[^}]+\}/g, '{}')}`;
+    const other = seen.get(shape);
+    if (other) {
+      problems.push(`${where}: conflicts with ${other}`);
+      return;
+    }
+    seen.set(shape, where);
+    operations.push(Object.freeze({
+      method, path, operationId, id: operationId ?? `${method} ${path}`, public: sec.public,
+      requirement: Object.freeze(sec.requirement.map((a) => Object.freeze([...a]))),
+    }));
+  };
+
+  for (const [template, rawItem] of Object.entries(paths)) {
+    let item: unknown;
+    try {
+      item = deref(document, rawItem, `paths.${template}`);
+    } catch (error) {
+      problems.push(...(error as OpenApiError).problems);
+      continue;
+    }
+    if (!isObject(item)) continue;
+    problems.push(...checkTemplate(template, `paths.${template}`));
+    for (const m of NOT_FORWARDED) {
+      if (item[m] !== undefined && m === 'trace') problems.push(`paths.${template}.trace: the gateway never forwards TRACE`);
+    }
+    for (const m of FORWARDED) {
+      const op = item[m];
+      if (op === undefined) continue;
+      const where = `${m.toUpperCase()} ${template}`;
+      if (!isObject(op)) {
+        problems.push(`${where}: the operation is not a mapping`);
+        continue;
+      }
+      let sec;
+      try {
+        sec = readSecurity(document, 'security' in op ? op.security : document.security, schemes, where);
+      } catch (error) {
+        problems.push(...(error as OpenApiError).problems);
+        continue;
+      }
+      problems.push(...sec.problems);
+      add(m.toUpperCase(), template, typeof op.operationId === 'string' ? op.operationId : null, sec, where);
+    }
+  }
+  for (const [i, extra] of (options.extra ?? []).entries()) {
+    const where = `openapi.extra[${i}]`;
+    const before = problems.length;
+    problems.push(...checkTemplate(extra.path, where));
+    if (problems.length === before) {
+      add(extra.method, extra.path, extra.operationId ?? null, { public: extra.public, requirement: extra.public ? [] : [extra.scopes] }, where);
+    }
+  }
+  if (problems.length > 0) throw new OpenApiError(problems);
+  if (operations.length === 0) throw new OpenApiError(['openapi.file: the document has no operations']);
+  return operations;
+}

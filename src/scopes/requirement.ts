@@ -1,0 +1,43 @@
+/**
+ * A requirement: alternatives (OpenAPI security requirement objects, OR) of scope sets (the scopes
+ * inside one object, AND). `[]` as an alternative means "any valid token".
+ */
+
+/** Alternatives of scope sets; satisfied when every scope of one alternative is held. */
+export type Requirement = readonly (readonly string[])[];
+
+/** True when `held` contains every scope of at least one alternative. */
+export function satisfied(requirement: Requirement, held: ReadonlySet<string>): boolean {
+  for (const alternative of requirement) {
+    let ok = true;
+    for (const scope of alternative) {
+      if (!held.has(scope)) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok) return true;
+  }
+  return false;
+}
+
+/**
+ * The alternative closest to being satisfied (fewest scopes missing), to name in a 403: the
+ * client learns which scopes to ask for, never which it holds.
+ */
+export function closest(requirement: Requirement, held: ReadonlySet<string>): readonly string[] {
+  let best: readonly string[] = requirement[0] ?? [];
+  let bestMissing = Infinity;
+  for (const alternative of requirement) {
+    const missing = alternative.filter((s) => !held.has(s)).length;
+    if (missing < bestMissing) [best, bestMissing] = [alternative, missing];
+  }
+  return best;
+}
+
+/** The AND of two requirements: every pair of alternatives merged (used by Bulk). */
+export function both(a: Requirement, b: Requirement): Requirement {
+  const out: string[][] = [];
+  for (const x of a) for (const y of b) out.push([...new Set([...x, ...y])]);
+  return out;
+}

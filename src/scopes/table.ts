@@ -1,0 +1,56 @@
+/**
+ * The endpoint-to-scope table: method + path -> operation, with find-my-way as the router
+ * (literal segments win over templates; a template segment is one non-empty segment; case
+ * matters). The path given here has already passed the strict request-target grammar.
+ */
+import Router from 'find-my-way';
+import type { Operation } from './openapi.js';
+
+/** The outcome of matching a method and path against the table. */
+export type Match =
+  | { kind: 'found'; operation: Operation; params: Readonly<Record<string, string | undefined>> }
+  | { kind: 'method'; allow: readonly string[] }
+  | { kind: 'none' };
+
+/** A matcher over a fixed list of operations. */
+export interface Table {
+  readonly operations: readonly Operation[];
+  /** HEAD is matched as GET (RESTEasy runs the GET method); one trailing `/` is ignored (RESTEasy strips it). */
+  match(method: string, path: string): Match;
+}
+
+type Method = Parameters<Router.Instance<Router.HTTPVersion.V1>['find']>[0];
+
+/** `{id}` -> `:id` for find-my-way. */
+function routerPath(template: string): string {
+  return template.replace(/\{([^}]+)\}/g, ':$1');
+}
+
+/** Builds the table; throws when two operations collide in the router. */
+export function createTable(operations: readonly Operation[], maxPathBytes = 65536): Table {
+  const router = Router({ caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: maxPathBytes });
+  const methods = new Set<string>();
+  for (const operation of operations) {
+    router.on(operation.method as Method, routerPath(operation.path), () => undefined, operation);
+    methods.add(operation.method);
+  }
+  const known = [...methods];
+  const matchOne = (method: string, path: string) => (methods.has(method) ? router.find(method as Method, path) : null);
+
+  return Object.freeze({
+    operations: Object.freeze([...operations]),
+    match(method: string, rawPath: string): Match {
+      // RESTEasy's matching path drops one trailing slash: `/Users/` is the `/Users` operation,
+      // never `/Users/{id}` with an empty id.
+      const path = rawPath.length > 1 && rawPath.endsWith('/') ? rawPath.slice(0, -1) : rawPath;
+      const lookup = method === 'HEAD' && !methods.has('HEAD') ? 'GET' : method;
+      const found = matchOne(lookup, path);
+      if (found) return { kind: 'found', operation: found.store as Operation, params: found.params };
+      const allow = known.filter((m) => matchOne(m, path) !== null);
+      if (allow.length === 0) return { kind: 'none' };
+      if (allow.includes('GET') && !allow.includes('HEAD')) allow.push('HEAD');
+      allow.push('OPTIONS');
+      return { kind: 'method', allow };
+    },
+  });
+}

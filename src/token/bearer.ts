@@ -1,0 +1,43 @@
+/**
+ * RFC 6750 section 2.1 bearer extraction: from exactly one Authorization header, never the
+ * query or the body (SECURITY.md rule 5, cases T01-T07).
+ */
+import { InvalidBearerRequest } from '../errors.js';
+
+const SCHEME = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)(.*)$/s;
+// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/**
+ * The bearer token of a request: undefined when there is no Bearer credential at all (401 with
+ * a bare challenge); throws InvalidBearerRequest when the credential is malformed or repeated.
+ * `rawHeaders` is Node's flat [name, value, ...] list, which keeps duplicates that
+ * `req.headers` would hide.
+ */
+export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: number): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue;
+    if (value !== undefined) throw new InvalidBearerRequest('more than one Authorization header', 400);
+    value = rawHeaders[i + 1]!;
+  }
+  if (value === undefined || value === '') return undefined;
+  const match = SCHEME.exec(value);
+  // The scheme is case-insensitive (RFC 9110 section 11.1): `bearer`, `BEARER` are accepted (T03).
+  if (!match || match[1]!.toLowerCase() !== 'bearer') return undefined;
+  const rest = match[2]!;
+  if (rest === '' || rest.trim() === '') throw new InvalidBearerRequest('empty bearer token');
+  if (rest.charCodeAt(0) !== 0x20) throw new InvalidBearerRequest('bearer scheme not followed by SP');
+  const token = rest.replace(/^ +/, '');
+  if (token.length > maxTokenBytes) throw new InvalidBearerRequest(`bearer token longer than ${maxTokenBytes} bytes`);
+  if (!B64TOKEN.test(token)) throw new InvalidBearerRequest('bearer token is not a b64token');
+  return token;
+}
+
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** True for a compact JWS (three base64url parts): such tokens go to the JWT verifier. */
+export function isCompactJws(token: string): boolean {
+  return COMPACT_JWS.test(token);
+}

@@ -1,0 +1,125 @@
+/**
+ * withCache(verifier) -> verifier: results kept in an LRU keyed by the SHA-256 of the token (a
+ * token is never a cache key), concurrent first requests coalesced into one validation
+ * (lru-cache `fetch`), positive entries living min(maxTtlSeconds, exp - now) and re-checked for
+ * expiry on every hit, invalid results kept `negativeTtlSeconds`, authorization-server failures
+ * never kept.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { InvalidToken } from '../errors.js';
+import type { Principal, TokenVerifier } from './principal.js';
+
+/** What a cache entry holds: a principal, or the reason a token was refused. */
+export type Entry = { principal: Principal } | { invalid: string };
+
+/** Options of the cache. */
+export interface CacheOptions {
+  maxEntries: number;
+  maxTtlSeconds: number;
+  negativeTtlSeconds: number;
+  now?: () => number;
+  /** A second level shared by replicas (Redis); consulted on a local miss. */
+  secondLevel?: SecondLevel;
+}
+
+/** A shared second-level store. Failures must resolve to undefined / be swallowed, never throw. */
+export interface SecondLevel {
+  get(key: string): Promise<Entry | undefined>;
+  set(key: string, entry: Entry, ttlMs: number): Promise<void>;
+}
+
+/** A cached verifier with the controls the admin listener needs. */
+export interface CachedVerifier {
+  verify(token: string): Promise<{ principal: Principal; hit: boolean }>;
+  /** Drops entries by key (SHA-256 base64url), fingerprint prefix or client id; returns how many. */
+  purge(match: { key?: string; fingerprint?: string; clientId?: string }): number;
+  readonly size: number;
+}
+
+/** The cache key of a token: SHA-256, base64url. */
+export function tokenKey(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+/** The short fingerprint written to logs: the first 12 characters of the key. */
+export function fingerprintOf(key: string): string {
+  return key.slice(0, 12);
+}
+
+/** Wraps `verifier` in the cache. */
+export function withCache(verifier: TokenVerifier, options: CacheOptions): CachedVerifier {
+  const now = options.now ?? Date.now;
+  const maxTtlMs = options.maxTtlSeconds * 1000;
+  const negativeTtlMs = options.negativeTtlSeconds * 1000;
+
+  const ttlOf = (entry: Entry): number => {
+    if ('invalid' in entry) return negativeTtlMs;
+    const exp = entry.principal.expiresAt;
+    return exp === undefined ? maxTtlMs : Math.min(maxTtlMs, exp * 1000 - now());
+  };
+
+  const lru = new LRUCache<string, Entry, string>({
+    max: options.maxEntries,
+    ttl: Math.max(maxTtlMs, 1),
+    ttlAutopurge: false,
+    perf: { now },
+    fetchMethod: async (key, _stale, { options: fetchOptions, context: token }) => {
+      const shared = await options.secondLevel?.get(key);
+      let entry: Entry | undefined = shared && !isExpired(shared) ? shared : undefined;
+      if (!entry) {
+        try {
+          entry = { principal: await verifier(token) };
+        } catch (error) {
+          // Only a refusal of the token is kept; a failure of the server propagates, uncached.
+          if (!(error instanceof InvalidToken)) throw error;
+          entry = { invalid: error.reason };
+        }
+        const ttl = ttlOf(entry);
+        if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
+      }
+      const ttl = ttlOf(entry);
+      if (ttl <= 0) {
+        fetchOptions.ttl = 1;
+        fetchOptions.noUpdateTTL = false;
+      } else {
+        fetchOptions.ttl = ttl;
+      }
+      return entry;
+    },
+  });
+
+  function isExpired(entry: Entry): boolean {
+    return 'principal' in entry && entry.principal.expiresAt !== undefined && entry.principal.expiresAt * 1000 <= now();
+  }
+
+  return {
+    async verify(token) {
+      const key = tokenKey(token);
+      const cached = lru.get(key);
+      const entry = cached ?? (await lru.fetch(key, { context: token }));
+      if (entry === undefined) throw new InvalidToken('no cache entry');
+      if ('invalid' in entry) throw new InvalidToken(entry.invalid);
+      // An entry never outlives the token: expiry is re-checked on every hit.
+      if (isExpired(entry)) {
+        lru.delete(key);
+        throw new InvalidToken('token expired');
+      }
+      return { principal: entry.principal, hit: cached !== undefined };
+    },
+    purge(match) {
+      let purged = 0;
+      for (const [key, entry] of lru.entries()) {
+        const hit = (match.key !== undefined && key === match.key)
+          || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
+          || (match.clientId !== undefined && 'principal' in entry && entry.principal.clientId === match.clientId);
+        if (hit && lru.delete(key)) purged += 1;
+      }
+      return purged;
+    },
+    get size() {
+      return lru.size;
+    },
+  };
+}
+

@@ -1,0 +1,143 @@
+/**
+ * RFC 7662 verifier: POST the token to the introspection endpoint, accept only `active: true`,
+ * check `exp` locally too. Every failure of the authorization server (refused, slow, 5xx, 3xx,
+ * garbage, our own credentials refused) is AuthServerUnavailable: a 503, never a forward, never
+ * cached.
+ */
+import { request, type Dispatcher } from 'undici';
+import { AuthServerUnavailable, InvalidToken } from '../errors.js';
+import { createBreaker } from './breaker.js';
+import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
+
+/** Options of the introspection verifier. */
+export interface IntrospectionOptions {
+  endpoint: string;
+  authMethod: 'client_secret_basic' | 'client_secret_post' | 'bearer_token';
+  clientId?: string | undefined;
+  clientSecret?: string | undefined;
+  timeoutMs: number;
+  maxConcurrent: number;
+  dispatcher?: Dispatcher;
+  now?: () => number;
+  /** Called once per call that went out, with its outcome. */
+  onCall?: (durationMs: number, outcome: 'active' | 'inactive' | 'failure') => void;
+  /** Called when the authorization server refuses the gateway's own credentials. */
+  onCredentialsRefused?: (status: number) => void;
+}
+
+/** The largest introspection response read (a bigger one is a failure, not a principal). */
+export const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/** application/x-www-form-urlencoded, as RFC 6749 section 2.3.1 wants for Basic credentials. */
+function formEncode(value: string): string {
+  return encodeURIComponent(value).replace(/%20/g, '+');
+}
+
+async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_RESPONSE_BYTES) {
+      body.destroy();
+      throw new AuthServerUnavailable(`introspection response over ${MAX_RESPONSE_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Creates the verifier; a bound on concurrent calls and a circuit breaker protect the server. */
+export function createIntrospectionVerifier(options: IntrospectionOptions): TokenVerifier & { probe(): Promise<boolean> } {
+  const now = options.now ?? Date.now;
+  const breaker = createBreaker(5, 5000, now);
+  const basic = options.authMethod === 'client_secret_basic'
+    ? `Basic ${Buffer.from(`${formEncode(options.clientId ?? '')}:${formEncode(options.clientSecret ?? '')}`).toString('base64')}`
+    : undefined;
+  let inFlight = 0;
+
+  async function call(token: string): Promise<{ status: number; text: string }> {
+    const form = new URLSearchParams({ token, token_type_hint: 'access_token' });
+    if (options.authMethod === 'client_secret_post') {
+      form.set('client_id', options.clientId ?? '');
+      form.set('client_secret', options.clientSecret ?? '');
+    }
+    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
+    headers.authorization = basic ?? (options.authMethod === 'bearer_token' ? `Bearer ${token}` : '');
+    if (!headers.authorization) delete headers.authorization;
+    const signal = AbortSignal.timeout(options.timeoutMs);
+    try {
+      const response = await request(options.endpoint, {
+        method: 'POST', body: form.toString(), headers, signal,
+        ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+      });
+      return { status: response.statusCode, text: await readCapped(response.body) };
+    } catch (error) {
+      if (error instanceof AuthServerUnavailable) throw error;
+      const reason = signal.aborted ? `introspection timed out after ${options.timeoutMs} ms` : `introspection failed: ${(error as Error).message}`;
+      throw new AuthServerUnavailable(reason, 5, { cause: error });
+    }
+  }
+
+  function interpret(status: number, text: string): Principal {
+    if (status === 401 && options.authMethod === 'bearer_token') {
+      // jans-auth answers 401 {"error":"access_denied"} when the presented token cannot
+      // authorise its own introspection: the token is invalid (JANS.md section 2).
+      throw new InvalidToken('the authorization server refused the token (self-introspection 401)');
+    }
+    if (status === 401 || status === 403) {
+      options.onCredentialsRefused?.(status);
+      throw new AuthServerUnavailable(`the authorization server refused the gateway's credentials (${status})`);
+    }
+    if (status !== 200) throw new AuthServerUnavailable(`introspection answered ${status}`);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new AuthServerUnavailable('introspection answered something that is not JSON');
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AuthServerUnavailable('introspection answered JSON that is not an object');
+    const claims = body as Record<string, unknown>;
+    // RFC 7662 section 2.2: only the boolean true means active ("true", 1, null do not: I02).
+    if (claims.active !== true) throw new InvalidToken('inactive token');
+    return principalFromClaims(claims, Math.floor(now() / 1000), false);
+  }
+
+  async function verify(token: string): Promise<Principal> {
+    if (inFlight >= options.maxConcurrent) throw new AuthServerUnavailable(`more than ${options.maxConcurrent} introspections in flight`, 1);
+    if (!breaker.tryAcquire()) throw new AuthServerUnavailable('introspection circuit open');
+    inFlight += 1;
+    const started = performance.now();
+    try {
+      const { status, text } = await call(token);
+      const principal = interpret(status, text);
+      breaker.success();
+      options.onCall?.(performance.now() - started, 'active');
+      return principal;
+    } catch (error) {
+      if (error instanceof InvalidToken) {
+        breaker.success();
+        options.onCall?.(performance.now() - started, 'inactive');
+      } else {
+        breaker.failure();
+        options.onCall?.(performance.now() - started, 'failure');
+      }
+      throw error;
+    } finally {
+      inFlight -= 1;
+    }
+  }
+
+  /** Readiness: the endpoint answers a well-formed introspection for a token that is no token. */
+  async function probe(): Promise<boolean> {
+    try {
+      const { status, text } = await call(`scopegate-readiness-${Date.now()}`);
+      if (options.authMethod === 'bearer_token') return status === 200 || status === 401;
+      return status === 200 && typeof (JSON.parse(text) as { active?: unknown }).active === 'boolean';
+    } catch {
+      return false;
+    }
+  }
+
+  return Object.assign(verify, { probe });
+}

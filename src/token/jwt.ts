@@ -1,0 +1,97 @@
+/**
+ * JWT access tokens verified locally against the issuer's JWKS (jose): an explicit algorithm
+ * allow-list (never none, never HS*), exact issuer, `exp` required, accepted `typ` values, and a
+ * scope claim (an ID token signed by the same key has none and authorises nothing).
+ */
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { AuthServerUnavailable, InvalidToken } from '../errors.js';
+import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
+
+/** Options of the JWT verifier. */
+export interface JwtOptions {
+  jwksUri: string;
+  issuer: string;
+  audience: readonly string[];
+  algorithms: readonly string[];
+  clockToleranceSeconds: number;
+  types: readonly string[];
+  cooldownSeconds: number;
+  timeoutMs?: number;
+  now?: () => number;
+  /** Called on every JWKS fetch with its outcome. */
+  onJwksFetch?: (ok: boolean) => void;
+}
+
+/** jose error codes that mean "this token is bad", as opposed to "the JWKS could not be had". */
+const TOKEN_FAULTS = new Set([
+  'ERR_JWKS_NO_MATCHING_KEY', 'ERR_JWKS_MULTIPLE_MATCHING_KEYS', 'ERR_JOSE_ALG_NOT_ALLOWED', 'ERR_JOSE_NOT_SUPPORTED',
+]);
+
+function isTokenFault(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('ERR_JWT_') || code.startsWith('ERR_JWS_') || TOKEN_FAULTS.has(code));
+}
+
+/** `application/at+jwt` and `at+jwt` are the same type (RFC 7515 section 4.1.9). */
+function normaliseType(typ: string): string {
+  const lower = typ.toLowerCase();
+  return lower.startsWith('application/') ? lower.slice('application/'.length) : lower;
+}
+
+const MAX_JWKS_BYTES = 512 * 1024;
+
+/** Creates the verifier and its JWKS; `ready()` is true once a key set has been fetched. */
+export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(): boolean; reload(): Promise<void> } {
+  const now = options.now ?? Date.now;
+  const types = new Set(options.types.map(normaliseType));
+  const algorithms = new Set(options.algorithms);
+  const jwks = createRemoteJWKSet(new URL(options.jwksUri), {
+    cooldownDuration: options.cooldownSeconds * 1000,
+    timeoutDuration: options.timeoutMs ?? 5000,
+    [customFetch]: async (url, init) => {
+      try {
+        const response = await fetch(url, { ...init, redirect: 'manual' });
+        const length = Number(response.headers.get('content-length') ?? 0);
+        if (length > MAX_JWKS_BYTES) throw new Error('JWKS response too large');
+        options.onJwksFetch?.(response.status === 200);
+        return response;
+      } catch (error) {
+        options.onJwksFetch?.(false);
+        throw error;
+      }
+    },
+  });
+
+  async function verify(token: string): Promise<Principal> {
+    let header;
+    try {
+      header = decodeProtectedHeader(token);
+    } catch {
+      throw new InvalidToken('malformed JWS header');
+    }
+    if (typeof header.alg !== 'string' || !algorithms.has(header.alg)) throw new InvalidToken(`algorithm ${String(header.alg)} not allowed`);
+    if (typeof header.typ !== 'string' || !types.has(normaliseType(header.typ))) throw new InvalidToken(`typ ${String(header.typ)} not accepted`);
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, jwks, {
+        issuer: options.issuer,
+        ...(options.audience.length > 0 ? { audience: [...options.audience] } : {}),
+        algorithms: [...options.algorithms],
+        clockTolerance: options.clockToleranceSeconds,
+        requiredClaims: ['exp'],
+        currentDate: new Date(now()),
+      }));
+    } catch (error) {
+      if (isTokenFault(error)) throw new InvalidToken(`JWT refused: ${(error as Error).message}`, { cause: error });
+      throw new AuthServerUnavailable(`JWKS unavailable: ${(error as Error).message}`, 5, { cause: error });
+    }
+    return principalFromClaims(payload as Record<string, unknown>, Math.floor(now() / 1000), true, options.clockToleranceSeconds);
+  }
+
+  return Object.assign(verify, {
+    ready: () => jwks.jwks() !== undefined,
+    reload: async () => {
+      await jwks.reload();
+    },
+  });
+}

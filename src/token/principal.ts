@@ -1,0 +1,76 @@
+/**
+ * Principal: who a validated token speaks for and what it may do. Built from introspection
+ * members or JWT claims, whose `scope` may be a space-separated string or an array (jans sends
+ * both), or `scp`.
+ */
+import { InvalidToken } from '../errors.js';
+
+/** A validated access token, reduced to what the gateway decides with. */
+export interface Principal {
+  readonly subject: string | undefined;
+  readonly clientId: string | undefined;
+  readonly scopes: ReadonlySet<string>;
+  /** Epoch seconds; undefined when the token states no expiry. */
+  readonly expiresAt: number | undefined;
+}
+
+/** Validates a token and returns its principal; throws InvalidToken or AuthServerUnavailable. */
+export type TokenVerifier = (token: string) => Promise<Principal>;
+
+// Tokens of one client mostly share one scope string: one frozen Set each, not one per token,
+// which keeps a cache of a million entries small.
+const interned = new Map<string, ReadonlySet<string>>();
+const MAX_INTERNED = 10000;
+
+function scopeSet(list: readonly string[]): ReadonlySet<string> {
+  const key = list.join(' ');
+  let set = interned.get(key);
+  if (!set) {
+    set = new Set(list);
+    if (interned.size < MAX_INTERNED) interned.set(key, set);
+  }
+  return set;
+}
+
+function scopeList(value: unknown, name: string): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return value.split(' ').filter(Boolean);
+  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) return value as string[];
+  throw new InvalidToken(`${name} is neither a string nor a list of strings`);
+}
+
+function optionalString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/** Token types that are access tokens usable as bearer tokens (RFC 7662 `token_type`). */
+const ACCESS_TYPES = new Set(['bearer', 'access_token', 'urn:ietf:params:oauth:token-type:access_token']);
+
+/**
+ * The principal of a set of claims. Refuses what is not a plain bearer access token: a
+ * sender-constrained token (`cnf`: DPoP, mTLS; SECURITY.md rule 9), another `token_type`, an
+ * expired or not-yet-valid token. `requireScope` refuses a token without scope claims (JWT: an
+ * ID token signed by the same key carries none; rule 10).
+ */
+export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, leewaySeconds = 0): Principal {
+  if (claims.cnf !== undefined && claims.cnf !== null) throw new InvalidToken('sender-constrained token (cnf) presented as a bearer token');
+  const tokenType = claims.token_type;
+  if (tokenType !== undefined && tokenType !== null && !(typeof tokenType === 'string' && ACCESS_TYPES.has(tokenType.toLowerCase()))) {
+    throw new InvalidToken('token_type is not an access token');
+  }
+  const exp = claims.exp;
+  if (exp !== undefined && exp !== null) {
+    if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new InvalidToken('exp is not a number');
+    if (exp + leewaySeconds <= nowSeconds) throw new InvalidToken('token expired');
+  }
+  const nbf = claims.nbf;
+  if (typeof nbf === 'number' && nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+  const scope = scopeList(claims.scope, 'scope') ?? scopeList(claims.scp, 'scp');
+  if (scope === undefined && requireScope) throw new InvalidToken('no scope claim: not an access token');
+  return Object.freeze({
+    subject: optionalString(claims.sub),
+    clientId: optionalString(claims.client_id) ?? optionalString(claims.azp),
+    scopes: scopeSet(scope ?? []),
+    expiresAt: typeof exp === 'number' ? exp : undefined,
+  });
+}
