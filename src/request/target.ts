@@ -133,7 +133,8 @@ export function parseTarget(raw: string, host: string | undefined, maxBytes: num
   const q = originForm.indexOf('?');
   const path = q === -1 ? originForm : originForm.slice(0, q);
   const query = q === -1 ? undefined : originForm.slice(q + 1);
-  const problem = checkPath(path) ?? (query === undefined ? undefined : checkQuery(query));
+  // A bare `?` cannot be forwarded byte for byte (reply-from drops it): refused, not altered.
+  const problem = checkPath(path) ?? (query === undefined ? undefined : query === '' ? 'empty query' : checkQuery(query));
   if (problem) throw new InvalidTarget(problem);
   return { path, query, target: originForm };
 }

@@ -1,0 +1,53 @@
+/**
+ * The admin listener: /healthz (alive), /readyz (table loaded and token validation can work),
+ * /metrics (Prometheus), POST /cache/purge. Never on the proxy port.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Metrics } from './metrics.js';
+import type { Runtime } from './runtime.js';
+import { tokenKey } from './token/cache.js';
+
+/** A purge request: exactly one of token, fingerprint, clientId. */
+export interface PurgeRequest {
+  token?: string;
+  fingerprint?: string;
+  clientId?: string;
+}
+
+/** Options of the admin server. */
+export interface AdminOptions {
+  current: () => Runtime;
+  metrics: Metrics;
+  logger: Logger;
+  /** Propagates a purge to other replicas (Redis); returns entries purged there. */
+  broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
+}
+
+/** Builds the admin server; it never listens by itself. */
+export function buildAdmin(options: AdminOptions): FastifyInstance {
+  const app = Fastify({ loggerInstance: options.logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 });
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const ready = await options.current().ready().catch(() => false);
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(options.metrics.registry.contentType);
+    return options.metrics.registry.metrics();
+  });
+  app.post('/cache/purge', async (request, reply) => {
+    const body = request.body as PurgeRequest | undefined;
+    const given = body && typeof body === 'object' ? (['token', 'fingerprint', 'clientId'] as const).filter((k) => typeof body[k] === 'string' && body[k] !== '') : [];
+    if (!body || given.length !== 1 || Object.keys(body).length !== 1) {
+      return reply.code(400).send({ error: 'give exactly one of token, fingerprint, clientId' });
+    }
+    const match = body.token ? { key: tokenKey(body.token) } : body.fingerprint ? { fingerprint: body.fingerprint } : { clientId: body.clientId! };
+    let purged = options.current().verifier.purge(match);
+    if (options.broadcastPurge) purged += await options.broadcastPurge(match);
+    options.metrics.redis.inc({ event: 'purge' });
+    request.log.info({ purge: given[0], purged }, 'cache purge');
+    return { purged };
+  });
+  return app;
+}

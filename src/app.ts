@@ -1,0 +1,104 @@
+/**
+ * A running gateway: config -> runtime -> listeners, with reload (SIGHUP) and graceful close.
+ * The process boundary (argv, signals, exit codes) stays in cli.ts.
+ */
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream, Logger } from 'pino';
+import { loadConfig, type Config } from './config.js';
+import { ConfigError } from './errors.js';
+import { createLogger, flushLogger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { createRuntime, resolveEndpoints, type Runtime } from './runtime.js';
+import { buildServer, type Servers } from './server.js';
+
+/** A started gateway. */
+export interface Gateway {
+  readonly proxyUrl: string;
+  readonly adminUrl: string;
+  readonly logger: Logger;
+  current(): Runtime;
+  /** Re-reads the config file and the OpenAPI file; keeps the running one when invalid. */
+  reload(): Promise<{ ok: boolean; problems?: readonly string[] }>;
+  close(): Promise<void>;
+}
+
+/** Options of startGateway. */
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  logDestination?: DestinationStream;
+  /** Bound on the graceful close. */
+  closeTimeoutMs?: number;
+}
+
+function urlOf(address: string | AddressInfo | null, tls: boolean): string {
+  if (!address || typeof address === 'string') return String(address);
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `${tls ? 'https' : 'http'}://${host}:${address.port}`;
+}
+
+/** Builds the runtime of a config (discovery included). */
+async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger): Promise<Runtime> {
+  const endpoints = await resolveEndpoints(config);
+  return createRuntime(config, endpoints, metrics, {
+    onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
+  });
+}
+
+/** Loads the config, starts both listeners, and returns the handle. Throws ConfigError. */
+export async function startGateway(configFile: string, options: StartOptions = {}): Promise<Gateway> {
+  const env = options.env ?? {};
+  const config = loadConfig(configFile, env);
+  const logger = createLogger(config.log.level, options.logDestination);
+  let runtime: Runtime | undefined;
+  const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
+  runtime = await runtimeOf(config, metrics, logger);
+  const current = () => runtime!;
+  let servers: Servers;
+  servers = await buildServer({ current, metrics, logger });
+  await servers.proxy.listen({ host: config.listen.host, port: config.listen.port });
+  await servers.admin.listen({ host: config.admin.host, port: config.admin.port });
+  const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
+  const adminUrl = urlOf(servers.admin.server.address(), false);
+  const summary = runtime.table.operations.length;
+  logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');
+
+  return {
+    proxyUrl,
+    adminUrl,
+    logger,
+    current,
+    async reload() {
+      try {
+        const next = loadConfig(configFile, env);
+        const fixed = ['listen', 'admin', 'upstream'] as const;
+        const changed = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
+        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
+        const built = await runtimeOf(next, metrics, logger);
+        runtime = built;
+        metrics.reloads.inc({ outcome: 'ok' });
+        logger.info({ operations: built.table.operations.length }, 'reloaded config and OpenAPI file');
+        return { ok: true };
+      } catch (error) {
+        metrics.reloads.inc({ outcome: 'failed' });
+        const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+        logger.error({ problems }, 'reload refused: keeping the running config');
+        return { ok: false, problems };
+      }
+    },
+    async close() {
+      const timeout = options.closeTimeoutMs ?? 10000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        servers.close(),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            servers.proxy.server.closeAllConnections();
+            resolve();
+          }, timeout);
+        }),
+      ]);
+      clearTimeout(timer);
+      flushLogger(logger);
+    },
+  };
+}

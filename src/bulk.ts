@@ -1,0 +1,153 @@
+/**
+ * /Bulk without privilege escalation. jans-scim checks only the `bulk` scope and runs the inner
+ * operations as plain Java calls (JANS.md, "Bulk"), so a bulk-only token could create, replace
+ * and delete users. The gateway reads the body, classifies every inner operation with the same
+ * table as single requests, and requires `bulk` AND each operation's own scopes. Whatever it
+ * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
+ */
+import { InsufficientScope, InvalidRequest, PayloadTooLarge } from './errors.js';
+import { JsonError, parseStrictJson } from './json.js';
+import { parseTarget } from './request/target.js';
+import type { Runtime } from './runtime.js';
+import type { Operation } from './scopes/openapi.js';
+import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
+import type { Principal } from './token/principal.js';
+
+/** One inner operation as written to the access log. */
+export interface BulkEntry {
+  method: string;
+  path: string;
+  operation: string;
+  scopes: readonly string[];
+}
+
+/** The access log's view of a Bulk request. */
+export type BulkSummary = BulkEntry[];
+
+const INNER_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const OPERATION_KEYS = new Set(['method', 'path', 'bulkId', 'data', 'version']);
+const BULK_ID = /^bulkId:(.+)$/;
+
+/** True for the table's POST .../Bulk operation. */
+export function isBulk(operation: Operation): boolean {
+  return operation.method === 'POST' && operation.path.endsWith('/Bulk');
+}
+
+/** Reads a request body into memory, refusing it past `limit` bytes (413). */
+export async function readBody(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new PayloadTooLarge(`Bulk body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function bad(reason: string): InvalidRequest {
+  return new InvalidRequest(`Bulk: ${reason}`, `The Bulk request cannot be checked: ${reason}`);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Every "bulkId:x" string anywhere in `value` (references in data, e.g. group members). */
+function references(value: unknown, out: Set<string>, depth = 0): void {
+  if (depth > 64) return;
+  if (typeof value === 'string') {
+    const m = BULK_ID.exec(value);
+    if (m) out.add(m[1]!);
+  } else if (Array.isArray(value)) {
+    for (const v of value) references(v, out, depth + 1);
+  } else if (isObject(value)) {
+    for (const v of Object.values(value)) references(v, out, depth + 1);
+  }
+}
+
+/**
+ * Checks a Bulk body against the principal's scopes. Returns the per-operation summary, or
+ * throws InvalidRequest (400), InsufficientScope (403).
+ */
+export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, principal: Principal): BulkSummary {
+  const { config, table } = runtime;
+  const base = bulk.path.slice(0, -'/Bulk'.length);
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw bad('the body is not UTF-8');
+  }
+  // A BOM or a first byte other than `{` lets Jackson guess another encoding.
+  if (!/^[\t\n\r ]*\{/.test(text)) throw bad('the body is not a JSON object');
+  let document: unknown;
+  try {
+    document = parseStrictJson(text);
+  } catch (error) {
+    throw bad(error instanceof JsonError ? `invalid JSON (${error.message})` : 'invalid JSON');
+  }
+  if (!isObject(document)) throw bad('the body is not a JSON object');
+  const opKeys = Object.keys(document).filter((k) => k.toLowerCase() === 'operations');
+  if (opKeys.length !== 1) throw bad('exactly one Operations member is required');
+  const list = document[opKeys[0]!];
+  if (!Array.isArray(list)) throw bad('Operations is not a list');
+  if (list.length > config.bulk.maxOperations) throw bad(`more than ${config.bulk.maxOperations} operations`);
+
+  const defined = new Set<string>();
+  const referenced = new Set<string>();
+  const summary: BulkSummary = [];
+  let requirement: Requirement = bulk.requirement;
+  list.forEach((entry: unknown, index) => {
+    const at = `operation ${index}`;
+    if (!isObject(entry)) throw bad(`${at} is not an object`);
+    for (const key of Object.keys(entry)) {
+      // Member names are compared exactly: a `Method` that Jackson might or might not map is ambiguous.
+      if (!OPERATION_KEYS.has(key)) throw bad(`${at} has an unexpected member "${key}"`);
+    }
+    const { method, path, bulkId, data } = entry;
+    if (typeof method !== 'string' || !INNER_METHODS.has(method)) throw bad(`${at} has a method outside POST, PUT, PATCH, DELETE`);
+    if (typeof path !== 'string' || path === '') throw bad(`${at} has no path`);
+    let relative = path;
+    const absolute = /^https?:\/\/[^/?#]+(\/.*)$/i.exec(path);
+    if (absolute) {
+      if (!absolute[1]!.startsWith(`${base}/`)) throw bad(`${at} has an absolute path outside ${base}`);
+      relative = absolute[1]!.slice(base.length);
+    }
+    if (!relative.startsWith('/')) throw bad(`${at} path must start with /`);
+    let full;
+    try {
+      full = parseTarget(base + relative, undefined, config.limits.targetBytes);
+    } catch {
+      throw bad(`${at} has a malformed path`);
+    }
+    if (full.query !== undefined) throw bad(`${at} path carries a query`);
+    const segments = relative.slice(1).split('/');
+    const match = table.match(method, full.path);
+    if (match.kind !== 'found') throw bad(`${at}: ${method} ${relative} is not in the table`);
+    const op = match.operation;
+    // jans runs only resource writes: POST on a collection, PUT/PATCH/DELETE on /{Type}/{id}.
+    const shapeOk = method === 'POST'
+      ? segments.length === 1 && op.path === full.path
+      : segments.length === 2 && /\{[^}]+\}$/.test(op.path) && !segments[1]!.startsWith('.');
+    if (!shapeOk || op.public) throw bad(`${at}: ${method} ${relative} is not a resource write`);
+    const ref = BULK_ID.exec(segments[1] ?? '');
+    if (ref) referenced.add(ref[1]!);
+    if (bulkId !== undefined) {
+      if (method !== 'POST' || typeof bulkId !== 'string' || bulkId === '') throw bad(`${at} has an invalid bulkId`);
+      if (defined.has(bulkId)) throw bad(`${at} repeats bulkId "${bulkId}"`);
+      defined.add(bulkId);
+    }
+    references(data, referenced);
+    requirement = both(requirement, op.requirement);
+    summary.push({ method, path: op.path.slice(base.length), operation: op.id, scopes: closest(op.requirement, principal.scopes) });
+  });
+  for (const id of referenced) if (!defined.has(id)) throw bad(`bulkId:${id} is referenced but never defined`);
+  if (!satisfied(requirement, principal.scopes)) {
+    const needed = closest(requirement, principal.scopes);
+    throw new InsufficientScope(needed, `Bulk needs ${needed.filter((s) => !principal.scopes.has(s)).join(' ')}`);
+  }
+  return summary;
+}

@@ -1,0 +1,198 @@
+#!/usr/bin/env node
+/**
+ * The process boundary: argv, environment, signals, exit codes. The only file that reads
+ * process.env or exits. Exit 2: bad usage or bad config; exit 1: a runtime failure.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { request } from 'undici';
+import { loadConfig, type Config } from './config.js';
+import { ConfigError } from './errors.js';
+import { parseTarget } from './request/target.js';
+import { loadTable } from './runtime.js';
+import { isBulk } from './bulk.js';
+
+const HELP: Record<string, string> = {
+  main: `scopegate: OAuth 2.0 scope enforcement in front of an API that has none (jans-scim in BYPASS mode)
+
+usage: scopegate <command> [options]
+
+commands:
+  serve     run the gateway and its admin listener until SIGTERM/SIGINT (SIGHUP reloads)
+  check     validate the config and the OpenAPI file
+  routes    print the endpoint-to-scope table (--json for automation)
+  explain   tell which table entry METHOD PATH hits and what it needs
+  demo      run a complete local stack: authorization server, SCIM server, gateway
+  purge     drop cached token validations on every replica
+
+Each command takes --config FILE (default: $SCOPEGATE_CONFIG, then config/scopegate.yaml) and --help.`,
+  serve: 'usage: scopegate serve [--config FILE]\n\nRuns the gateway. SIGHUP reloads the config and the OpenAPI file (an invalid one is logged and the running one kept); SIGTERM/SIGINT finish in-flight requests and exit 0.',
+  check: 'usage: scopegate check [--config FILE]\n\nValidates the config and the OpenAPI file and prints a one-line summary. Exit 0 valid, 2 invalid (every problem printed with its key path).',
+  routes: 'usage: scopegate routes [--config FILE] [--json]\n\nPrints method, full path template and required scopes of every operation. --json prints [{"method","path","operationId","public","scopes"}], scopes being alternatives of scope lists that are all required.',
+  explain: 'usage: scopegate explain [--config FILE] METHOD PATH\n\nTells which table entry a request would hit and what it needs, or why it is refused. No token involved; exit 0 either way.',
+  demo: 'usage: scopegate demo [--port N]\n\nStarts, on localhost, an authorization server laid out like jans-auth, a SCIM server standing in for jans-scim in BYPASS mode, and the gateway in front of it; prints the client credentials and curl commands to try. Ctrl-C stops it.',
+  purge: 'usage: scopegate purge [--config FILE] (--token T | --fingerprint F | --client-id C)\n\nAsks the admin listener (POST /cache/purge) to drop matching cached validations here, in Redis and on every replica.',
+};
+
+class UsageError extends Error {}
+
+function configPath(given: string | undefined): string {
+  return given ?? process.env.SCOPEGATE_CONFIG ?? 'config/scopegate.yaml';
+}
+
+function formatScopes(requirement: readonly (readonly string[])[], isPublic: boolean): string {
+  if (isPublic) return 'public';
+  return requirement.map((alt) => (alt.length === 0 ? '(any valid token)' : alt.join(' + '))).join(' | ');
+}
+
+function load(given: string | undefined): Config {
+  return loadConfig(configPath(given), process.env);
+}
+
+function check(values: { config?: string }): number {
+  const config = load(values.config);
+  const table = loadTable(config);
+  const ops = table.operations;
+  const scoped = ops.filter((o) => !o.public).length;
+  const modes = [config.token.introspection ? `introspection (${config.token.introspection.authMethod})` : '', config.token.jwt ? 'jwt' : ''].filter(Boolean).join(' + ');
+  console.log(`ok: ${configPath(values.config)}: ${ops.length} operations (${scoped} scoped, ${ops.length - scoped} public) from ${config.openapi.file}; tokens: ${modes}; upstream ${config.upstream.url}`);
+  return 0;
+}
+
+function routes(values: { config?: string; json?: boolean }): number {
+  const table = loadTable(load(values.config));
+  if (values.json) {
+    const rows = table.operations.map((o) => ({ method: o.method, path: o.path, operationId: o.operationId, public: o.public, scopes: o.requirement }));
+    console.log(JSON.stringify(rows, null, 2));
+    return 0;
+  }
+  const width = Math.max(...table.operations.map((o) => o.path.length));
+  console.log(`${'METHOD'.padEnd(7)} ${'PATH'.padEnd(width)}  SCOPES`);
+  for (const o of table.operations) console.log(`${o.method.padEnd(7)} ${o.path.padEnd(width)}  ${formatScopes(o.requirement, o.public)}`);
+  return 0;
+}
+
+function explain(values: { config?: string }, positionals: string[]): number {
+  if (positionals.length !== 2) throw new UsageError('explain takes METHOD PATH');
+  const [method, path] = positionals as [string, string];
+  const config = load(values.config);
+  const table = loadTable(config);
+  const say = (line: string) => console.log(`${method} ${path}\n  ${line}`);
+  if (!/^[A-Z]+$/.test(method)) {
+    say('refused 400: the method is not an upper-case token (a non-canonical method is never forwarded)');
+    return 0;
+  }
+  let target;
+  try {
+    target = parseTarget(path, undefined, config.limits.targetBytes);
+  } catch (error) {
+    say(`refused ${(error as { statusCode?: number }).statusCode ?? 400}: ${(error as Error).message}`);
+    return 0;
+  }
+  if (method === 'OPTIONS') {
+    const m = table.match('OPTIONS', target.path);
+    say(m.kind === 'none' ? 'refused 404: path not in the table' : `answered by the gateway: 204, Allow: ${m.kind === 'method' ? m.allow.join(', ') : 'OPTIONS'}; never forwarded`);
+    return 0;
+  }
+  const match = table.match(method, target.path);
+  if (match.kind === 'none') say('refused 404: path not in the table');
+  else if (match.kind === 'method') say(`refused 405: method not in the table for this path; Allow: ${match.allow.join(', ')}`);
+  else {
+    const o = match.operation;
+    const head = method === 'HEAD' && o.method === 'GET' ? ' (HEAD is authorised as GET)' : '';
+    const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(o.requirement, false)}`;
+    const bulk = isBulk(o) && config.bulk.checkOperations ? '; and each inner operation\'s own scopes (bulk.checkOperations)' : '';
+    say(`matches ${o.id} (${o.method} ${o.path})${head}: ${needs}${bulk}`);
+  }
+  return 0;
+}
+
+async function purge(values: { config?: string; token?: string; fingerprint?: string; 'client-id'?: string }): Promise<number> {
+  const given = [values.token ? { token: values.token } : undefined, values.fingerprint ? { fingerprint: values.fingerprint } : undefined, values['client-id'] ? { clientId: values['client-id'] } : undefined].filter(Boolean);
+  if (given.length !== 1) throw new UsageError('purge takes exactly one of --token, --fingerprint, --client-id');
+  const config = load(values.config);
+  const host = config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host;
+  const response = await request(`http://${host}:${config.admin.port}/cache/purge`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(given[0]), signal: AbortSignal.timeout(10000),
+  });
+  const text = await response.body.text();
+  if (response.statusCode !== 200) {
+    console.error(`scopegate purge: the admin listener answered ${response.statusCode}: ${text}`);
+    return 1;
+  }
+  console.log(text);
+  return 0;
+}
+
+async function serve(values: { config?: string }): Promise<number> {
+  const { startGateway } = await import('./app.js');
+  const gateway = await startGateway(configPath(values.config), { env: process.env });
+  process.on('SIGHUP', () => void gateway.reload());
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      gateway.logger.info({ signal }, 'stopping: finishing in-flight requests');
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await gateway.close();
+  return 0;
+}
+
+async function demo(values: { port?: string }): Promise<number> {
+  const { runDemo } = await import('./demo/demo.js');
+  return runDemo({ port: values.port === undefined ? 8080 : Number(values.port) });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    console.log(HELP.main);
+    return command === undefined ? 2 : 0;
+  }
+  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command "${command}"`);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: command === 'explain',
+    options: {
+      config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      token: { type: 'string' }, fingerprint: { type: 'string' }, 'client-id': { type: 'string' }, port: { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP[command]);
+    return 0;
+  }
+  if (values.config !== undefined && !existsSync(values.config)) {
+    throw new ConfigError([`${values.config}: cannot read the config file (ENOENT)`]);
+  }
+  switch (command) {
+    case 'serve': return serve(values);
+    case 'check': return check(values);
+    case 'routes': return routes(values);
+    case 'explain': return explain(values, positionals);
+    case 'demo': return demo(values);
+    case 'purge': return purge(values);
+    default: throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof ConfigError) {
+      console.error(`scopegate: invalid configuration:\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
+      process.exitCode = 2;
+    } else if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`scopegate: ${(error as Error).message}\n(scopegate --help for usage)`);
+      process.exitCode = 2;
+    } else {
+      console.error(`scopegate: ${(error as Error).stack ?? String(error)}`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,270 @@
+/**
+ * The gateway plugin: every request on the proxy port goes through these named steps, and the
+ * first that fails answers (INTERFACE.md order):
+ *   1. target   the raw request-target passes the strict grammar (400, 414)
+ *   2. route    the table gives the operation (404, 405; OPTIONS answered here)
+ *   3. token    public operations skip; else one Bearer credential, validated through the cache (401, 503)
+ *   4. scopes   the operation's requirement is satisfied (403)
+ *   5. body     the size limit, and /Bulk's inner operations (413, 400, 403)
+ *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
+ *   7. log      one access line in onResponse
+ */
+import { Transform } from 'node:stream';
+import proxy from '@fastify/http-proxy';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Dispatcher } from 'undici';
+import { checkBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
+import {
+  GatewayError, InsufficientScope, InternalError, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
+} from './errors.js';
+import { upstreamHeaders } from './headers.js';
+import type { Metrics } from './metrics.js';
+import { parseTarget, type Target } from './request/target.js';
+import type { Runtime } from './runtime.js';
+import type { Operation } from './scopes/openapi.js';
+import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
+import { extractBearer } from './token/bearer.js';
+import { fingerprintOf, tokenKey } from './token/cache.js';
+import type { Principal } from './token/principal.js';
+
+/** What the steps learned about one request; the access line is written from it. */
+export interface Decision {
+  readonly started: number;
+  readonly runtime: Runtime;
+  target?: Target;
+  operation?: Operation;
+  allowed: boolean;
+  reason: string;
+  principal?: Principal;
+  fingerprint?: string;
+  token?: string;
+  required?: readonly string[];
+  bulk?: BulkSummary;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    decision: Decision | null;
+  }
+}
+
+/** Options of the gateway plugin. */
+export interface GatewayOptions {
+  /** The runtime in force; read once per request, swapped whole on reload. */
+  current: () => Runtime;
+  metrics: Metrics;
+  dispatcher: Dispatcher;
+  tls: boolean;
+}
+
+/** The root search's requirement with `search.rootRequiresReadScopes`: every collection's read. */
+function rootSearchRequirement(runtime: Runtime, operation: Operation): Requirement {
+  const base = operation.path.slice(0, -'/.search'.length);
+  let requirement = operation.requirement;
+  for (const other of runtime.table.operations) {
+    if (other.method !== 'GET' || other.public || !other.path.startsWith(`${base}/`)) continue;
+    if (other.path.slice(base.length + 1).includes('/')) continue;
+    requirement = both(requirement, other.requirement);
+  }
+  return requirement;
+}
+
+function isRootSearch(operation: Operation): boolean {
+  return operation.method === 'POST' && operation.path.endsWith('/.search') && !operation.path.slice(0, -'/.search'.length).match(/\/[A-Z][A-Za-z0-9]*$/);
+}
+
+/** Steps 1-4, run in onRequest: nothing of the body has been read yet. */
+async function decide(request: FastifyRequest, decision: Decision, metrics: Metrics): Promise<void> {
+  const { runtime } = decision;
+  const { config } = runtime;
+  const raw = request.raw;
+  const target = parseTarget(raw.url ?? '', raw.headers.host, config.limits.targetBytes);
+  decision.target = target;
+  const method = raw.method ?? '';
+  if (method === 'OPTIONS') {
+    // Answered here, never forwarded, and never an authorisation of anything else (M03).
+    const match = runtime.table.match('OPTIONS', target.path);
+    if (match.kind === 'none') throw new RouteNotFound('OPTIONS on a path not in the table');
+    const allow = match.kind === 'method' ? match.allow : ['OPTIONS'];
+    throw new OptionsAnswer(allow);
+  }
+  const match = runtime.table.match(method, target.path);
+  if (match.kind === 'none') throw new RouteNotFound('path not in the table');
+  if (match.kind === 'method') throw new MethodNotAllowed(match.allow);
+  const operation = match.operation;
+  decision.operation = operation;
+  if (operation.public) {
+    decision.allowed = true;
+    decision.reason = 'public';
+    return;
+  }
+  const token = extractBearer(raw.rawHeaders, config.limits.tokenBytes);
+  if (token === undefined) throw new MissingToken('no bearer token');
+  const key = tokenKey(token);
+  decision.fingerprint = fingerprintOf(key);
+  decision.token = token;
+  const { principal, hit } = await runtime.verifier.verify(token);
+  decision.principal = principal;
+  metrics.cache.inc({ result: hit ? 'hit' : 'miss' });
+  const requirement = config.search.rootRequiresReadScopes && isRootSearch(operation) ? rootSearchRequirement(runtime, operation) : operation.requirement;
+  if (!satisfied(requirement, principal.scopes)) {
+    decision.required = closest(requirement, principal.scopes);
+    throw new InsufficientScope(decision.required);
+  }
+  decision.required = closest(requirement, principal.scopes);
+  const length = raw.headers['content-length'];
+  if (length !== undefined && Number(length) > config.limits.bodyBytes) throw new PayloadTooLarge(`content-length ${length}`);
+  decision.allowed = true;
+  decision.reason = 'scopes satisfied';
+}
+
+/** A 204 with `Allow` for OPTIONS, carried through the error path so the access line is one. */
+class OptionsAnswer extends GatewayError {
+  readonly code = 'options';
+  readonly statusCode = 204;
+  readonly detail = '';
+  constructor(readonly allow: readonly string[]) {
+    super('answered OPTIONS locally');
+  }
+  override headers(): Record<string, string> {
+    return { allow: this.allow.join(', ') };
+  }
+}
+
+/** Counts a streamed body against the limit; the upstream request is aborted past it. */
+function limitStream(limit: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > limit) callback(new PayloadTooLarge(`streamed body over ${limit} bytes`));
+      else callback(null, chunk);
+    },
+  });
+}
+
+/** Turns whatever failed into a gateway error: upstream faults by their cause. */
+function toGatewayError(error: unknown): GatewayError {
+  if (error instanceof GatewayError) return error;
+  const err = error as { code?: string; statusCode?: number; cause?: unknown; message?: string };
+  // Walk the cause chain: reply-from wraps undici's errors, which wrap ours (the body limit).
+  const codes: string[] = [];
+  for (let e: unknown = error; e && codes.length < 5; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof GatewayError) return e;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') codes.push(code);
+  }
+  if (codes.some((c) => /TIMEOUT/.test(c))) return new UpstreamTimeout(`upstream timed out (${codes.join(' ')})`);
+  if (codes.some((c) => ['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET', 'ENOTFOUND', 'EHOSTUNREACH', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', 'FST_REPLY_FROM_BAD_GATEWAY', 'FST_REPLY_FROM_SERVICE_UNAVAILABLE', 'UND_ERR_CLOSED', 'EPIPE'].includes(c) || /CERT|SSL|TLS/.test(c))) {
+    return new UpstreamUnavailable(`upstream failed (${codes.join(' ')})`);
+  }
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new PayloadTooLarge('body over the limit');
+  return new InternalError(`unexpected: ${err.message ?? String(error)}`);
+}
+
+function upstreamKind(error: GatewayError): string | undefined {
+  if (error instanceof UpstreamTimeout) return 'timeout';
+  if (error instanceof UpstreamUnavailable) return /ECONNREFUSED/.test(error.reason) ? 'refused' : /RESET|SOCKET/.test(error.reason) ? 'reset' : 'other';
+  return undefined;
+}
+
+/** Sends the wire response of a gateway error (INTERFACE.md table). */
+export function sendError(reply: FastifyReply, error: GatewayError, realm: string): FastifyReply {
+  const challenge = wwwAuthenticate(error, realm);
+  reply.code(error.statusCode).headers(error.headers());
+  if (challenge) reply.header('www-authenticate', challenge);
+  // A body the gateway did not read cannot be left on a kept-alive connection.
+  if (!reply.request.raw.complete) reply.header('connection', 'close');
+  if (error.statusCode === 204) return reply.send();
+  return reply.type('application/scim+json').send(scimErrorBody(error));
+}
+
+/** Registers the steps and the forwarder on `app`. */
+export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
+  const { metrics } = options;
+  app.decorateRequest('decision', null);
+
+  app.addHook('onRequest', async (request) => {
+    const decision: Decision = { started: performance.now(), runtime: options.current(), allowed: false, reason: '' };
+    request.decision = decision;
+    await decide(request, decision, metrics);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const gatewayError = toGatewayError(error);
+    const decision = request.decision;
+    if (decision) {
+      decision.allowed = gatewayError instanceof OptionsAnswer;
+      decision.reason = gatewayError.reason;
+    }
+    const kind = upstreamKind(gatewayError);
+    if (kind) metrics.upstreamErrors.inc({ kind });
+    if (gatewayError instanceof InternalError) request.log.error({ err: error }, 'internal error');
+    return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
+  });
+  app.setNotFoundHandler((_request, reply) => {
+    // Reached only for methods the forwarder does not register (TRACE, PROPFIND, ...) after
+    // onRequest let them by, which it never does: deny regardless.
+    reply.send(new RouteNotFound('no route'));
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const d = request.decision;
+    if (!d) return;
+    const durationMs = performance.now() - d.started;
+    const decision = d.allowed ? 'allow' : 'deny';
+    const operation = d.operation?.id ?? 'none';
+    metrics.requests.inc({ operation, decision, status: String(reply.statusCode) });
+    metrics.duration.observe({ decision }, durationMs / 1000);
+    request.log.info({
+      reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+      status: reply.statusCode, decision, reason: d.reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
+      token: d.fingerprint ?? null, requiredScopes: d.required ?? null, ...(d.bulk ? { bulk: d.bulk } : {}),
+      durationMs: Math.round(durationMs * 1000) / 1000,
+    }, 'access');
+  });
+
+  await app.register(proxy, {
+    upstream: options.current().config.upstream.url,
+    httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    undici: options.dispatcher,
+    disableRequestLogging: true,
+    internalRewriteLocationHeader: false,
+    async preHandler(request, reply) {
+      const d = request.decision!;
+      const { config } = d.runtime;
+      if (/100-continue/i.test(request.headers.expect ?? '')) reply.raw.writeContinue();
+      const body = request.body;
+      if (body === undefined || body === null || typeof (body as { pipe?: unknown }).pipe !== 'function') return;
+      if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) {
+        const buffer = await readBody(body as NodeJS.ReadableStream, config.limits.bodyBytes);
+        d.bulk = checkBulk(buffer, d.runtime, d.operation, d.principal!);
+        request.body = buffer;
+        return;
+      }
+      if (request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
+    },
+    handler(request, reply, _dest, replyOptions) {
+      const d = request.decision!;
+      const { config } = d.runtime;
+      const target = d.target!;
+      const authorization = config.upstream.forwardAuthorization && d.token ? `Bearer ${d.token}` : undefined;
+      const forward = {
+        clientIp: request.raw.socket.remoteAddress, proto: options.tls ? 'https' as const : 'http' as const,
+        host: request.headers.host, authorization, principal: d.principal, identityHeaders: config.upstream.identityHeaders,
+      };
+      d.token = undefined;
+      return reply.from(target.path, {
+        ...replyOptions,
+        // The raw query, unparsed and unre-encoded: what was checked is what goes.
+        queryString: () => target.query ?? '',
+        rewriteRequestHeaders: (_req, headers) => upstreamHeaders(headers as Record<string, unknown>, forward) as typeof headers,
+        retryDelay: () => null,
+        onError: (r, { error }) => {
+          r.send(error);
+        },
+      });
+    },
+  });
+}

@@ -1,0 +1,117 @@
+/**
+ * Config -> Runtime: the table, the token verifiers behind the cache, resolved endpoints. A
+ * runtime is built whole and validated before it replaces the running one (SIGHUP), so a request
+ * always sees one consistent config.
+ */
+import { request } from 'undici';
+import type { Config } from './config.js';
+import { ConfigError } from './errors.js';
+import type { Metrics } from './metrics.js';
+import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
+import { createTable, type Table } from './scopes/table.js';
+import { isCompactJws } from './token/bearer.js';
+import { withCache, type CachedVerifier, type SecondLevel } from './token/cache.js';
+import { createIntrospectionVerifier } from './token/introspection.js';
+import { createJwtVerifier } from './token/jwt.js';
+import { InvalidToken } from './errors.js';
+import type { TokenVerifier } from './token/principal.js';
+
+/** Everything a request is decided with. */
+export interface Runtime {
+  readonly config: Config;
+  readonly table: Table;
+  readonly verifier: CachedVerifier;
+  /** True when token validation can work (JWKS fetched, introspection endpoint answered). */
+  ready(): Promise<boolean>;
+}
+
+/** Loads the OpenAPI file named by the config into a table (no network). */
+export function loadTable(config: Config): Table {
+  const operations = operationsFrom(readOpenApiFile(config.openapi.file), { basePath: config.openapi.basePath, extra: config.openapi.extra });
+  return createTable(operations, config.limits.targetBytes);
+}
+
+/** Endpoints after discovery: `token.issuer`'s openid-configuration fills what the config lacks. */
+export interface Endpoints {
+  introspection?: string;
+  jwksUri?: string;
+  jwtIssuer?: string;
+}
+
+/** Reads missing endpoints from the issuer's discovery document (startup only). */
+export async function resolveEndpoints(config: Config): Promise<Endpoints> {
+  const { issuer, introspection, jwt } = config.token;
+  const out: Endpoints = {
+    ...(introspection?.endpoint ? { introspection: introspection.endpoint } : {}),
+    ...(jwt?.jwksUri ? { jwksUri: jwt.jwksUri } : {}),
+    ...(jwt?.issuer ?? issuer ? { jwtIssuer: (jwt?.issuer ?? issuer)! } : {}),
+  };
+  const needs = (introspection && !out.introspection) || (jwt && !out.jwksUri);
+  if (!needs || !issuer) return out;
+  const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  let doc: Record<string, unknown>;
+  try {
+    const response = await request(url, { signal: AbortSignal.timeout(10000) });
+    if (response.statusCode !== 200) throw new Error(`status ${response.statusCode}`);
+    doc = (await response.body.json()) as Record<string, unknown>;
+  } catch (error) {
+    throw new ConfigError([`token.issuer: cannot read ${url} (${(error as Error).message})`]);
+  }
+  const pick = (key: string, configKey: string): string => {
+    const value = doc[key];
+    if (typeof value !== 'string' || !/^https?:\/\//.test(value)) throw new ConfigError([`${configKey}: the discovery document of token.issuer has no ${key}`]);
+    return value;
+  };
+  if (introspection && !out.introspection) out.introspection = pick('introspection_endpoint', 'token.introspection.endpoint');
+  if (jwt && !out.jwksUri) out.jwksUri = pick('jwks_uri', 'token.jwt.jwksUri');
+  return out;
+}
+
+/** Builds a runtime: table, verifiers, cache. Throws ConfigError on any problem. */
+export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; secondLevel?: SecondLevel; onCredentialsRefused?: (status: number) => void } = {}): Runtime {
+  const table = loadTable(config);
+  const { introspection, jwt, cache } = config.token;
+  const now = options.now ?? Date.now;
+  const introspect = introspection && endpoints.introspection
+    ? createIntrospectionVerifier({
+      endpoint: endpoints.introspection, authMethod: introspection.authMethod, clientId: introspection.clientId,
+      clientSecret: introspection.clientSecret, timeoutMs: introspection.timeoutMs, maxConcurrent: introspection.maxConcurrent, now,
+      onCall: (ms, outcome) => {
+        metrics.introspections.inc({ outcome });
+        metrics.introspectionSeconds.observe(ms / 1000);
+      },
+      ...(options.onCredentialsRefused ? { onCredentialsRefused: options.onCredentialsRefused } : {}),
+    })
+    : undefined;
+  const verifyJwt = jwt && endpoints.jwksUri && endpoints.jwtIssuer
+    ? createJwtVerifier({
+      jwksUri: endpoints.jwksUri, issuer: endpoints.jwtIssuer, audience: jwt.audience, algorithms: jwt.algorithms,
+      clockToleranceSeconds: jwt.clockToleranceSeconds, types: jwt.types, cooldownSeconds: jwt.cooldownSeconds, now,
+      onJwksFetch: (ok) => metrics.jwksFetches.inc({ outcome: ok ? 'ok' : 'failure' }),
+    })
+    : undefined;
+  // Token routing (INTERFACE.md): a compact JWS goes to jwt when configured; every other token
+  // to introspection when configured; otherwise it is invalid.
+  const route: TokenVerifier = async (token) => {
+    if (verifyJwt && isCompactJws(token)) return verifyJwt(token);
+    if (introspect) return introspect(token);
+    throw new InvalidToken('no verifier for this kind of token');
+  };
+  const verifier = withCache(route, { ...cache, now, ...(options.secondLevel ? { secondLevel: options.secondLevel } : {}) });
+  if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
+
+  let introspectionReady = false;
+  return Object.freeze({
+    config,
+    table,
+    verifier,
+    async ready() {
+      if (verifyJwt && !verifyJwt.ready()) {
+        await verifyJwt.reload().catch(() => undefined);
+        if (!verifyJwt.ready()) return false;
+      }
+      if (introspect && !introspectionReady) introspectionReady = await introspect.probe();
+      return !introspect || introspectionReady;
+    },
+  });
+}

@@ -1,0 +1,114 @@
+/**
+ * buildServer(config) -> the proxy and admin Fastify instances; never listens. The HTTP server is
+ * made here so that Node's strict parser, header limit, request timeout and `Expect:
+ * 100-continue` handling are ours to set.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Pool } from 'undici';
+import { buildAdmin } from './admin.js';
+import type { Config } from './config.js';
+import { InvalidRequest, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
+import { gateway } from './gateway.js';
+import type { Metrics } from './metrics.js';
+import type { Runtime } from './runtime.js';
+
+/** What buildServer needs. */
+export interface ServerOptions {
+  current: () => Runtime;
+  metrics: Metrics;
+  logger: Logger;
+  broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
+}
+
+/** The proxy and admin instances of one gateway. */
+export interface Servers {
+  proxy: FastifyInstance;
+  admin: FastifyInstance;
+  close(): Promise<void>;
+}
+
+class HeaderTooLarge extends GatewayError {
+  readonly code = 'header_too_large';
+  readonly statusCode = 431;
+  readonly detail = 'The request header block is too large';
+}
+
+/** Answers a request the HTTP parser refused, on the raw socket, as a SCIM error. */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
+    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
+      : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
+  const body = scimErrorBody(gatewayError);
+  socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${gatewayError.code}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+/** Builds the HTTP(S) server of the proxy port with the limits of the config. */
+function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const options = {
+    maxHeaderSize: config.limits.headerBytes,
+    requestTimeout: config.limits.requestTimeoutMs,
+    headersTimeout: Math.min(config.limits.requestTimeoutMs, 60000),
+    keepAliveTimeout: 5000,
+    // Node's strict parser stays on (SECURITY.md F01-F04): never insecureHTTPParser.
+    insecureHTTPParser: false,
+    joinDuplicateHeaders: false,
+  };
+  const server = config.listen.tls
+    ? createHttpsServer({ ...options, cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) }, handler)
+    : createHttpServer(options, handler);
+  // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
+  // it, the request goes to the steps, and 100 is written only once the request is allowed.
+  server.on('checkContinue', handler);
+  server.on('clientError', answerClientError);
+  return server as Server;
+}
+
+/** Builds both instances; the proxy forwards through one undici pool to the upstream. */
+export async function buildServer(options: ServerOptions): Promise<Servers> {
+  const config = options.current().config;
+  const upstream = new URL(config.upstream.url);
+  const dispatcher = new Pool(upstream.origin, {
+    connections: config.upstream.connections,
+    pipelining: 1,
+    headersTimeout: config.upstream.timeoutMs,
+    bodyTimeout: config.upstream.timeoutMs,
+    keepAliveTimeout: 4000,
+    connect: {
+      timeout: Math.min(config.upstream.timeoutMs, 10000),
+      // TLS to the upstream is always verified (reply-from's own default is not).
+      rejectUnauthorized: true,
+      ...(config.upstream.caFile ? { ca: readFileSync(config.upstream.caFile) } : {}),
+    },
+  });
+  const proxy = Fastify({
+    serverFactory: (handler) => createProxyServer(config, handler),
+    loggerInstance: options.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    bodyLimit: config.limits.bodyBytes,
+    routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
+  });
+  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, tls: Boolean(config.listen.tls) });
+  const admin = buildAdmin({ current: options.current, metrics: options.metrics, logger: options.logger, ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}) });
+  return {
+    proxy,
+    admin,
+    async close() {
+      await Promise.allSettled([proxy.close(), admin.close()]);
+      await dispatcher.close().catch(() => undefined);
+    },
+  };
+}
