@@ -9,6 +9,7 @@
  *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
  *   7. log      one access line in onResponse
  */
+import type { IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import proxy from '@fastify/http-proxy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -74,12 +75,36 @@ function isRootSearch(operation: Operation): boolean {
   return operation.method === 'POST' && operation.path.endsWith('/.search') && !operation.path.slice(0, -'/.search'.length).match(/\/[A-Z][A-Za-z0-9]*$/);
 }
 
-/** Steps 1-4, run in onRequest: nothing of the body has been read yet. */
+const kTarget = Symbol('scopegate.target');
+type WithTarget = IncomingMessage & { [kTarget]?: Target | GatewayError };
+
+/**
+ * Step 1 as Fastify's `rewriteUrl`, before its router sees the URL: the grammar is applied to
+ * the raw target, and the router and forwarder only ever see the checked origin-form (an
+ * absolute-form target is routed by its path, never by the client's authority).
+ */
+export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage) => string {
+  return (req) => {
+    const r = req as WithTarget;
+    try {
+      const target = parseTarget(req.url ?? '', req.headers.host, current().config.limits.targetBytes);
+      r[kTarget] = target;
+      return target.target;
+    } catch (error) {
+      r[kTarget] = error instanceof GatewayError ? error : new InternalError(String(error));
+      return '/';
+    }
+  };
+}
+
+/** Steps 2-4, run in onRequest: nothing of the body has been read yet. */
 async function decide(request: FastifyRequest, decision: Decision, metrics: Metrics): Promise<void> {
   const { runtime } = decision;
   const { config } = runtime;
   const raw = request.raw;
-  const target = parseTarget(raw.url ?? '', raw.headers.host, config.limits.targetBytes);
+  const target = (raw as WithTarget)[kTarget];
+  if (target === undefined) throw new InternalError('request-target not checked');
+  if (target instanceof GatewayError) throw target;
   decision.target = target;
   const method = raw.method ?? '';
   if (method === 'OPTIONS') {
@@ -218,9 +243,9 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     metrics.requests.inc({ operation, decision, status: String(reply.statusCode) });
     metrics.duration.observe({ decision }, durationMs / 1000);
     request.log.info({
-      reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+      method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
       status: reply.statusCode, decision, reason: d.reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
-      token: d.fingerprint ?? null, requiredScopes: d.required ?? null, ...(d.bulk ? { bulk: d.bulk } : {}),
+      fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, ...(d.bulk ? { bulk: d.bulk } : {}),
       durationMs: Math.round(durationMs * 1000) / 1000,
     }, 'access');
   });

@@ -14,7 +14,7 @@ import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
-import { gateway } from './gateway.js';
+import { createRewriteUrl, gateway } from './gateway.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
 
@@ -96,6 +96,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     requestIdHeader: false,
+    rewriteUrl: createRewriteUrl(options.current),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     bodyLimit: config.limits.bodyBytes,
