@@ -10,6 +10,7 @@ import { createLogger, flushLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createRuntime, resolveEndpoints, type Runtime } from './runtime.js';
 import { buildServer, type Servers } from './server.js';
+import { createSharedCache, type SharedCache } from './token/redis.js';
 
 /** A started gateway. */
 export interface Gateway {
@@ -37,9 +38,10 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
 }
 
 /** Builds the runtime of a config (discovery included). */
-async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger): Promise<Runtime> {
+async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined): Promise<Runtime> {
   const endpoints = await resolveEndpoints(config);
   return createRuntime(config, endpoints, metrics, {
+    ...(shared ? { secondLevel: shared } : {}),
     onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
   });
 }
@@ -51,10 +53,17 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const logger = createLogger(config.log.level, options.logDestination);
   let runtime: Runtime | undefined;
   const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
-  runtime = await runtimeOf(config, metrics, logger);
+  const redis = config.token.cache.redis;
+  const shared = redis
+    ? createSharedCache({
+      url: redis.url, keyPrefix: redis.keyPrefix, logger,
+      onPurge: (match) => runtime?.verifier.purge(match),
+      onEvent: (event) => metrics.redis.inc({ event }),
+    })
+    : undefined;
+  runtime = await runtimeOf(config, metrics, logger, shared);
   const current = () => runtime!;
-  let servers: Servers;
-  servers = await buildServer({ current, metrics, logger });
+  const servers: Servers = await buildServer({ current, metrics, logger, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
   await servers.proxy.listen({ host: config.listen.host, port: config.listen.port });
   await servers.admin.listen({ host: config.admin.host, port: config.admin.port });
   const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
@@ -71,9 +80,10 @@ export async function startGateway(configFile: string, options: StartOptions = {
       try {
         const next = loadConfig(configFile, env);
         const fixed = ['listen', 'admin', 'upstream'] as const;
+        if (JSON.stringify(next.token.cache.redis) !== JSON.stringify(config.token.cache.redis)) logger.warn('reload: token.cache.redis takes effect only after a restart');
         const changed = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
         if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
-        const built = await runtimeOf(next, metrics, logger);
+        const built = await runtimeOf(next, metrics, logger, shared);
         runtime = built;
         metrics.reloads.inc({ outcome: 'ok' });
         logger.info({ operations: built.table.operations.length }, 'reloaded config and OpenAPI file');
@@ -98,6 +108,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
         }),
       ]);
       clearTimeout(timer);
+      await shared?.close();
       flushLogger(logger);
     },
   };

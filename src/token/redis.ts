@@ -1,0 +1,163 @@
+/**
+ * The shared second-level cache (ioredis): validation results shared by replicas under
+ * `keyPrefix` + SHA-256 of the token, and purges broadcast on a pub/sub channel so that every
+ * replica drops a revoked token from its local cache at once. Redis is an optimisation, never a
+ * dependency: when it is down, slow or answers garbage, a lookup is a miss and a write is
+ * skipped; the gateway keeps deciding with its local cache and the authorization server, and
+ * never fails open.
+ */
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Entry, SecondLevel } from './cache.js';
+
+/** A purge, as sent between replicas. */
+export interface PurgeMatch {
+  key?: string;
+  fingerprint?: string;
+  clientId?: string;
+}
+
+/** The shared cache and its purge channel. */
+export interface SharedCache extends SecondLevel {
+  /** Deletes matching entries in Redis and tells every replica; returns Redis entries deleted. */
+  purge(match: PurgeMatch): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Options of the shared cache. */
+export interface SharedCacheOptions {
+  url: string;
+  keyPrefix: string;
+  logger: Logger;
+  /** Applies a purge received from any replica (this one included) to the local cache. */
+  onPurge: (match: PurgeMatch) => void;
+  onEvent?: (event: 'hit' | 'miss' | 'error') => void;
+  /** Budget of one Redis command; past it the lookup is a miss. */
+  commandTimeoutMs?: number;
+}
+
+/** Serialised form: short keys, scopes as one string. */
+interface Stored {
+  s?: string;
+  c?: string;
+  sc?: string;
+  e?: number;
+  i?: string;
+}
+
+function encode(entry: Entry): string {
+  if ('invalid' in entry) return JSON.stringify({ i: entry.invalid } satisfies Stored);
+  const p = entry.principal;
+  return JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt } satisfies Stored);
+}
+
+/** Parses a stored value; anything unexpected is a miss, never a principal. */
+function decode(text: string): Entry | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
+  const s = v as Stored;
+  if (typeof s.i === 'string') return { invalid: s.i };
+  if (typeof s.sc !== 'string' || (s.e !== undefined && typeof s.e !== 'number')) return undefined;
+  if ((s.s !== undefined && typeof s.s !== 'string') || (s.c !== undefined && typeof s.c !== 'string')) return undefined;
+  return {
+    principal: Object.freeze({ subject: s.s, clientId: s.c, scopes: new Set(s.sc.split(' ').filter(Boolean)), expiresAt: s.e }),
+  };
+}
+
+/** Connects (lazily, reconnecting by itself) and subscribes to the purge channel. */
+export function createSharedCache(options: SharedCacheOptions): SharedCache {
+  const timeout = options.commandTimeoutMs ?? 100;
+  const common = {
+    lazyConnect: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 2000,
+    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
+  };
+  const client = new Redis(options.url, { ...common, commandTimeout: timeout });
+  const subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
+  const prefix = `${options.keyPrefix}token:`;
+  const channel = `${options.keyPrefix}purge`;
+  let warnedAt = 0;
+  const failed = (error: unknown) => {
+    options.onEvent?.('error');
+    const now = Date.now();
+    if (now - warnedAt > 10000) {
+      warnedAt = now;
+      options.logger.warn({ err: { message: (error as Error).message } }, 'shared cache (Redis) unavailable: continuing with the local cache');
+    }
+  };
+  client.on('error', failed);
+  subscriber.on('error', failed);
+  client.on('ready', () => options.logger.info('shared cache (Redis) connected'));
+  subscriber.on('ready', () => void subscriber.subscribe(channel).catch(failed));
+  subscriber.on('message', (_channel: string, message: string) => {
+    try {
+      const match = JSON.parse(message) as PurgeMatch;
+      if (typeof match === 'object' && match !== null) options.onPurge(match);
+    } catch {
+      // A message we cannot read purges nothing.
+    }
+  });
+
+  async function scanKeys(pattern: string): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0' && keys.length < 1_000_000);
+    return keys;
+  }
+
+  return {
+    async get(key) {
+      try {
+        const text = await client.get(prefix + key);
+        const entry = text === null ? undefined : decode(text);
+        options.onEvent?.(entry ? 'hit' : 'miss');
+        return entry;
+      } catch (error) {
+        failed(error);
+        return undefined;
+      }
+    },
+    async set(key, entry, ttlMs) {
+      try {
+        await client.set(prefix + key, encode(entry), 'PX', Math.max(1, Math.floor(ttlMs)));
+      } catch (error) {
+        failed(error);
+      }
+    },
+    async purge(match) {
+      let deleted = 0;
+      try {
+        let keys: string[] = [];
+        if (match.key) keys = [prefix + match.key];
+        else if (match.fingerprint) keys = await scanKeys(`${prefix}${match.fingerprint.replace(/[*?[\]\\]/g, '')}*`);
+        else if (match.clientId) {
+          const all = await scanKeys(`${prefix}*`);
+          for (const k of all) {
+            const e = decode((await client.get(k)) ?? '');
+            if (e && 'principal' in e && e.principal.clientId === match.clientId) keys.push(k);
+          }
+        }
+        if (keys.length > 0) deleted = await client.del(...keys);
+        await client.publish(channel, JSON.stringify(match));
+      } catch (error) {
+        failed(error);
+      }
+      return deleted;
+    },
+    async close() {
+      client.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
