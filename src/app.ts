@@ -84,7 +84,9 @@ export async function startGateway(configFile: string, options: StartOptions = {
         const changed = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
         if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
         const built = await runtimeOf(next, metrics, logger, shared);
+        const previous = runtime;
         runtime = built;
+        previous?.close();
         metrics.reloads.inc({ outcome: 'ok' });
         logger.info({ operations: built.table.operations.length }, 'reloaded config and OpenAPI file');
         return { ok: true };
@@ -108,6 +110,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
         }),
       ]);
       clearTimeout(timer);
+      runtime?.close();
       await shared?.close();
       flushLogger(logger);
     },

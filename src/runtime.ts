@@ -23,6 +23,8 @@ export interface Runtime {
   readonly verifier: CachedVerifier;
   /** True when token validation can work (JWKS fetched, introspection endpoint answered). */
   ready(): Promise<boolean>;
+  /** Stops background work (the JWKS refresh) once the runtime is replaced or the gateway stops. */
+  close(): void;
 }
 
 /** Loads the OpenAPI file named by the config into a table (no network). */
@@ -105,6 +107,9 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     config,
     table,
     verifier,
+    close() {
+      verifyJwt?.stop();
+    },
     async ready() {
       if (verifyJwt && !verifyJwt.ready()) {
         await verifyJwt.reload().catch(() => undefined);

@@ -18,6 +18,8 @@ export interface JwtOptions {
   cooldownSeconds: number;
   timeoutMs?: number;
   now?: () => number;
+  /** Background refresh period; a failed refresh keeps the last good key set. */
+  refreshSeconds?: number;
   /** Called on every JWKS fetch with its outcome. */
   onJwksFetch?: (ok: boolean) => void;
 }
@@ -41,12 +43,16 @@ function normaliseType(typ: string): string {
 const MAX_JWKS_BYTES = 512 * 1024;
 
 /** Creates the verifier and its JWKS; `ready()` is true once a key set has been fetched. */
-export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(): boolean; reload(): Promise<void> } {
+export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(): boolean; reload(): Promise<void>; stop(): void } {
   const now = options.now ?? Date.now;
   const types = new Set(options.types.map(normaliseType));
   const algorithms = new Set(options.algorithms);
   const jwks = createRemoteJWKSet(new URL(options.jwksUri), {
     cooldownDuration: options.cooldownSeconds * 1000,
+    // Keys do not go stale by age: a failed refresh must not take down tokens signed by keys we
+    // already hold. New keys are fetched on an unknown kid (at most once per cooldown) and by
+    // the periodic refresh below.
+    cacheMaxAge: Infinity,
     timeoutDuration: options.timeoutMs ?? 5000,
     [customFetch]: async (url, init) => {
       try {
@@ -88,7 +94,11 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     return principalFromClaims(payload as Record<string, unknown>, Math.floor(now() / 1000), true, options.clockToleranceSeconds);
   }
 
+  const refresh = setInterval(() => void jwks.reload().catch(() => undefined), (options.refreshSeconds ?? 600) * 1000);
+  refresh.unref();
+
   return Object.assign(verify, {
+    stop: () => clearInterval(refresh),
     ready: () => jwks.jwks() !== undefined,
     reload: async () => {
       await jwks.reload();
