@@ -1,0 +1,157 @@
+/**
+ * The stack shared by the regression tests: the real authorization server (oidc-provider), a
+ * recording upstream and the real gateway, all on 127.0.0.1 port 0, plus raw-socket helpers.
+ * Not a test file itself (tap runs only `*.test.ts`).
+ */
+import { connect, type Socket } from 'node:net';
+import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { parseResponse, rawRequest, type RawResponse } from '../helpers/raw.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+
+export { B } from '../helpers/gateway.js';
+
+/** The full scope URI of a short jans scope name (`users.read`). */
+export const scope = (name: string): string => `https://jans.io/scim/${name}`;
+
+/** A running stack and tokens for it. */
+export interface Stack {
+  auth: AuthServer;
+  up: RecordingUpstream;
+  gw: TestGateway;
+  /** A token holding every SCIM scope: a refusal with it is due to the request, not the token. */
+  all: string;
+  /** A token holding only users.read. */
+  usersRead: string;
+  close(): Promise<void>;
+}
+
+/** Starts auth server, upstream and gateway; `extra` is merged over the gateway config. */
+export async function startStack(extra: Record<string, unknown> = {}): Promise<Stack> {
+  const auth = await startAuthServer();
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({
+    upstream: { url: up.origin },
+    token: { issuer: auth.issuer, introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret } },
+    ...extra,
+  });
+  const all = await auth.issueToken([...SCIM_SCOPES]);
+  const usersRead = await auth.issueToken([scope('users.read')]);
+  return {
+    auth, up, gw, all, usersRead,
+    async close() {
+      await gw.close();
+      await up.close();
+      await auth.close();
+    },
+  };
+}
+
+/** Lets an in-flight forward (if any) reach the upstream before the recorder is read. */
+export const settle = (ms = 30): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resets the recorder, sends `bytes` on a fresh socket, waits for the answer and a short settle. */
+export async function send(stack: Stack, bytes: string | Buffer, timeoutMs = 5000): Promise<RawResponse> {
+  stack.up.reset();
+  const res = await rawRequest(stack.gw.port, bytes, timeoutMs);
+  await settle();
+  return res;
+}
+
+/** Builds an HTTP/1.1 request from a raw request line (kept byte for byte) and header lines. */
+export function requestLine(line: string, headers: string[] = [], body = ''): string {
+  const lines = [line, 'Host: 127.0.0.1', 'Connection: close', ...headers];
+  if (body) lines.push(`Content-Length: ${Buffer.byteLength(body)}`);
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+/** An `Authorization: Bearer` header line. */
+export const bearer = (token: string): string => `Authorization: Bearer ${token}`;
+
+/**
+ * A socket the test drives step by step: write, wait for bytes matching a pattern, or for the
+ * close. Everything received is kept in `data` (latin1).
+ */
+export interface Conversation {
+  socket: Socket;
+  readonly data: string;
+  readonly closed: boolean;
+  write(bytes: string | Buffer): void;
+  /** Resolves true when `data` matches `pattern`, false when the socket closes or `timeoutMs` passes first. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<boolean>;
+  /** Resolves true when the socket closes within `timeoutMs`. */
+  waitClose(timeoutMs?: number): Promise<boolean>;
+  response(): RawResponse;
+  end(): void;
+}
+
+/** Opens a raw connection to `port`. */
+export function converse(port: number): Promise<Conversation> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let data = '';
+    let closed = false;
+    const waiters = new Set<() => void>();
+    const poke = () => {
+      for (const w of [...waiters]) w();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString('latin1');
+      poke();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      closed = true;
+      poke();
+    });
+    const conversation: Conversation = {
+      socket,
+      get data() {
+        return data;
+      },
+      get closed() {
+        return closed;
+      },
+      write(bytes) {
+        if (!socket.destroyed) socket.write(bytes);
+      },
+      waitFor(pattern, timeoutMs = 5000) {
+        return new Promise((done) => {
+          const finish = (value: boolean) => {
+            clearTimeout(timer);
+            waiters.delete(check);
+            done(value);
+          };
+          const check = () => {
+            if (pattern.test(data)) finish(true);
+            else if (closed) finish(false);
+          };
+          const timer = setTimeout(() => finish(false), timeoutMs);
+          waiters.add(check);
+          check();
+        });
+      },
+      waitClose(timeoutMs = 5000) {
+        return new Promise((done) => {
+          const finish = (value: boolean) => {
+            clearTimeout(timer);
+            waiters.delete(check);
+            done(value);
+          };
+          const check = () => {
+            if (closed) finish(true);
+          };
+          const timer = setTimeout(() => finish(false), timeoutMs);
+          waiters.add(check);
+          check();
+        });
+      },
+      response: () => parseResponse(data),
+      end: () => {
+        socket.destroy();
+      },
+    };
+    socket.once('connect', () => resolve(conversation));
+    socket.once('error', reject);
+  });
+}
