@@ -61,6 +61,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
       onEvent: (event) => metrics.redis.inc({ event }),
     })
     : undefined;
+  if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
   runtime = await runtimeOf(config, metrics, logger, shared);
   const current = () => runtime!;
   const servers: Servers = await buildServer({ current, metrics, logger, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });

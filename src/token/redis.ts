@@ -19,6 +19,8 @@ export interface PurgeMatch {
 
 /** The shared cache and its purge channel. */
 export interface SharedCache extends SecondLevel {
+  /** Resolves once connected and subscribed, or after `timeoutMs` (the gateway starts anyway). */
+  ready(timeoutMs: number): Promise<boolean>;
   /** Deletes matching entries in Redis and tells every replica; returns Redis entries deleted. */
   purge(match: PurgeMatch): Promise<number>;
   close(): Promise<void>;
@@ -95,7 +97,9 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
   client.on('error', failed);
   subscriber.on('error', failed);
   client.on('ready', () => options.logger.info('shared cache (Redis) connected'));
-  subscriber.on('ready', () => void subscriber.subscribe(channel).catch(failed));
+  subscriber.on('ready', () => {
+    subscriber.subscribe(channel).then(() => subscriber.emit('subscribed'), failed);
+  });
   subscriber.on('message', (_channel: string, message: string) => {
     try {
       const match = JSON.parse(message) as PurgeMatch;
@@ -117,6 +121,18 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
   }
 
   return {
+    async ready(timeoutMs) {
+      const connected = (r: Redis, event: string) => (r.status === 'ready' && event === 'ready' ? Promise.resolve() : new Promise<void>((done) => r.once(event, () => done())));
+      let timer: NodeJS.Timeout | undefined;
+      const ok = await Promise.race([
+        Promise.all([connected(client, 'ready'), connected(subscriber, 'subscribed')]).then(() => true),
+        new Promise<boolean>((done) => {
+          timer = setTimeout(() => done(false), timeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      return ok;
+    },
     async get(key) {
       try {
         const text = await client.get(prefix + key);

@@ -1,0 +1,117 @@
+// Scale out: two gateway processes share one token cache through a real redis-server; a purge
+// on one replica reaches the other; Redis going away never makes either fail open or answer 5xx.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { startAuthServer, type AuthServer } from '../src/demo/auth-server.js';
+import { B, SHARED_OPENAPI } from './helpers/gateway.js';
+import { startServe, type ServeProcess } from './helpers/process.js';
+import { hasRedis, startRedis, type RedisServer } from './helpers/redis.js';
+import { startRecordingUpstream, type RecordingUpstream } from './helpers/upstream.js';
+
+const READ = 'https://jans.io/scim/users.read';
+
+if (!hasRedis()) {
+  t.fail('redis-server is not installed (.ci/run installs it)');
+} else {
+  let auth: AuthServer;
+  let up: RecordingUpstream;
+  let redis: RedisServer;
+  let a: ServeProcess;
+  let b: ServeProcess;
+
+  const get = async (replica: ServeProcess, token: string) => {
+    const response = await request(`${replica.proxyUrl}${B}/Users`, { headers: { authorization: `Bearer ${token}` } });
+    await response.body.text();
+    return response.statusCode;
+  };
+
+  t.before(async () => {
+    auth = await startAuthServer();
+    up = await startRecordingUpstream();
+    redis = await startRedis();
+    const dir = mkdtempSync(join(tmpdir(), 'scopegate-redis-'));
+    const keyPrefix = `t${Date.now()}:`;
+    const config = (name: string) => {
+      const file = join(dir, `${name}.json`);
+      writeFileSync(file, JSON.stringify({
+        listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+        upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+        token: {
+          introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret },
+          cache: { maxTtlSeconds: 300, negativeTtlSeconds: 1, redis: { url: redis.url, keyPrefix } },
+        },
+      }));
+      return file;
+    };
+    [a, b] = await Promise.all([startServe(config('a')), startServe(config('b'))]);
+  });
+  t.teardown(async () => {
+    await Promise.allSettled([a?.stop(), b?.stop()]);
+    await redis?.stop();
+    await up?.close();
+    await auth?.close();
+  });
+
+  t.test('a token used on replica A then B is introspected once in total', async (t) => {
+    const token = await auth.issueToken([READ]);
+    auth.resetCounts();
+    t.equal(await get(a, token), 200);
+    t.equal(await get(b, token), 200);
+    t.equal(await get(b, token), 200);
+    t.equal(auth.counts.introspection, 1, 'one introspection across both replicas');
+  });
+
+  t.test('a purge on A makes B refuse the revoked token within one second', async (t) => {
+    const token = await auth.issueToken([READ]);
+    t.equal(await get(a, token), 200);
+    t.equal(await get(b, token), 200, 'B serves it from the shared cache');
+    await auth.revoke(token);
+    t.equal(await get(b, token), 200, 'still cached: revocation alone does not reach the gateway');
+    const purge = await request(`${a.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+    const answer = (await purge.body.json()) as { purged: number };
+    t.equal(purge.statusCode, 200);
+    t.ok(answer.purged >= 1, `purged ${answer.purged}`);
+    const deadline = Date.now() + 1000;
+    let status = 0;
+    up.reset();
+    while (Date.now() < deadline && status !== 401) status = await get(b, token);
+    t.equal(status, 401, 'B refuses the revoked token within one second');
+    t.equal(await get(a, token), 401, 'A refuses it too');
+  });
+
+  t.test('purge by client id and by fingerprint through the admin listener', async (t) => {
+    const token = await auth.issueToken([READ]);
+    t.equal(await get(a, token), 200);
+    const byClient = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ clientId: auth.clientId }) });
+    t.equal(byClient.statusCode, 200);
+    t.ok(((await byClient.body.json()) as { purged: number }).purged >= 1);
+    const bad = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, clientId: 'x' }) });
+    t.equal(bad.statusCode, 400, 'exactly one selector');
+    await bad.body.text();
+  });
+
+  t.test('with Redis stopped both replicas keep serving correctly, and share again when it returns', async (t) => {
+    const cached = await auth.issueToken([READ]);
+    t.equal(await get(a, cached), 200);
+    await redis.stop();
+    t.equal(await get(a, cached), 200, 'A: local cache');
+    t.equal(await get(b, cached), 200, 'B: introspects by itself');
+    const fresh = await auth.issueToken([READ]);
+    t.equal(await get(a, fresh), 200, 'a new token is validated without Redis');
+    const random = 'not-a-real-token-' + Date.now();
+    up.reset();
+    t.equal(await get(b, random), 401, 'never fails open');
+    t.equal(up.requests.length, 0, 'nothing forwarded for the invalid token');
+    await redis.start();
+    // ioredis reconnects by itself (retry every <= 2 s).
+    await new Promise((r) => setTimeout(r, 2500));
+    const shared = await auth.issueToken([READ]);
+    auth.resetCounts();
+    t.equal(await get(a, shared), 200);
+    t.equal(await get(b, shared), 200);
+    t.equal(auth.counts.introspection, 1, 'shared again after Redis returned');
+  });
+}
