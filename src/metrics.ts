@@ -22,7 +22,7 @@ export interface Metrics {
 /** Creates the metrics; `cacheSize` reads its value from `size` at scrape time. */
 export function createMetrics(size: () => number, defaults = true): Metrics {
   const registry = new Registry();
-  if (defaults) collectDefaultMetrics({ register: registry, prefix: 'scopegate_process_' });
+  if (defaults) collectDefaultMetrics({ register: registry, prefix: 'scopegate_' });
   const registers = [registry];
   return {
     registry,

@@ -1,0 +1,80 @@
+// The admin listener: /healthz, /readyz before and after the JWKS is reachable, /metrics after
+// traffic (labels are operation ids and fixed words, never raw paths or tokens).
+import { createServer } from 'node:http';
+import t from 'tap';
+import { request } from 'undici';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { startAuthServer } from '../../src/demo/auth-server.js';
+import { B, startTestGateway } from '../helpers/gateway.js';
+import { freePort } from '../helpers/redis.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
+
+const READ = 'https://jans.io/scim/users.read';
+
+async function getText(url: string, headers: Record<string, string> = {}) {
+  const r = await request(url, { headers });
+  return { status: r.statusCode, body: await r.body.text() };
+}
+
+t.test('/readyz is 503 until the JWKS is reachable, then 200, without a restart', async (t) => {
+  const up = await startRecordingUpstream();
+  const jwksPort = await freePort();
+  const issuer = 'https://issuer.test';
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { jwt: { jwksUri: `http://127.0.0.1:${jwksPort}/jwks`, issuer, cooldownSeconds: 1 } } });
+  const { publicKey, privateKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
+  const jwks = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys: [jwk] }));
+  });
+  t.teardown(async () => {
+    await gw.close();
+    jwks.close();
+    await up.close();
+  });
+  t.equal((await getText(`${gw.adminUrl}/healthz`)).status, 200, 'alive');
+  t.equal((await getText(`${gw.adminUrl}/readyz`)).status, 503, 'not ready: no JWKS');
+  const token = await new SignJWT({ scope: READ, client_id: 'c1' }).setProtectedHeader({ alg: 'RS256', kid: 'k1', typ: 'JWT' })
+    .setIssuer(issuer).setIssuedAt().setExpirationTime('5m').sign(privateKey);
+  const refused = await getText(`${gw.url}${B}/Users`, { authorization: `Bearer ${token}` });
+  t.equal(refused.status, 503, 'JWT requests fail closed while the JWKS is unreachable');
+  t.equal(up.requests.length, 0, 'nothing forwarded');
+  await new Promise<void>((r) => jwks.listen(jwksPort, '127.0.0.1', r));
+  await new Promise((r) => setTimeout(r, 1100)); // jose's cooldown after the failed fetch
+  t.equal((await getText(`${gw.adminUrl}/readyz`)).status, 200, 'ready once the JWKS answers');
+  t.equal((await getText(`${gw.url}${B}/Users`, { authorization: `Bearer ${token}` })).status, 200, 'served');
+  t.equal(up.requests.length, 1);
+});
+
+t.test('/metrics after traffic', async (t) => {
+  const auth = await startAuthServer();
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret } } });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+    await auth.close();
+  });
+  t.equal((await getText(`${gw.adminUrl}/readyz`)).status, 200, 'ready: the introspection endpoint answered');
+  const token = await auth.issueToken([READ]);
+  await getText(`${gw.url}${B}/Users?secret-query=1`, { authorization: `Bearer ${token}` });
+  await getText(`${gw.url}${B}/Users`, { authorization: `Bearer ${token}` });
+  await getText(`${gw.url}${B}/Users/some-raw-id-123`);
+  await getText(`${gw.url}${B}/Nope/raw-path-xyz`);
+  const { status, body } = await getText(`${gw.adminUrl}/metrics`);
+  t.equal(status, 200);
+  t.match(body, /scopegate_requests_total\{operation="get-users",decision="allow",status="200"\} 2/);
+  t.match(body, /scopegate_requests_total\{operation="get-user-by-id",decision="deny",status="401"\} 1/);
+  t.match(body, /scopegate_requests_total\{operation="none",decision="deny",status="404"\} 1/);
+  t.match(body, /scopegate_token_cache_total\{result="miss"\} 1/);
+  t.match(body, /scopegate_token_cache_total\{result="hit"\} 1/);
+  t.match(body, /scopegate_token_cache_entries 1/);
+  t.match(body, /scopegate_introspection_requests_total\{outcome="active"\} 1/);
+  t.match(body, /scopegate_introspection_duration_seconds_count 1/);
+  t.match(body, /scopegate_request_duration_seconds_count\{decision="allow"\} 2/);
+  t.match(body, /scopegate_upstream_errors_total/);
+  t.notMatch(body, /some-raw-id-123|raw-path-xyz|secret-query/, 'no raw path or query in labels');
+  t.notOk(body.includes(token), 'no token in metrics');
+  const unprefixed = body.split('\n').filter((line) => line && !line.startsWith('#') && !line.startsWith('scopegate_'));
+  t.same(unprefixed, [], 'every metric name starts scopegate_');
+});

@@ -1,0 +1,62 @@
+// `scopegate demo` as a newcomer runs it: a child process that prints the client credentials and
+// the two curl commands of the jans docs; the same requests get a ListResponse with "Admin", and
+// 401 without a token.
+import { spawn } from 'node:child_process';
+import t from 'tap';
+import { request } from 'undici';
+import { CLI } from '../helpers/process.js';
+import { freePort } from '../helpers/redis.js';
+
+t.test('the demo prints working commands', async (t) => {
+  const port = await freePort();
+  const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    child.kill('SIGTERM');
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`demo did not start: ${out}`)), 30000);
+    child.stdout.on('data', () => {
+      if (out.includes('Ctrl-C stops the demo')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`demo exited ${code}: ${out}`)));
+  });
+  const id = /SCIM client id:\s+(\S+)/.exec(out)?.[1];
+  const secret = /SCIM client secret:\s+(\S+)/.exec(out)?.[1];
+  const tokenCurl = /curl -u '([^']+)' -d grant_type=client_credentials -d scope='([^']+)' (\S+)/.exec(out);
+  const scimCurl = /curl -G -H 'Authorization: Bearer \.\.\.' --data-urlencode 'filter=displayName co "Admin"' (\S+)/.exec(out);
+  t.ok(id && secret, 'prints the client id and secret');
+  t.ok(tokenCurl, 'prints the token request');
+  t.ok(scimCurl, 'prints the SCIM request');
+  t.equal(tokenCurl![1], `${id}:${secret}`);
+  t.equal(new URL(scimCurl![1]!).port, String(port));
+
+  // 1. The token request, as curl sends it: Basic credentials and a form body.
+  const tokenResponse = await request(tokenCurl![3]!, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(tokenCurl![1]!).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: tokenCurl![2]! }).toString(),
+  });
+  t.equal(tokenResponse.statusCode, 200);
+  const { access_token: token } = (await tokenResponse.body.json()) as { access_token: string };
+  t.type(token, 'string');
+
+  // 2. curl -G --data-urlencode 'filter=displayName co "Admin"' encodes the query like this.
+  const url = `${scimCurl![1]}?filter=displayName%20co%20%22Admin%22`;
+  const list = await request(url, { headers: { authorization: `Bearer ${token}` } });
+  const body = await list.body.text();
+  t.equal(list.statusCode, 200);
+  t.match(body, /urn:ietf:params:scim:api:messages:2\.0:ListResponse/);
+  t.match(body, /"displayName":"Admin"/);
+
+  const anonymous = await request(url);
+  t.equal(anonymous.statusCode, 401);
+  t.match(anonymous.headers['www-authenticate'], /^Bearer realm="scopegate"$/);
+  t.match(await anonymous.body.text(), /"status":"401"/);
+});

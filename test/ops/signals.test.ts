@@ -1,0 +1,83 @@
+// `scopegate serve` under signals: SIGHUP reloads a valid config (swapped whole) and keeps the
+// running one when the new one is invalid; SIGTERM finishes the request in flight and exits 0.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
+import { startServe } from '../helpers/process.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
+
+const baseConfig = (upstream: string, extra: unknown[] = []) => ({
+  listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+  upstream: { url: upstream }, openapi: { file: SHARED_OPENAPI, extra },
+  token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
+});
+
+async function status(url: string): Promise<number> {
+  const r = await request(url);
+  await r.body.text();
+  return r.statusCode;
+}
+
+function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 5000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const look = () => {
+      const found = lines.find((l) => pattern.test(l));
+      if (found) resolve(found);
+      else if (Date.now() > deadline) reject(new Error(`no line matching ${pattern}`));
+      else setTimeout(look, 20);
+    };
+    look();
+  });
+}
+
+t.test('SIGHUP reloads a valid config and keeps the running one when the new one is invalid', async (t) => {
+  const up = await startRecordingUpstream();
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-hup-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify(baseConfig(up.origin)));
+  const serve = await startServe(file);
+  t.teardown(async () => {
+    await serve.stop();
+    await up.close();
+  });
+  t.equal(await status(`${serve.proxyUrl}${B}/Ping`), 404, 'not in the table yet');
+
+  writeFileSync(file, JSON.stringify(baseConfig(up.origin, [{ method: 'GET', path: '/Ping', public: true }])));
+  serve.child.kill('SIGHUP');
+  await waitForLine(serve.lines, /reloaded config/);
+  t.equal(await status(`${serve.proxyUrl}${B}/Ping`), 200, 'the new public operation is served');
+  t.equal(up.requests.at(-1)?.url, `${B}/Ping`);
+
+  writeFileSync(file, JSON.stringify({ ...baseConfig(up.origin), upstrem: {} }));
+  serve.child.kill('SIGHUP');
+  const refused = await waitForLine(serve.lines, /reload refused/);
+  t.match(refused, /upstrem: unknown key \(did you mean upstream\?\)/, 'the error names the key');
+  t.equal(await status(`${serve.proxyUrl}${B}/Ping`), 200, 'the running config is kept');
+  t.equal(serve.child.exitCode, null, 'still running');
+});
+
+t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json' });
+      res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0}');
+    }, 700);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-term-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify(baseConfig(up.origin)));
+  const serve = await startServe(file);
+  t.teardown(() => up.close());
+  const inFlight = request(`${serve.proxyUrl}${B}/Schemas`);
+  while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+  serve.child.kill('SIGTERM');
+  const response = await inFlight;
+  t.equal(response.statusCode, 200, 'the request in flight completed');
+  t.match(await response.body.text(), /ListResponse/);
+  t.equal(await serve.exited, 0, 'exit code 0');
+});
