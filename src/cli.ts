@@ -102,7 +102,7 @@ function explain(values: { config?: string }, positionals: string[]): number {
     const head = method === 'HEAD' && o.method === 'GET' ? ' (HEAD is authorised as GET)' : '';
     const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(o.requirement, false)}`;
     const bulk = isBulk(o) && config.bulk.checkOperations ? '; and each inner operation\'s own scopes (bulk.checkOperations)' : '';
-    say(`matches ${o.id} (${o.method} ${o.path})${head}: ${needs}${bulk}`);
+    say(`matches ${o.operationId ? `${o.operationId} (${o.method} ${o.path})` : `${o.method} ${o.path}`}${head}: ${needs}${bulk}`);
   }
   return 0;
 }

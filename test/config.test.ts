@@ -1,0 +1,334 @@
+/**
+ * loadConfig(file, env): defaults for every key, paths resolved against the config file's
+ * folder, YAML and JSON, `SCOPEGATE_*` overrides, and problems: every one listed at once, by key
+ * path, with "did you mean", and never with a secret in them.
+ */
+import t, { type Test } from 'tap';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { configReference, loadConfig, schema, type Config } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+import { leaves } from '../src/schema.js';
+
+/** The smallest valid token section. */
+const JWT = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
+/** A distinctive secret: no problem message may ever contain it. */
+const SECRET = 'S3cr3t-Never-Print-7f3a9c';
+
+let counter = 0;
+/** Writes a config (text as is, an object as YAML or JSON by extension) into a fresh folder. */
+function write(content: string | object, name = 'scopegate.yaml'): string {
+  const dir = mkdtempSync(join(tmpdir(), `scopegate-config-${++counter}-`));
+  const file = join(dir, name);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, typeof content === 'string' ? content : name.endsWith('.json') ? JSON.stringify(content, null, 2) : stringify(content));
+  return file;
+}
+
+/** The ConfigError `fn` throws; fails the test (with what was loaded) when it throws nothing. */
+function configError(t: Test, fn: () => unknown): ConfigError {
+  let loaded: unknown;
+  try {
+    loaded = fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  t.fail('expected a ConfigError', { loaded });
+  return new ConfigError([]);
+}
+
+/** The problems of loading `content` with `env`. */
+function problems(t: Test, content: string | object, env: Record<string, string> = {}, name?: string): readonly string[] {
+  const file = write(content, name);
+  return configError(t, () => loadConfig(file, env)).problems;
+}
+
+/** The value at a dotted key path. */
+function at(value: unknown, path: string): unknown {
+  return path.split('.').reduce<unknown>((node, key) => (node === undefined || node === null ? undefined : (node as Record<string, unknown>)[key]), value);
+}
+
+t.test('every optional key takes the default of the reference', async (t) => {
+  // Every optional section present with only what it requires, so every default shows.
+  const given: Record<string, unknown> = {
+    'listen.tls.certFile': 'tls/cert.pem',
+    'listen.tls.keyFile': 'tls/key.pem',
+    'token.issuer': 'https://as.example',
+    'token.introspection.clientId': 'gateway',
+    'token.introspection.clientSecret': 'not-a-default',
+    'token.cache.redis.url': 'redis://127.0.0.1:6379',
+  };
+  const file = write({
+    listen: { tls: { certFile: 'tls/cert.pem', keyFile: 'tls/key.pem' } },
+    token: { issuer: 'https://as.example', introspection: { clientId: 'gateway', clientSecret: 'not-a-default' }, jwt: {}, cache: { redis: { url: 'redis://127.0.0.1:6379' } } },
+  });
+  const config = loadConfig(file, {});
+  const kinds = new Map(leaves(schema).map(([key, leaf]) => [key, leaf.kind]));
+  let defaults = 0;
+  for (const row of configReference()) {
+    if (row.key in given) continue;
+    const value = at(config, row.key);
+    if (row.default === '(none)') {
+      t.equal(value, undefined, `${row.key}: no default, absent`);
+      continue;
+    }
+    t.not(row.default, '(required)', `${row.key}: a required key is given above`);
+    const expected = JSON.parse(row.default) as unknown;
+    // A path default is relative to the config file, like a path written in it.
+    t.same(value, kinds.get(row.key) === 'path' ? resolve(dirname(file), expected as string) : expected, `${row.key} = ${row.default}`);
+    defaults++;
+  }
+  t.ok(defaults >= 30, `${defaults} defaults checked`);
+});
+
+t.test('relative paths resolve against the config file\'s folder, not the working directory', async (t) => {
+  const secret = write('from-file\n', 'secrets/client.txt');
+  const file = write({
+    listen: { tls: { certFile: 'tls/cert.pem', keyFile: '/etc/scopegate/key.pem' } },
+    upstream: { caFile: '../ca.pem' },
+    openapi: { file: './api/scim.yaml' },
+    token: { introspection: { endpoint: 'https://as.example/introspect', clientId: 'gw', clientSecretFile: secret } },
+  });
+  const dir = dirname(file);
+  t.not(dir, process.cwd());
+  const config = loadConfig(file, {});
+  const cases: Array<[key: string, expected: string]> = [
+    ['listen.tls.certFile', join(dir, 'tls', 'cert.pem')],
+    ['listen.tls.keyFile', '/etc/scopegate/key.pem'],
+    ['upstream.caFile', resolve(dir, '..', 'ca.pem')],
+    ['openapi.file', join(dir, 'api', 'scim.yaml')],
+    ['token.introspection.clientSecretFile', secret],
+    ['file', file],
+  ];
+  for (const [key, expected] of cases) t.equal(at(config, key), expected, key);
+
+  const relativeSecret = write({ token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: 'client.txt' } } });
+  writeFileSync(join(dirname(relativeSecret), 'client.txt'), 'next-to-the-config\n');
+  t.equal(loadConfig(relativeSecret, {}).token.introspection?.clientSecret, 'next-to-the-config', 'a relative clientSecretFile is read from the config folder');
+});
+
+t.test('YAML and JSON files load to the same config', async (t) => {
+  const content = {
+    listen: { host: '0.0.0.0', port: 8443 },
+    upstream: { url: 'http://jans-scim:8080', identityHeaders: false },
+    openapi: { file: 'scim.yaml', extra: [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'] }] },
+    token: { introspection: { endpoint: 'https://as.example/i', authMethod: 'bearer_token' }, jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example', audience: ['a', 'b'] } },
+  };
+  const fromYaml = loadConfig(write(content, 'c.yaml'), {});
+  const fromJson = loadConfig(write(content, 'c.json'), {});
+  const { file: yamlFile, openapi: yamlApi, ...yamlRest } = fromYaml;
+  const { file: jsonFile, openapi: jsonApi, ...jsonRest } = fromJson;
+  t.match(yamlFile, /c\.yaml$/);
+  t.match(jsonFile, /c\.json$/);
+  t.same(yamlRest, jsonRest);
+  t.same(yamlApi.extra, jsonApi.extra);
+  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443 });
+  t.same(yamlApi.extra, [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'], public: false }]);
+
+  const handWritten = write([
+    '# comments, flow style and block style',
+    'listen: { port: 8443 }   # inline comment',
+    'token:',
+    '  jwt:',
+    '    jwksUri: https://as.example/jwks',
+    '    issuer: "https://as.example"',
+    '    audience:',
+    '      - a',
+    '',
+  ].join('\n'));
+  const config = loadConfig(handWritten, {});
+  t.equal(config.listen.port, 8443);
+  t.same(config.token.jwt?.audience, ['a']);
+});
+
+t.test('SCOPEGATE_* environment variables override the file', async (t) => {
+  const base = {
+    listen: { port: 8080 },
+    token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecret: 'from-file' }, jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } },
+  };
+  const cases: Array<[env: Record<string, string>, key: string, expected: unknown]> = [
+    [{ SCOPEGATE_LISTEN_PORT: '1234' }, 'listen.port', 1234],
+    [{ SCOPEGATE_LISTEN_HOST: '0.0.0.0' }, 'listen.host', '0.0.0.0'],
+    [{ SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: 'from-env' }, 'token.introspection.clientSecret', 'from-env'],
+    [{ SCOPEGATE_UPSTREAM_FORWARD_AUTHORIZATION: 'false' }, 'upstream.forwardAuthorization', false],
+    [{ SCOPEGATE_UPSTREAM_TIMEOUT_MS: '500' }, 'upstream.timeoutMs', 500],
+    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: 'a, b,c' }, 'token.jwt.audience', ['a', 'b', 'c']],
+    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '["a, b", "c"]' }, 'token.jwt.audience', ['a, b', 'c']],
+    [{ SCOPEGATE_OPENAPI_BASE_PATH: '/scim/v2' }, 'openapi.basePath', '/scim/v2'],
+    [{ SCOPEGATE_OPENAPI_EXTRA: '[{"method":"GET","path":"/UpdatedUsers","scopes":["s"]}]' }, 'openapi.extra', [{ method: 'GET', path: '/UpdatedUsers', scopes: ['s'], public: false }]],
+    [{ SCOPEGATE_TOKEN_CACHE_REDIS_URL: 'redis://cache:6379' }, 'token.cache.redis', { url: 'redis://cache:6379', keyPrefix: 'scopegate:' }],
+    [{ SCOPEGATE_CONFIG: '/elsewhere.yaml', PATH: '/bin', HOME: '/root' }, 'listen.port', 8080],
+  ];
+  const file = write(base);
+  for (const [env, key, expected] of cases) {
+    t.same(at(loadConfig(file, env), key), expected, `${Object.keys(env).join(', ')} -> ${key}`);
+  }
+});
+
+t.test('environment problems are problems, with the variable named', async (t) => {
+  const cases: Array<[env: Record<string, string>, expected: string[]]> = [
+    [{ SCOPEGATE_LISTEN_PROT: '1' }, ['SCOPEGATE_LISTEN_PROT: unknown environment variable (did you mean SCOPEGATE_LISTEN_PORT?)']],
+    [{ SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: '1' }, ['SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: unknown environment variable']],
+    [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port: must be a port number (0-65535)']],
+    [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders: must be true or false']],
+    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience: must be a list of non-empty strings']],
+  ];
+  for (const [env, expected] of cases) t.same(problems(t, { token: JWT }, env), expected, Object.keys(env).join(', '));
+});
+
+t.test('unknown keys are refused, with the nearest known key suggested', async (t) => {
+  const cases: Array<[content: object, expected: string]> = [
+    [{ token: { ...JWT, introspecton: {} } }, 'token.introspecton: unknown key (did you mean token.introspection?)'],
+    [{ lisen: { port: 1 }, token: JWT }, 'lisen: unknown key (did you mean listen?)'],
+    [{ upstream: { timeout: 5 }, token: JWT }, 'upstream.timeout: unknown key (did you mean upstream.timeoutMs?)'],
+    [{ zzzzzzzzzzzz: 1, token: JWT }, 'zzzzzzzzzzzz: unknown key'],
+    [{ openapi: { extra: [{ method: 'GET', path: '/x', scope: ['s'] }] }, token: JWT }, 'openapi.extra[0].scope: unknown key (did you mean openapi.extra[0].scopes?)'],
+  ];
+  for (const [content, expected] of cases) t.ok(problems(t, content).includes(expected), expected, { problems: problems(t, content) });
+});
+
+t.test('wrong types and values name the key and what it must be', async (t) => {
+  const introspection = { endpoint: 'https://as.example/i', clientId: 'gw', clientSecret: 's' };
+  const cases: Array<[content: object, expected: string[]]> = [
+    [{ listen: { port: 'abc' }, token: JWT }, ['listen.port: must be a port number (0-65535)']],
+    [{ listen: { port: 70000 }, token: JWT }, ['listen.port: must be a port number (0-65535)']],
+    [{ listen: 5, token: JWT }, ['listen: must be a mapping of keys']],
+    [{ upstream: { forwardAuthorization: 'yes' }, token: JWT }, ['upstream.forwardAuthorization: must be true or false']],
+    [{ upstream: { url: 'ftp://jans' }, token: JWT }, ['upstream.url: must be a URL (http or https)']],
+    [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer >= 1']],
+    [{ token: { introspection: { ...introspection, endpoint: 'not a url' } } }, ['token.introspection.endpoint: must be a URL']],
+    [{ token: { introspection: { ...introspection, authMethod: 'magic' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
+    [{ token: { ...JWT, cache: { redis: { url: 'http://cache' } } } }, ['token.cache.redis.url: must be a URL (redis or rediss)']],
+    [{ token: { jwt: { ...JWT.jwt, algorithms: ['RS256', 'HS256'] } } }, ['token.jwt.algorithms: may only contain RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA']],
+    [{ token: { jwt: { ...JWT.jwt, clockToleranceSeconds: 301 } } }, ['token.jwt.clockToleranceSeconds: must be an integer from 0 to 300']],
+    [{ log: { level: 'loud' }, token: JWT }, ['log.level: must be one of fatal, error, warn, info, debug, trace, silent']],
+    [{ openapi: { extra: [{ method: 'GET', path: 'UpdatedUsers' }] }, token: JWT }, ['openapi.extra[0].path: must be a path starting with /', 'openapi.extra[0].scopes: must name at least one scope (or set public: true)']],
+  ];
+  for (const [content, expected] of cases) t.same(problems(t, content), expected, expected.join('; '));
+});
+
+t.test('every problem of a file is listed at once', async (t) => {
+  const content = [
+    'lisen: { port: 1 }',
+    'listen: { port: abc }',
+    'upstream: { url: not-a-url, forwardAuthorization: yes }',
+    'token:',
+    '  introspecton: {}',
+    '  jwt: { jwksUri: "https://as.example/jwks", issuer: "https://as.example", clockToleranceSeconds: 9999 }',
+    '',
+  ].join('\n');
+  t.same([...problems(t, content, { SCOPEGATE_NOPE: '1' })].sort(), [
+    'SCOPEGATE_NOPE: unknown environment variable',
+    'lisen: unknown key (did you mean listen?)',
+    'listen.port: must be a port number (0-65535)',
+    'token.introspecton: unknown key (did you mean token.introspection?)',
+    'token.jwt.clockToleranceSeconds: must be an integer from 0 to 300',
+    'upstream.forwardAuthorization: must be true or false',
+    'upstream.url: must be a URL',
+  ].sort());
+});
+
+t.test('problems between keys are listed together with problems of single keys', async (t) => {
+  // INTERFACE.md: `check` prints every problem. A typo must not hide the missing token section.
+  const listed = problems(t, { listen: { port: 'abc' } });
+  t.ok(listed.includes('listen.port: must be a port number (0-65535)'), 'the type problem', { listed });
+  t.ok(listed.some((p) => p.startsWith('token: ')), 'and the missing token section', { listed });
+});
+
+t.test('a config without a token section names `token`', async (t) => {
+  const cases: Array<[name: string, content: string | object]> = [
+    ['no token key', { listen: { port: 1 } }],
+    ['an empty file', ''],
+    ['an empty token section', { token: {} }],
+    ['token: with nothing under it', 'token:\n'],
+    ['only a cache', { token: { cache: { maxEntries: 10 } } }],
+  ];
+  for (const [name, content] of cases) {
+    const listed = problems(t, content);
+    t.equal(listed.length, 1, name, { listed });
+    t.match(listed[0], /^token: /, name);
+  }
+});
+
+t.test('a secret never appears in a problem', async (t) => {
+  const introspection = (extra: string) => `token:\n  introspection:\n${extra}`;
+  const cases: Array<[name: string, content: string, env?: Record<string, string>]> = [
+    ['next to other problems', `listen: {port: abc}\nbogus: 1\n${introspection(`    clientSecret: ${SECRET}\n    clientId: 5\n    endpoint: not-a-url\n`)}`],
+    ['the secret of the wrong type', introspection(`    clientSecret: [${SECRET}]\n    endpoint: not-a-url\n`)],
+    ['the secret under a misspelled key', introspection(`    clientSecrte: ${SECRET}\n    endpoint: https://as.example/i\n`)],
+    ['syntax error: unterminated quote on the secret', introspection(`    clientSecret: "${SECRET}\n    clientId: gw\n`)],
+    ['syntax error: the secret twice', introspection(`    clientSecret: ${SECRET}\n    clientSecret: ${SECRET}\n`)],
+    ['syntax error: a mapping in the secret', introspection(`    clientSecret: ${SECRET}: ${SECRET}\n`)],
+    ['syntax error in JSON', `{"token": {"introspection": {"clientSecret": "${SECRET}" "clientId": 1}}`],
+    ['both clientSecret and clientSecretFile', introspection(`    clientSecret: ${SECRET}\n    clientSecretFile: /etc/hostname\n    endpoint: https://as.example/i\n    clientId: gw\n`)],
+    ['the secret from the environment', `listen: {port: abc}\n${introspection('    endpoint: nope\n')}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: SECRET, SCOPEGATE_LISTEN_PORT: 'x' }],
+    ['the secret in a misspelled variable', `token: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
+    ['the secret as a tls key path that is wrong', `listen: {tls: {keyFile: ${SECRET}}}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`],
+  ];
+  for (const [name, content, env] of cases) {
+    const error = configError(t, () => loadConfig(write(content), env ?? {}));
+    t.ok(error.problems.length > 0, `${name}: refused`);
+    const text = [String(error), error.stack ?? '', ...error.problems].join('\n');
+    t.notMatch(text, SECRET, `${name}: the secret is not in the error`);
+  }
+
+  const secretFile = write(`${SECRET}\n`, 'secret.txt');
+  const error = configError(t, () => loadConfig(write({ listen: { port: 'abc' }, token: { introspection: { endpoint: 'nope', clientId: 'gw', clientSecretFile: secretFile } } }), {}));
+  t.notMatch([String(error), ...error.problems].join('\n'), SECRET, 'the content of clientSecretFile is not in the error');
+});
+
+t.test('clientSecretFile is read (first line, trimmed), and its problems name the key', async (t) => {
+  const introspection = (extra: object) => ({ token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', ...extra } } });
+  const secret = write('  the-secret  \n', 'secret.txt');
+  const config = loadConfig(write(introspection({ clientSecretFile: secret })), {});
+  t.equal(config.token.introspection?.clientSecret, 'the-secret');
+  t.equal(config.token.introspection?.clientSecretFile, secret);
+
+  const empty = write('\n', 'empty.txt');
+  const missing = join(dirname(empty), 'missing.txt');
+  const cases: Array<[name: string, content: object, expected: RegExp]> = [
+    ['an empty file', introspection({ clientSecretFile: empty }), /^token\.introspection\.clientSecretFile: the file is empty$/],
+    ['a missing file', introspection({ clientSecretFile: missing }), /^token\.introspection\.clientSecretFile: cannot read .*missing\.txt \(ENOENT\)$/],
+    ['both ways at once', introspection({ clientSecretFile: secret, clientSecret: 'x' }), /^token\.introspection\.clientSecretFile: give clientSecret or clientSecretFile, not both$/],
+    ['neither, with client_secret_basic', introspection({}), /^token\.introspection\.clientSecret: is required with authMethod client_secret_basic/],
+  ];
+  for (const [name, content, expected] of cases) {
+    const listed = problems(t, content);
+    t.ok(listed.some((p) => expected.test(p)), name, { listed });
+  }
+});
+
+t.test('the result is frozen, all the way down', async (t) => {
+  const config = loadConfig(write({
+    listen: { tls: { certFile: 'c.pem', keyFile: 'k.pem' } },
+    openapi: { extra: [{ method: 'GET', path: '/x', scopes: ['s'] }] },
+    token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: write('s\n', 's.txt') }, ...JWT, cache: { redis: { url: 'redis://r:6379' } } },
+  }), {});
+  const unfrozen: string[] = [];
+  const walk = (value: unknown, path: string) => {
+    if (typeof value !== 'object' || value === null) return;
+    if (!Object.isFrozen(value)) unfrozen.push(path || '(root)');
+    for (const [k, v] of Object.entries(value)) walk(v, path ? `${path}.${k}` : k);
+  };
+  walk(config, '');
+  t.same(unfrozen, [], 'every object and array is frozen');
+  t.throws(() => {
+    (config.listen as { port: number }).port = 1;
+  }, TypeError);
+  t.throws(() => {
+    (config.token.jwt!.algorithms as string[]).push('none');
+  }, TypeError);
+  t.throws(() => {
+    (config.token.introspection as { clientSecret?: string }).clientSecret = 'changed';
+  }, TypeError);
+});
+
+t.test('a config problem is a ConfigError naming the file when the file cannot be read', async (t) => {
+  const file = join(mkdtempSync(join(tmpdir(), 'scopegate-config-missing-')), 'absent.yaml');
+  t.same(configError(t, () => loadConfig(file, {})).problems, [`${file}: cannot read the config file (ENOENT)`]);
+  const config: Config = loadConfig(write({ token: JWT }), {});
+  t.equal(config.listen.port, 8080, 'a minimal valid file loads');
+});
