@@ -249,7 +249,7 @@ export function parseConfigText(text: string, file: string): unknown {
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => {
       const pos = e.linePos?.[0];
-      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`;
+      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
   return doc.toJS() as unknown;
@@ -258,6 +258,7 @@ export function parseConfigText(text: string, file: string): unknown {
 /** Checks that span keys: what one key means for another. */
 function crossCheck(c: Config): string[] {
   const problems: string[] = [];
+  if (!c.token || !c.listen || !c.admin) return problems;
   const { introspection, jwt, issuer } = c.token;
   if (!introspection && !jwt) problems.push('token: needs at least one of token.introspection and token.jwt');
   if (introspection) {
@@ -272,7 +273,7 @@ function crossCheck(c: Config): string[] {
     if (!jwt.jwksUri && !issuer) problems.push('token.jwt.jwksUri: is required (or set token.issuer for discovery)');
     if (!jwt.issuer && !issuer) problems.push('token.jwt.issuer: is required (or set token.issuer)');
   }
-  if (/["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
+  if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
   if (c.admin.port !== 0 && c.admin.port === c.listen.port && c.admin.host === c.listen.host) problems.push('admin.port: must differ from listen.port');
   return problems;
 }
@@ -310,9 +311,12 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   const base = dirname(file);
   const result = validate(schema, raw, (p) => resolve(base, p));
   problems.push(...result.problems);
-  if (problems.length > 0) throw new ConfigError(problems);
   let config = { ...(result.value as object), file } as Config;
-  const more = crossCheck(config);
+  // Problems between keys are listed with the others, so one run shows every problem.
+  const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
+  problems.push(...crossCheck(config).filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
+  if (problems.length > 0) throw new ConfigError(problems);
+  const more: string[] = [];
   const introspection = config.token.introspection;
   if (introspection?.clientSecretFile) {
     const secret = readSecretFile(introspection.clientSecretFile, 'token.introspection.clientSecretFile');

@@ -190,7 +190,8 @@ export function validate(schema: Section, raw: unknown, resolvePath: (p: string)
     }
     if (value === undefined || value === null) {
       if (node.required) problems.push(`${key}: is required`);
-      else if (node.default !== undefined) out[name] = node.default;
+      // A default path is relative to the config file too, like a written one.
+      else if (node.default !== undefined) out[name] = node.kind === 'path' ? resolvePath(node.default as string) : node.default;
       continue;
     }
     const result = checkLeaf(node, value, key, resolvePath);

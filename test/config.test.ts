@@ -4,7 +4,7 @@
  * path, with "did you mean", and never with a secret in them.
  */
 import t, { type Test } from 'tap';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -17,10 +17,12 @@ const JWT = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.exa
 /** A distinctive secret: no problem message may ever contain it. */
 const SECRET = 'S3cr3t-Never-Print-7f3a9c';
 
+const tmp = mkdtempSync(join(tmpdir(), 'scopegate-config-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 let counter = 0;
 /** Writes a config (text as is, an object as YAML or JSON by extension) into a fresh folder. */
 function write(content: string | object, name = 'scopegate.yaml'): string {
-  const dir = mkdtempSync(join(tmpdir(), `scopegate-config-${++counter}-`));
+  const dir = join(tmp, String(++counter));
   const file = join(dir, name);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, typeof content === 'string' ? content : name.endsWith('.json') ? JSON.stringify(content, null, 2) : stringify(content));
@@ -187,7 +189,10 @@ t.test('unknown keys are refused, with the nearest known key suggested', async (
     [{ zzzzzzzzzzzz: 1, token: JWT }, 'zzzzzzzzzzzz: unknown key'],
     [{ openapi: { extra: [{ method: 'GET', path: '/x', scope: ['s'] }] }, token: JWT }, 'openapi.extra[0].scope: unknown key (did you mean openapi.extra[0].scopes?)'],
   ];
-  for (const [content, expected] of cases) t.ok(problems(t, content).includes(expected), expected, { problems: problems(t, content) });
+  for (const [content, expected] of cases) {
+    const listed = problems(t, content);
+    t.ok(listed.includes(expected), expected, { listed });
+  }
 });
 
 t.test('wrong types and values name the key and what it must be', async (t) => {
@@ -327,7 +332,7 @@ t.test('the result is frozen, all the way down', async (t) => {
 });
 
 t.test('a config problem is a ConfigError naming the file when the file cannot be read', async (t) => {
-  const file = join(mkdtempSync(join(tmpdir(), 'scopegate-config-missing-')), 'absent.yaml');
+  const file = join(tmp, 'absent.yaml');
   t.same(configError(t, () => loadConfig(file, {})).problems, [`${file}: cannot read the config file (ENOENT)`]);
   const config: Config = loadConfig(write({ token: JWT }), {});
   t.equal(config.listen.port, 8080, 'a minimal valid file loads');

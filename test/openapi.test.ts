@@ -4,7 +4,7 @@
  * gateway cannot check), $refs, base paths, `extra`, and the documents that must be refused.
  */
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -67,6 +67,7 @@ const asRoute = (o: Operation): Route => ({
 });
 
 const tmp = mkdtempSync(join(tmpdir(), 'scopegate-openapi-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 function writeTmp(name: string, text: string): string {
   const file = join(tmp, name);
   writeFileSync(file, text);
@@ -280,7 +281,7 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     { name: 'undefined scheme in the global security', doc: doc({ '/a': { get: {} } }, { security: [{ nope: [] }] }), problem: /^GET \/a: security scheme "nope" is not defined/ },
     { name: 'conflicting templates, same method', doc: doc({ '/a/{x}': { get: {} }, '/a/{y}': { get: {} } }), problem: /^GET \/a\/\{y\}: conflicts with GET \/a\/\{x\}/ },
     { name: 'extra conflicting with the document', doc: doc({ '/a/{id}': { get: {} } }), options: { extra: [{ method: 'GET', path: '/a/{other}', scopes: ['s'], public: false }] }, problem: /^openapi\.extra\[0\]: conflicts with GET \/a\/\{id\}/ },
-    { name: 'swagger 2.0', doc: { swagger: '2.0', info: { title: 'x', version: '1' }, paths: { '/a': { get: {} } } }, problem: /unsupported "openapi" version/ },
+    { name: 'swagger 2.0', doc: { swagger: '2.0', info: { title: 'x', version: '1' }, paths: { '/a': { get: {} } } }, problem: /Swagger 2.0 is not supported/ },
     { name: 'partial template segment', doc: doc({ '/a/{id}.json': { get: {} } }), problem: /^paths\.\/a\/\{id\}\.json: segment "\{id\}\.json" is neither a literal nor a whole \{parameter\}/ },
     { name: 'dot segment in a template', doc: doc({ '/a/../b': { get: {} } }), problem: /dot segment/ },
     { name: 'unresolvable $ref', doc: doc({ '/a': { $ref: '#/components/pathItems/Nope' } }), problem: /\$ref #\/components\/pathItems\/Nope does not resolve/ },

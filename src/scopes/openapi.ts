@@ -138,7 +138,7 @@ export function parseOpenApiText(text: string, file: string): unknown {
   if (doc.errors.length > 0) {
     throw new OpenApiError(doc.errors.map((e) => {
       const pos = e.linePos?.[0];
-      return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`;
+      return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
   return doc.toJS({ maxAliasCount: 100 }) as unknown;
@@ -167,6 +167,7 @@ export interface TableOptions {
  */
 export function operationsFrom(document: unknown, options: TableOptions = {}): Operation[] {
   if (!isObject(document)) throw new OpenApiError(['openapi.file: the document is not a mapping']);
+  if (document.swagger !== undefined) throw new OpenApiError(['openapi.file: Swagger 2.0 is not supported; convert the document to OpenAPI 3']);
   const version = String(document.openapi ?? '');
   if (!/^3\.[01]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x or 3.1.x)`]);
   const base = options.basePath !== undefined ? normaliseBase(options.basePath) : serverBasePath(document);

@@ -43,8 +43,9 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
       // RESTEasy's matching path drops one trailing slash: `/Users/` is the `/Users` operation,
       // never `/Users/{id}` with an empty id.
       const path = rawPath.length > 1 && rawPath.endsWith('/') ? rawPath.slice(0, -1) : rawPath;
-      const lookup = method === 'HEAD' && !methods.has('HEAD') ? 'GET' : method;
-      const found = matchOne(lookup, path);
+      // A template is one non-empty segment: an empty segment matches nothing.
+      if (path.includes('//') || (path.length > 1 && path.endsWith('/'))) return { kind: 'none' };
+      const found = matchOne(method, path) ?? (method === 'HEAD' ? matchOne('GET', path) : null);
       if (found) return { kind: 'found', operation: found.store as Operation, params: found.params };
       const allow = known.filter((m) => matchOne(m, path) !== null);
       if (allow.length === 0) return { kind: 'none' };

@@ -12,8 +12,9 @@ import type { Test } from 'tap';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import {
-  assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, send, sleep, startServer, until,
+  assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, sleep, startServer, until,
 } from '../gateway/support.js';
+import { send } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const CLIENT_ID = 'scopegate-gw';

@@ -9,7 +9,7 @@ import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/au
 import { operationsFrom, readOpenApiFile, type Operation } from '../../src/scopes/openapi.js';
 import { B, SHARED_OPENAPI, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
-import { assertDenied, BARE_CHALLENGE, insufficientScope, send, tokenConfig } from './support.js';
+import { answerWithLength, assertDenied, BARE_CHALLENGE, insufficientScope, send, tokenConfig } from './support.js';
 
 const operations: readonly Operation[] = operationsFrom(readOpenApiFile(SHARED_OPENAPI));
 const S = (name: string) => `https://jans.io/scim/${name}`;
@@ -98,7 +98,7 @@ t.test('every operation, opaque and JWT tokens', async (t) => {
 
   t.before(async () => {
     auth = await startAuthServer();
-    up = await startRecordingUpstream();
+    up = answerWithLength(await startRecordingUpstream());
     gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
     // One token per scope set and mode, issued once for the whole file.
     const sets: string[][] = [...SCIM_SCOPES.map((s) => [s]), BULK_SCOPES];

@@ -79,6 +79,20 @@ export function assertAuthServerDown(t: Test, res: RawResponse, upstream: Record
   t.match(res.headers['retry-after'] ?? '', /^\d+$/, 'Retry-After in seconds');
 }
 
+const LIST = JSON.stringify({ schemas: ['urn:ietf:params:scim:api:messages:2.0:ListResponse'], totalResults: 0, Resources: [] });
+
+/**
+ * Makes the upstream answer with a Content-Length, so a raw client knows where the response ends
+ * even when the gateway keeps the connection open (see upstream-errors.test.ts, hop-by-hop).
+ */
+export function answerWithLength(upstream: RecordingUpstream): RecordingUpstream {
+  upstream.respond = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': Buffer.byteLength(LIST) });
+    res.end(LIST);
+  };
+  return upstream;
+}
+
 /** The token config of the real authorization server: introspection (client_secret_basic) and JWT. */
 export function tokenConfig(auth: AuthServer, extra: { introspection?: Record<string, unknown>; jwt?: Record<string, unknown>; cache?: Record<string, unknown> } = {}): Record<string, unknown> {
   return {

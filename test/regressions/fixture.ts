@@ -6,7 +6,7 @@
 import { connect, type Socket } from 'node:net';
 import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { parseResponse, rawRequest, type RawResponse } from '../helpers/raw.js';
+import { parseResponse, type RawResponse } from '../helpers/raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 export { B } from '../helpers/gateway.js';
@@ -50,10 +50,63 @@ export async function startStack(extra: Record<string, unknown> = {}): Promise<S
 /** Lets an in-flight forward (if any) reach the upstream before the recorder is read. */
 export const settle = (ms = 30): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Whether `raw` holds one whole response (a HEAD answer ends with its head). */
+export function isComplete(raw: string, head = false): boolean {
+  let rest = raw;
+  // Skip interim 1xx responses (100 Continue).
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end === -1) return false;
+    if (/^HTTP\/1\.[01] 1\d\d/.test(rest)) {
+      rest = rest.slice(end + 4);
+      continue;
+    }
+    const res = parseResponse(rest);
+    const body = rest.slice(end + 4);
+    if (head || res.status === 204 || res.status === 304) return true;
+    const length = res.headers['content-length'];
+    if (length !== undefined) return Buffer.byteLength(body, 'latin1') >= Number(length);
+    if (/chunked/i.test(res.headers['transfer-encoding'] ?? '')) return /(^|\r\n)0\r\n(?:[^\r\n]+\r\n)*\r\n$/.test(body);
+    return false;
+  }
+}
+
+/**
+ * Sends `bytes` on a fresh socket and resolves once a whole response arrived (content-length,
+ * chunked or HEAD), the server closed, or `timeoutMs` passed. A response preceded by interim
+ * 1xx lines is parsed from its final status line; `raw` keeps everything.
+ */
+export function exchange(port: number, bytes: string | Buffer, timeoutMs = 5000): Promise<RawResponse & { closed: boolean }> {
+  const head = /^HEAD /.test(typeof bytes === 'string' ? bytes : bytes.toString('latin1'));
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let data = '';
+    let closed = false;
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      let rest = data;
+      while (/^HTTP\/1\.[01] 1\d\d/.test(rest) && rest.includes('\r\n\r\n')) rest = rest.slice(rest.indexOf('\r\n\r\n') + 4);
+      resolve({ ...parseResponse(rest), raw: data, closed });
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString('latin1');
+      if (isComplete(data, head)) done();
+    });
+    socket.on('error', done);
+    socket.on('close', () => {
+      closed = true;
+      done();
+    });
+    socket.write(bytes);
+  });
+}
+
 /** Resets the recorder, sends `bytes` on a fresh socket, waits for the answer and a short settle. */
 export async function send(stack: Stack, bytes: string | Buffer, timeoutMs = 5000): Promise<RawResponse> {
   stack.up.reset();
-  const res = await rawRequest(stack.gw.port, bytes, timeoutMs);
+  const res = await exchange(stack.gw.port, bytes, timeoutMs);
   await settle();
   return res;
 }

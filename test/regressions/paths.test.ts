@@ -249,7 +249,7 @@ t.test('path confusion over raw TCP', async (t) => {
       t.equal(stack.up.requests.length, 0, `${c.id}: the upstream received nothing`);
       // Every answer the gateway produces is a SCIM error with the same status.
       t.match(res.headers['content-type'] ?? '', /application\/scim\+json/, `${c.id}: SCIM error body`);
-      t.equal(safeJson(res.body)?.status, String(res.status), `${c.id}: body status`);
+      if (!c.line.startsWith('HEAD ')) t.equal(safeJson(res.body)?.status, String(res.status), `${c.id}: body status`);
       t.notOk(res.body.includes(stack.all), `${c.id}: the token is not echoed`);
     }
   });
@@ -299,7 +299,6 @@ t.test('path confusion over raw TCP', async (t) => {
       ['GET', `${B}/Users/%E2%82%AC%F0%9F%98%80`, stack.usersRead],
       ['GET', `${B}/Users/a%20b`, stack.usersRead],
       ['GET', `${B}/Users/a%22b%3Cc%3E`, stack.usersRead],
-      ['GET', `${B}/Users/...`, stack.usersRead],
       ['GET', `${B}/Users/.search`, stack.usersRead],
       ['GET', `${B}/Users?filter=userName%20eq%20%22bjensen%22&count=10`, stack.usersRead],
       ['GET', `${B}/Users?filter=a/b?c;d`, stack.usersRead],
@@ -322,6 +321,22 @@ t.test('path confusion over raw TCP', async (t) => {
       t.equal(seen?.method, method, `${method} ${target}: same method`);
       t.equal(seen?.url, target, `${method} ${target}: identical raw target`);
       if (body) t.equal(seen?.body.toString(), body, `${method} ${target}: identical body`);
+    }
+  });
+
+  t.test('ids made of dots that are not dot segments: forwarded byte for byte or refused with 400, never a 500', async (t) => {
+    // `...`, `..a`, `a..` are ordinary segments to Jetty (not dot segments) and ids to RESTEasy.
+    for (const id of ['...', '....', '..a', 'a..', 'a..b', '.a', 'a.']) {
+      for (const target of [`${B}/Users/${id}`, `${B}/Users/${id}/`]) {
+        const res = await send(stack, requestLine(`GET ${target} HTTP/1.1`, [bearer(stack.usersRead)]));
+        t.ok(res.status === 200 || res.status === 400, `${target}: 200 or 400, got ${res.status}`);
+        if (res.status === 200) {
+          t.equal(stack.up.requests.length, 1, `${target}: forwarded once`);
+          t.equal(stack.up.requests[0]?.url, target, `${target}: identical raw target`);
+        } else {
+          t.equal(stack.up.requests.length, 0, `${target}: nothing upstream`);
+        }
+      }
     }
   });
 

@@ -1,0 +1,54 @@
+// The baseline: Fastify + @fastify/http-proxy toward the same upstream, through an undici Pool built
+// with the same options as scopegate's (src/server.ts: connections, pipelining 1, timeouts,
+// keep-alive), but no authorization, no access log, no metrics. Runs in its own process.
+// Prints one JSON line {"port": N} on stdout once it listens on 127.0.0.1.
+//
+//   node bench/bare-proxy.js --upstream http://127.0.0.1:PORT [--connections 128] [--port 0]
+import { parseArgs } from 'node:util';
+import Fastify from 'fastify';
+import proxy from '@fastify/http-proxy';
+import { Pool } from 'undici';
+
+const { values } = parseArgs({
+  options: {
+    upstream: { type: 'string' },
+    connections: { type: 'string', default: '128' },
+    port: { type: 'string', default: '0' },
+    timeout: { type: 'string', default: '30000' },
+  },
+});
+if (!values.upstream) {
+  console.error('usage: node bench/bare-proxy.js --upstream URL [--connections N] [--port N]');
+  process.exit(2);
+}
+const upstream = new URL(values.upstream);
+const timeoutMs = Number(values.timeout);
+const dispatcher = new Pool(upstream.origin, {
+  connections: Number(values.connections),
+  pipelining: 1,
+  headersTimeout: timeoutMs,
+  bodyTimeout: timeoutMs,
+  keepAliveTimeout: 4000,
+  connect: { timeout: Math.min(timeoutMs, 10000), rejectUnauthorized: true },
+});
+
+const app = Fastify({ logger: false, disableRequestLogging: true });
+await app.register(proxy, {
+  upstream: upstream.origin,
+  httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+  undici: dispatcher,
+  disableRequestLogging: true,
+  internalRewriteLocationHeader: false,
+});
+await app.listen({ host: '127.0.0.1', port: Number(values.port) });
+process.stdout.write(`${JSON.stringify({ port: app.server.address().port })}\n`);
+
+const stop = async () => {
+  setTimeout(() => process.exit(0), 2000).unref();
+  await app.close().catch(() => undefined);
+  await dispatcher.close().catch(() => undefined);
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.on('disconnect', stop);

@@ -1,0 +1,191 @@
+/**
+ * The command line as operators run it: `node dist/cli.js` spawned with a clean environment.
+ * INTERFACE.md, "Command line": exit 0 on success, 2 on bad usage or bad config (every problem
+ * printed with its key path), `explain` exits 0 whether the request would be allowed or not.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config.js';
+import { loadTable } from '../src/runtime.js';
+import { ensureBuilt, ROOT, runCli } from './helpers/cli.js';
+import { B, OWN_OPENAPI } from './helpers/gateway.js';
+
+const DEFAULT_CONFIG = join(ROOT, 'config', 'scopegate.yaml');
+const TOKEN = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
+const tmp = mkdtempSync(join(tmpdir(), 'scopegate-cli-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+function writeTmp(name: string, content: string | object): string {
+  const file = join(tmp, name);
+  writeFileSync(file, typeof content === 'string' ? content : stringify(content));
+  return file;
+}
+
+t.before(ensureBuilt);
+
+t.test('check with the default config: exit 0 and a one-line summary', async (t) => {
+  const { code, stdout, stderr } = await runCli(['check']);
+  t.equal(code, 0, stderr);
+  t.equal(stderr, '');
+  const lines = stdout.trimEnd().split('\n');
+  t.equal(lines.length, 1, 'one line');
+  t.match(lines[0], /^ok: config\/scopegate\.yaml: 31 operations \(26 scoped, 5 public\) from .*config\/scim-openapi\.yaml; /);
+});
+
+t.test('check refuses a bad config with exit 2, naming what is wrong', async (t) => {
+  const missing = join(tmp, 'does-not-exist.yaml');
+  const cases: Array<[name: string, args: string[], stderr: RegExp, env?: Record<string, string>]> = [
+    ['missing file', ['check', '--config', missing], /does-not-exist\.yaml: cannot read the config file \(ENOENT\)/],
+    ['missing file named by SCOPEGATE_CONFIG', ['check'], /does-not-exist\.yaml: cannot read the config file \(ENOENT\)/, { SCOPEGATE_CONFIG: missing }],
+    ['YAML syntax error', ['check', '--config', writeTmp('syntax.yaml', 'listen:\n  port: 1\n  host: [unclosed\ntoken: {}\n')], /syntax\.yaml: syntax error at line \d+, column \d+/],
+    ['unknown key', ['check', '--config', writeTmp('unknown.yaml', { token: { ...TOKEN, introspecton: {} } })], /^ {2}token\.introspecton: unknown key \(did you mean token\.introspection\?\)$/m],
+    ['wrong type', ['check', '--config', writeTmp('type.yaml', { listen: { port: 'abc' }, token: TOKEN })], /^ {2}listen\.port: must be a port number/m],
+    ['no token section', ['check', '--config', writeTmp('notoken.yaml', { listen: { port: 1 } })], /^ {2}token: /m],
+    ['unknown environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}SCOPEGATE_LISTEN_PROT: unknown environment variable/m, { SCOPEGATE_LISTEN_PROT: '1' }],
+    ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
+    ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
+  ];
+  for (const [name, args, expected, env] of cases) {
+    const { code, stdout, stderr } = await runCli(args, env ? { env } : {});
+    t.equal(code, 2, `${name}: exit 2`);
+    t.match(stderr, expected, name);
+    t.equal(stdout, '', `${name}: nothing on stdout`);
+  }
+});
+
+t.test('a YAML syntax error names its line', async (t) => {
+  const file = writeTmp('line3.yaml', 'listen:\n  port: 1\n  host: a: b\ntoken: {}\n');
+  const { code, stderr } = await runCli(['check', '--config', file]);
+  t.equal(code, 2);
+  t.match(stderr, /line3\.yaml: syntax error at line 3, column 9\b/);
+});
+
+t.test('check prints every problem at once, each with its key path', async (t) => {
+  const file = writeTmp('many.yaml', { lisen: {}, listen: { port: 'abc' }, upstream: { forwardAuthorization: 'yes' }, token: TOKEN });
+  const { code, stderr } = await runCli(['check', '--config', file]);
+  t.equal(code, 2);
+  const problems = stderr.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim()).sort();
+  t.same(problems, [
+    'lisen: unknown key (did you mean listen?)',
+    'listen.port: must be a port number (0-65535)',
+    'upstream.forwardAuthorization: must be true or false',
+  ]);
+});
+
+t.test('routes prints the 31 rows of the table', async (t) => {
+  const { code, stdout, stderr } = await runCli(['routes']);
+  t.equal(code, 0, stderr);
+  const [header, ...rows] = stdout.trimEnd().split('\n');
+  t.match(header, /^METHOD\s+PATH\s+SCOPES$/);
+  t.equal(rows.length, 31, '31 rows');
+  const printed = rows.map((row) => row.trim().split(/\s+/)).map(([method, path, ...scopes]) => `${method} ${path} ${scopes.join(' ')}`).sort();
+  const config = loadConfig(DEFAULT_CONFIG, {});
+  t.equal(config.openapi.file, OWN_OPENAPI, 'the default config reads config/scim-openapi.yaml');
+  const table = loadTable(config);
+  const expected = table.operations.map((o) => `${o.method} ${o.path} ${o.public ? 'public' : o.requirement.map((a) => a.join(' + ')).join(' | ')}`).sort();
+  t.same(printed, expected);
+  for (const row of [
+    `GET ${B}/Users/{id} https://jans.io/scim/users.read`,
+    `POST ${B}/Bulk https://jans.io/scim/bulk`,
+    `POST ${B}/.search https://jans.io/scim/all-resources.search`,
+    `GET ${B}/Schemas/{uri} public`,
+  ]) t.ok(printed.includes(row), row);
+});
+
+t.test('explain says what a request would hit, or why it is refused; exit 0 either way', async (t) => {
+  const cases: Array<[method: string, path: string, expected: RegExp[]]> = [
+    ['GET', `${B}/Users/abc`, [/matches get-user-by-id/, /https:\/\/jans\.io\/scim\/users\.read/]],
+    ['POST', `${B}/Users/.search`, [/matches search-user/, /users\.read/]],
+    ['HEAD', `${B}/Groups/abc`, [/matches get-group-by-id/, /groups\.read/]],
+    ['GET', `${B}/Schemas`, [/matches get-schemas/, /public/]],
+    ['POST', `${B}/Bulk`, [/https:\/\/jans\.io\/scim\/bulk/, /inner operation/]],
+    ['GET', `${B}/Users/../Groups`, [/refused 400/, /dot segment/]],
+    ['GET', `${B}/Users/./abc`, [/refused 400/]],
+    ['GET', `${B}/Users/%2e%2e/x`, [/refused 400/]],
+    ['GET', `${B}//Users`, [/refused 400/]],
+    ['get', `${B}/Users`, [/refused 400/]],
+    ['TRACE', `${B}/Users`, [/refused 405/, /Allow: .*GET/]],
+    ['DELETE', `${B}/Users`, [/refused 405/]],
+    ['GET', `${B}/Nope`, [/refused 404/]],
+    ['GET', `${B}/users`, [/refused 404/]],
+  ];
+  for (const [method, path, expected] of cases) {
+    const { code, stdout, stderr } = await runCli(['explain', method, path]);
+    t.equal(code, 0, `${method} ${path}: exit 0`, { stderr });
+    for (const re of expected) t.match(stdout, re, `${method} ${path}: ${re}`);
+  }
+  const refusedNotMatched = await runCli(['explain', 'GET', `${B}/Users/../Users/abc`]);
+  t.notMatch(refusedNotMatched.stdout, /matches/, 'a refused target is never also matched');
+});
+
+t.test('every command answers --help with exit 0', async (t) => {
+  for (const command of ['serve', 'check', 'routes', 'explain', 'demo', 'purge']) {
+    const { code, stdout } = await runCli([command, '--help']);
+    t.equal(code, 0, `${command} --help`);
+    t.match(stdout, new RegExp(`^usage: scopegate ${command}\\b`), `${command} --help prints its usage`);
+  }
+  const main = await runCli(['--help']);
+  t.equal(main.code, 0, '--help');
+  t.match(main.stdout, /usage: scopegate <command>/);
+});
+
+t.test('bad usage exits 2', async (t) => {
+  const cases: Array<[name: string, args: string[], stderr: RegExp]> = [
+    ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
+    ['unknown option', ['routes', '--bogus'], /--bogus/],
+    ['explain without a path', ['explain', 'GET'], /explain takes METHOD PATH/],
+    ['check with a positional', ['check', 'extra'], /extra/],
+  ];
+  for (const [name, args, expected] of cases) {
+    const { code, stderr } = await runCli(args);
+    t.equal(code, 2, `${name}: exit 2`);
+    t.match(stderr, expected, name);
+  }
+  const none = await runCli([]);
+  t.equal(none.code, 2, 'no command: exit 2');
+  t.match(none.stdout, /usage: scopegate <command>/, 'no command: the usage');
+});
+
+t.test('SCOPEGATE_CONFIG chooses the config file when --config is absent', async (t) => {
+  const file = writeTmp('from-env.yaml', {
+    openapi: { file: OWN_OPENAPI, extra: [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'] }] },
+    upstream: { url: 'http://from-env.example:8081' },
+    token: TOKEN,
+  });
+  const env = { SCOPEGATE_CONFIG: file };
+  const check = await runCli(['check'], { env });
+  t.equal(check.code, 0, check.stderr);
+  t.match(check.stdout, /32 operations \(27 scoped, 5 public\)/);
+  t.match(check.stdout, /from-env\.example/);
+
+  const explain = await runCli(['explain', 'GET', `${B}/UpdatedUsers`], { env });
+  t.equal(explain.code, 0);
+  t.match(explain.stdout, /matches GET \/jans-scim\/restv1\/v2\/UpdatedUsers/);
+
+  const routes = await runCli(['routes', '--json'], { env });
+  t.equal((JSON.parse(routes.stdout) as unknown[]).length, 32);
+
+  const overridden = await runCli(['check', '--config', DEFAULT_CONFIG], { env });
+  t.equal(overridden.code, 0);
+  t.match(overridden.stdout, /31 operations/, '--config wins over SCOPEGATE_CONFIG');
+});
+
+t.test('environment overrides reach the command line', async (t) => {
+  const { code, stdout, stderr } = await runCli(['check'], { env: { SCOPEGATE_UPSTREAM_URL: 'http://jans-scim.internal:8080' } });
+  t.equal(code, 0, stderr);
+  t.match(stdout, /upstream http:\/\/jans-scim\.internal:8080$/m);
+});
+
+t.test('a config that leaves openapi.file at its default reads the file next to the config', async (t) => {
+  // The default `./scim-openapi.yaml` is a relative path like any other: relative to the config
+  // file's folder (INTERFACE.md), not to the directory the operator happens to run from.
+  const dir = mkdtempSync(join(tmp, 'default-'));
+  writeFileSync(join(dir, 'scim-openapi.yaml'), stringify({ openapi: '3.0.3', paths: { '/only': { get: { operationId: 'only', security: [] } } } }));
+  writeFileSync(join(dir, 'scopegate.yaml'), stringify({ token: TOKEN }));
+  const { code, stdout, stderr } = await runCli(['check', '--config', join(dir, 'scopegate.yaml')]);
+  t.equal(code, 0, stderr);
+  t.match(stdout, /1 operations \(0 scoped, 1 public\)/);
+});

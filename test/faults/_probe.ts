@@ -1,0 +1,16 @@
+import { startTestGateway, B } from '../helpers/gateway.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
+import { startServer } from '../gateway/support.js';
+import { http11 } from '../helpers/raw.js';
+import { exchange } from './support.js';
+const as = await startServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, {'content-type':'application/json'}); res.end(JSON.stringify({active:true, scope:'https://jans.io/scim/users.write', exp: Math.floor(Date.now()/1000)+300})); }); });
+const up = await startRecordingUpstream();
+const gw = await startTestGateway({ upstream: { url: up.origin }, limits: { requestTimeoutMs: 500 }, token: { introspection: { endpoint: as.origin + '/i', clientId: 'a', clientSecret: 'b' } } });
+const head = http11('POST', `${B}/Users`, ['Authorization: Bearer abc', 'Content-Type: application/scim+json', 'Content-Length: 2000']);
+const t0 = Date.now();
+let iv: NodeJS.Timeout | undefined; let sent = 0;
+const r = await exchange(gw.port, head.slice(0, head.indexOf('\r\n\r\n') + 4), { timeoutMs: 45000, onSocket: (w) => { iv = setInterval(() => { if (sent < 1999) { w(' '); sent++; } }, 50); } });
+clearInterval(iv);
+console.log('cut after', Date.now() - t0, 'ms', r.status, r.closedByPeer, JSON.stringify(r.raw.slice(0, 200)), 'sent', sent);
+console.log('upstream', up.requests.map(x => ({ complete: x.complete, bytes: x.body.length })));
+await gw.close(); await up.close(); await as.close();

@@ -1,0 +1,288 @@
+/**
+ * Fault injection on the upstream side: refused (502), hung (504), reset mid-response (the
+ * client's response is aborted, never presented as complete), a client too slow to send its
+ * body (cut off; the upstream never sees a complete request). After each fault the same gateway,
+ * with the upstream healthy again, serves 200: its connection pool has recovered.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import t from 'tap';
+import type { Test } from 'tap';
+import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { http11 } from '../helpers/raw.js';
+import { assertScimError, closedPort, until } from '../gateway/support.js';
+import { exchange, send } from './support.js';
+
+const READ = 'https://jans.io/scim/users.read';
+const WRITE = 'https://jans.io/scim/users.write';
+const LIST = JSON.stringify({ schemas: ['urn:ietf:params:scim:api:messages:2.0:ListResponse'], totalResults: 0, Resources: [] });
+
+/** One request as the upstream saw it. */
+interface Seen {
+  method: string;
+  url: string;
+  authorization: string | undefined;
+  bytes: number;
+  /** The whole body arrived. */
+  complete: boolean;
+  /** The connection closed before the exchange finished. */
+  aborted: boolean;
+}
+
+type Responder = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** A recording upstream that can be closed and listen again on the same port. */
+interface Upstream {
+  port: number;
+  origin: string;
+  seen: Seen[];
+  respond: Responder;
+  listen(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const healthy: Responder = (_req, res) => {
+  res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': String(Buffer.byteLength(LIST)) });
+  res.end(LIST);
+};
+
+async function startUpstream(port = 0): Promise<Upstream> {
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  const up: Upstream = {
+    port,
+    origin: '',
+    seen: [],
+    respond: healthy,
+    async listen() {
+      const s = createServer((req, res) => {
+        const record: Seen = { method: req.method ?? '', url: req.url ?? '', authorization: req.headers.authorization, bytes: 0, complete: false, aborted: false };
+        up.seen.push(record);
+        req.on('data', (c: Buffer) => {
+          record.bytes += c.length;
+        });
+        req.on('end', () => {
+          record.complete = true;
+        });
+        req.on('error', () => undefined);
+        res.on('close', () => {
+          if (!res.writableFinished) record.aborted = true;
+        });
+        up.respond(req, res);
+      });
+      s.keepAliveTimeout = 1000;
+      s.on('connection', (c) => {
+        sockets.add(c);
+        c.on('close', () => sockets.delete(c));
+      });
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(up.port, '127.0.0.1', () => resolve());
+      });
+      server = s;
+      up.port = (s.address() as AddressInfo).port;
+      up.origin = `http://127.0.0.1:${up.port}`;
+    },
+    close: () => new Promise<void>((resolve) => {
+      if (!server) return resolve();
+      for (const c of sockets) c.destroy();
+      server.close(() => resolve());
+      server = undefined;
+    }),
+  };
+  await up.listen();
+  return up;
+}
+
+/** The responder for after the request body: waits for it, then answers with `then`. */
+function afterBody(then: Responder): Responder {
+  return (req, res) => {
+    req.resume();
+    req.on('end', () => then(req, res));
+  };
+}
+
+let as: AuthServer;
+let token: string;
+
+t.before(async () => {
+  as = await startAuthServer();
+  token = await as.issueToken([READ, WRITE]);
+});
+t.teardown(() => as.close());
+
+async function gatewayFor(t: Test, upstream: { origin: string }, extra: Record<string, unknown> = {}): Promise<TestGateway> {
+  const gw = await startTestGateway({
+    upstream: { url: upstream.origin, timeoutMs: 300 },
+    token: { introspection: { endpoint: as.introspectionEndpoint, clientId: as.clientId, clientSecret: as.clientSecret } },
+    ...extra,
+  });
+  t.teardown(() => gw.close());
+  return gw;
+}
+
+/** With the upstream healthy again, the same gateway serves a whole 200. */
+async function assertRecovered(t: Test, gw: TestGateway, up: Upstream): Promise<void> {
+  up.respond = afterBody(healthy);
+  for (let i = 0; i < 3; i++) {
+    const before = up.seen.length;
+    const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+    t.equal(res.status, 200, `recovered: 200 (${i + 1})`);
+    t.ok(res.complete, 'a whole response');
+    t.same(JSON.parse(res.body), JSON.parse(LIST), 'the upstream body');
+    t.equal(up.seen.length, before + 1, 'forwarded once');
+  }
+}
+
+t.test('upstream refuses connections: 502, then served once it listens again', async (t) => {
+  const port = await closedPort();
+  const gw = await gatewayFor(t, { origin: `http://127.0.0.1:${port}` });
+  for (let i = 0; i < 3; i++) {
+    const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+    assertScimError(t, res, 502);
+    t.equal(res.headers['www-authenticate'], undefined, 'no challenge: the token was fine');
+  }
+  const up = await startUpstream(port);
+  t.teardown(() => up.close());
+  await assertRecovered(t, gw, up);
+});
+
+t.test('upstream restarts: 502 while down, served on the same port afterwards', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  await assertRecovered(t, gw, up);
+  await up.close();
+  assertScimError(t, await send(gw.port, 'GET', `${B}/Users`, { token }), 502);
+  await up.listen();
+  // Pooled connections to the old process are dead; none of them may turn into an error now.
+  await assertRecovered(t, gw, up);
+});
+
+t.test('upstream hangs past upstream.timeoutMs: 504, the upstream call is abandoned', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  up.respond = () => undefined;
+  const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+  assertScimError(t, res, 504);
+  t.equal(up.seen.length, 1, 'the request did reach the upstream');
+  t.ok(await until(() => up.seen[0]?.aborted === true, 5000), 'the gateway closed the hung upstream connection');
+  await assertRecovered(t, gw, up);
+});
+
+t.test('upstream hangs after the headers, mid-body: the client response is aborted', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  up.respond = afterBody((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '5000' });
+    res.write('{"schemas":['.padEnd(1000, ' '));
+  });
+  const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+  t.notOk(res.status === 200 && res.complete, 'never a short body presented as complete');
+  if (res.status === 200) {
+    t.ok(res.closedByPeer, 'the gateway closed the client connection');
+    t.ok(res.bodyBytes < 5000, `before the announced length (${res.bodyBytes} of 5000)`);
+  } else {
+    assertScimError(t, res, 504);
+  }
+  await assertRecovered(t, gw, up);
+});
+
+/** Headers and part of the body, then the socket is destroyed (or ended) by the upstream. */
+function truncated(kind: 'content-length' | 'chunked', how: 'destroy' | 'end'): Responder {
+  return afterBody((_req, res) => {
+    const headers: Record<string, string> = { 'content-type': 'application/scim+json' };
+    if (kind === 'content-length') headers['content-length'] = '10000';
+    res.writeHead(200, headers);
+    res.write('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"Resources":['.padEnd(2000, ' '));
+    // Let the head and the first bytes travel through the gateway before the cut.
+    setTimeout(() => {
+      if (how === 'destroy') res.socket?.destroy();
+      else res.socket?.end();
+    }, 50);
+  });
+}
+
+for (const kind of ['content-length', 'chunked'] as const) {
+  for (const how of ['destroy', 'end'] as const) {
+    t.test(`upstream ${how === 'destroy' ? 'resets' : 'closes'} the connection mid-response (${kind})`, async (t) => {
+      const up = await startUpstream();
+      t.teardown(() => up.close());
+      const gw = await gatewayFor(t, up);
+      up.respond = truncated(kind, how);
+      for (let i = 0; i < 3; i++) {
+        const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+        t.notOk(res.status === 200 && res.complete, 'never a short body presented as complete');
+        if (res.status === 200) {
+          t.ok(res.closedByPeer, 'the connection was closed');
+          if (kind === 'content-length') {
+            t.equal(res.headers['content-length'], '10000', 'the announced length');
+            t.ok(res.bodyBytes < 10000, `closed before it (${res.bodyBytes} bytes)`);
+          } else {
+            t.match(res.headers['transfer-encoding'] ?? '', /chunked/, 'chunked');
+            t.notOk(res.complete, 'no terminating chunk');
+          }
+        } else {
+          assertScimError(t, res, 502);
+        }
+      }
+      await assertRecovered(t, gw, up);
+    });
+  }
+}
+
+t.test('a client too slow to send its body is cut off; the upstream never gets a whole request', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const requestTimeoutMs = 500;
+  const gw = await gatewayFor(t, up, { limits: { requestTimeoutMs } });
+  up.respond = afterBody((_req, res) => {
+    res.writeHead(201, { 'content-type': 'application/scim+json' }).end('{}');
+  });
+  const length = 2000;
+  const head = http11('POST', `${B}/Users`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', `Content-Length: ${length}`]);
+  let trickle: NodeJS.Timeout | undefined;
+  let sent = 0;
+  // One byte every 50 ms: 100 s for the whole body, far past the limit. The 10 s bound of the
+  // exchange is the test's patience (20 times the limit), not the assertion.
+  const res = await exchange(gw.port, head.slice(0, head.indexOf('\r\n\r\n') + 4), {
+    timeoutMs: 10000,
+    onSocket: (write) => {
+      trickle = setInterval(() => {
+        if (sent < length - 1) {
+          write(sent === 0 ? '{' : ' ');
+          sent += 1;
+        }
+      }, 50);
+    },
+  });
+  clearInterval(trickle);
+  t.ok(res.closedByPeer, `the gateway cut the slow client off (after ${sent} of ${length} body bytes)`);
+  t.notOk(res.status >= 200 && res.status < 300, `no success for an incomplete request (status ${res.status})`);
+  if (res.status !== 0) assertScimError(t, res, 408);
+  t.ok(await until(() => up.seen.every((r) => r.aborted || r.complete), 5000), 'every upstream request has ended');
+  t.same(up.seen.filter((r) => r.complete), [], 'the upstream never recorded a complete request');
+  await assertRecovered(t, gw, up);
+});
+
+t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section 7.6.1)', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  up.respond = afterBody((_req, res) => {
+    res.writeHead(200, {
+      'content-type': 'application/scim+json', 'content-length': String(Buffer.byteLength(LIST)),
+      connection: 'keep-alive, x-upstream-hop', 'keep-alive': 'timeout=1', 'x-upstream-hop': 'internal',
+    });
+    res.end(LIST);
+  });
+  // The client asks to close; the upstream's keep-alive must not override that.
+  const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+  t.equal(res.status, 200);
+  t.equal(res.headers['keep-alive'], undefined, 'no Keep-Alive of the upstream connection');
+  t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream named in Connection');
+  t.notMatch(res.headers.connection ?? '', /keep-alive/i, 'the client asked Connection: close; it is not told keep-alive');
+});

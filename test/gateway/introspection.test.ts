@@ -1,0 +1,222 @@
+/**
+ * RFC 7662 introspection (SECURITY.md section F): the three ways of authenticating to the real
+ * authorization server, and a faulty one that answers every odd thing an authorization server
+ * can answer. Inactive or odd answers are 401 invalid_token; failures of the server are 503 with
+ * Retry-After; nothing reaches the upstream unless the token is active and holds the scope.
+ */
+import t from 'tap';
+import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import {
+  answerWithLength, assertAuthServerDown, assertDenied, INVALID_TOKEN, insufficientScope, readText, send, startServer, until,
+} from './support.js';
+
+const READ = 'https://jans.io/scim/users.read';
+const USERS = `${B}/Users`;
+
+let auth: AuthServer;
+let up: RecordingUpstream;
+
+t.before(async () => {
+  auth = await startAuthServer();
+  up = answerWithLength(await startRecordingUpstream());
+});
+t.teardown(async () => {
+  await up?.close();
+  await auth?.close();
+});
+
+function introspectionConfig(introspection: Record<string, unknown>): Record<string, unknown> {
+  return { upstream: { url: up.origin }, token: { introspection: { endpoint: auth.introspectionEndpoint, ...introspection } } };
+}
+
+t.test('the three authentication methods against the real authorization server', async (t) => {
+  const methods: Array<[string, Record<string, unknown>]> = [
+    ['client_secret_basic', { authMethod: 'client_secret_basic', clientId: auth.clientId, clientSecret: auth.clientSecret }],
+    ['client_secret_post', { authMethod: 'client_secret_post', clientId: auth.clientId, clientSecret: auth.clientSecret }],
+    ['bearer_token', { authMethod: 'bearer_token' }],
+  ];
+  for (const [name, introspection] of methods) {
+    t.test(name, async (t) => {
+      const gw = await startTestGateway(introspectionConfig(introspection));
+      t.teardown(() => gw.close());
+      const token = await auth.issueToken([READ]);
+      const before = auth.counts.introspection;
+      up.reset();
+      const res = await send(gw.port, 'GET', USERS, { token });
+      t.equal(res.status, 200, `allowed: ${res.body.slice(0, 200)}`);
+      t.equal(up.requests.length, 1);
+      t.equal(auth.counts.introspection - before, 1, 'introspected once');
+      t.equal(auth.introspected.at(-1), token);
+      // The same gateway refuses a token the AS does not know.
+      up.reset();
+      assertDenied(t, await send(gw.port, 'GET', USERS, { token: `unknown-${name}` }), 401, INVALID_TOKEN, up);
+      // And a known token without the scope.
+      const other = await auth.issueToken(['https://jans.io/scim/groups.read']);
+      assertDenied(t, await send(gw.port, 'GET', USERS, { token: other }), 403, insufficientScope(READ), up);
+    });
+  }
+});
+
+t.test('bearer_token: an invalid token is invalid (the AS answers 401 access_denied), not a 503', async (t) => {
+  const gw = await startTestGateway(introspectionConfig({ authMethod: 'bearer_token' }));
+  t.teardown(() => gw.close());
+  const revoked = await auth.issueToken([READ]);
+  await auth.revoke(revoked);
+  for (const token of ['never-issued-token', revoked]) {
+    const before = auth.counts.introspection;
+    up.reset();
+    assertDenied(t, await send(gw.port, 'GET', USERS, { token }), 401, INVALID_TOKEN, up);
+    t.equal(auth.counts.introspection - before, 1, 'the AS was asked');
+  }
+  // Proof the AS really answered 401 there, not active:false.
+  const res = await fetch(auth.introspectionEndpoint, {
+    method: 'POST', headers: { authorization: 'Bearer never-issued-token', 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=never-issued-token',
+  });
+  t.equal(res.status, 401);
+  t.same(await res.json(), { error: 'access_denied' });
+});
+
+t.test('client_secret_basic with a wrong secret: 503, and the log says why', async (t) => {
+  const gw = await startTestGateway(introspectionConfig({ authMethod: 'client_secret_basic', clientId: auth.clientId, clientSecret: 'wrong-secret' }));
+  t.teardown(() => gw.close());
+  const token = await auth.issueToken([READ]);
+  up.reset();
+  assertAuthServerDown(t, await send(gw.port, 'GET', USERS, { token }), up);
+  const errors = () => gw.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 50);
+  t.ok(await until(() => errors().length > 0), 'an error line');
+  t.match(JSON.stringify(errors()), /credentials/, 'that mentions the credentials');
+  t.notMatch(gw.logs.join('\n'), 'wrong-secret', 'and not the secret');
+  t.notMatch(gw.logs.join('\n'), token, 'nor the token');
+});
+
+/** What the faulty server answers, by token. */
+interface Fault {
+  status?: number;
+  type?: string;
+  body: string;
+  delayMs?: number;
+}
+
+t.test('a faulty authorization server', async (t) => {
+  const future = () => Math.floor(Date.now() / 1000) + 300;
+  const ok = (extra: Record<string, unknown> = {}) => JSON.stringify({ active: true, scope: READ, client_id: 'c', token_type: 'Bearer', exp: future(), ...extra });
+  const faults: Record<string, () => Fault> = {
+    'good': () => ({ body: ok() }),
+    'active-false': () => ({ body: JSON.stringify({ active: false }) }),
+    'active-string': () => ({ body: ok({ active: 'true' }) }),
+    'active-one': () => ({ body: ok({ active: 1 }) }),
+    'active-null': () => ({ body: ok({ active: null }) }),
+    'active-missing': () => ({ body: JSON.stringify({ scope: READ, client_id: 'c', exp: future() }) }),
+    'expired': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 600 }) }),
+    'refresh-token': () => ({ body: ok({ token_type: 'refresh_token' }) }),
+    'no-scope': () => ({ body: JSON.stringify({ active: true, client_id: 'c', exp: future() }) }),
+    'scope-array': () => ({ body: ok({ scope: [READ] }) }),
+    'scope-array-other': () => ({ body: ok({ scope: ['https://jans.io/scim/users.write', `${READ}x`] }) }),
+    'cnf-jkt': () => ({ body: ok({ cnf: { jkt: 'x' } }) }),
+    'cnf-x5t': () => ({ body: ok({ cnf: { 'x5t#S256': 'x' } }) }),
+    'status-500': () => ({ status: 500, body: '{"error":"server_error"}' }),
+    'status-502': () => ({ status: 502, type: 'text/plain', body: 'bad gateway' }),
+    'status-302': () => ({ status: 302, body: '' }),
+    'html': () => ({ type: 'text/html', body: '<html><body>Login</body></html>' }),
+    'array': () => ({ body: '[{"active":true}]' }),
+    'json-null': () => ({ body: 'null' }),
+    'truncated': () => ({ body: '{"active":true,"scope":"' }),
+    'slow': () => ({ body: ok(), delayMs: 1500 }),
+  };
+  const calls: string[] = [];
+  let aborted = 0;
+  const as = await startServer((req, res) => {
+    void readText(req).then((text) => {
+      const token = new URLSearchParams(text).get('token') ?? '';
+      calls.push(token);
+      const fault: Fault = (faults[token.replace(/-\d+$/, '')] ?? (() => ({ status: 400, body: '{"error":"invalid_request"}' })))();
+      const answer = () => {
+        if (res.destroyed) return;
+        res.writeHead(fault.status ?? 200, { 'content-type': fault.type ?? 'application/json', ...(fault.status === 302 ? { location: '/login' } : {}) });
+        res.end(fault.body);
+      };
+      if (fault.delayMs) {
+        const timer = setTimeout(answer, fault.delayMs);
+        res.on('close', () => {
+          if (!res.writableEnded) aborted += 1;
+          clearTimeout(timer);
+        });
+      } else answer();
+    });
+  });
+  t.teardown(() => as.close());
+  const gw = await startTestGateway({
+    upstream: { url: up.origin },
+    token: { introspection: { endpoint: `${as.origin}/introspection`, clientId: 'c', clientSecret: 's', timeoutMs: 300 } },
+  });
+  t.teardown(() => gw.close());
+
+  let n = 0;
+  /** One request with a fresh token of the given kind (the suffix defeats the cache). */
+  async function ask(kind: string, target = USERS) {
+    const token = `${kind}-${++n}`;
+    const before = calls.length;
+    up.reset();
+    const started = Date.now();
+    const res = await send(gw.port, 'GET', target, { token });
+    return { res, token, asked: calls.slice(before), ms: Date.now() - started };
+  }
+
+  t.test('control: a good answer is allowed', async (t) => {
+    const { res, token, asked } = await ask('good');
+    t.equal(res.status, 200);
+    t.equal(up.requests.length, 1);
+    t.same(asked, [token], 'the faulty server was asked');
+  });
+
+  t.test('I01, I02: only the boolean true is active', async (t) => {
+    for (const kind of ['active-false', 'active-string', 'active-one', 'active-null', 'active-missing']) {
+      const { res, asked } = await ask(kind);
+      assertDenied(t, res, 401, INVALID_TOKEN, up);
+      t.equal(asked.length, 1, `${kind}: asked`);
+    }
+  });
+
+  t.test('I03 active but exp in the past', async (t) => {
+    assertDenied(t, (await ask('expired')).res, 401, INVALID_TOKEN, up);
+  });
+
+  t.test('I04 active but a refresh token', async (t) => {
+    assertDenied(t, (await ask('refresh-token')).res, 401, INVALID_TOKEN, up);
+  });
+
+  t.test('I05 active without scope: 403 on a protected route, public routes unaffected', async (t) => {
+    assertDenied(t, (await ask('no-scope')).res, 403, insufficientScope(READ), up);
+    const pub = await ask('no-scope', `${B}/Schemas`);
+    t.equal(pub.res.status, 200, 'public');
+    t.same(pub.asked, [], 'no token work on a public route');
+  });
+
+  t.test('I06 scope as a JSON array: supported, exact match', async (t) => {
+    const { res } = await ask('scope-array');
+    t.equal(res.status, 200);
+    t.equal(up.requests.length, 1);
+    assertDenied(t, (await ask('scope-array-other')).res, 403, insufficientScope(READ), up);
+  });
+
+  t.test('rule 9: a sender-constrained token (cnf) is refused', async (t) => {
+    assertDenied(t, (await ask('cnf-jkt')).res, 401, INVALID_TOKEN, up);
+    assertDenied(t, (await ask('cnf-x5t')).res, 401, INVALID_TOKEN, up);
+  });
+
+  t.test('I07, I08: failures of the server are 503 with Retry-After', async (t) => {
+    for (const kind of ['status-500', 'status-502', 'status-302', 'html', 'array', 'json-null', 'truncated', 'slow']) {
+      const { res, asked, ms } = await ask(kind);
+      assertAuthServerDown(t, res, up);
+      t.equal(asked.length, 1, `${kind}: the server was really asked (not a circuit already open)`);
+      if (kind === 'slow') {
+        t.ok(ms < 1200, `answered within the budget, not after the slow server (${ms} ms)`);
+        t.ok(await until(() => aborted === 1), 'the in-flight introspection was aborted');
+      }
+      // A good answer between failures keeps the circuit breaker closed, so each case is seen.
+      t.equal((await ask('good')).res.status, 200, 'the next good token is still allowed');
+    }
+  });
+});
