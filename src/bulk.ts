@@ -5,12 +5,12 @@
  * table as single requests, and requires `bulk` AND each operation's own scopes. Whatever it
  * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
  */
-import { InsufficientScope, InvalidRequest, PayloadTooLarge } from './errors.js';
+import { InvalidRequest, PayloadTooLarge } from './errors.js';
 import { JsonError, parseStrictJson } from './json.js';
 import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
-import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
+import { both, closest, type Requirement } from './scopes/requirement.js';
 import type { Principal } from './token/principal.js';
 
 /** One inner operation as written to the access log. */
@@ -47,8 +47,9 @@ export async function readBody(stream: NodeJS.ReadableStream, limit: number): Pr
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function bad(reason: string): InvalidRequest {
-  return new InvalidRequest(`Bulk: ${reason}`, `The Bulk request cannot be checked: ${reason}`);
+/** A 400 whose public detail never repeats client data; `detail` goes to the log only. */
+function bad(reason: string, detail?: string): InvalidRequest {
+  return new InvalidRequest(`Bulk: ${reason}${detail === undefined ? '' : ` (${detail})`}`, `The Bulk request cannot be checked: ${reason}`);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -68,11 +69,27 @@ function references(value: unknown, out: Set<string>, depth = 0): void {
   }
 }
 
+/** The resource collections under `base`: first segments with a `/{param}` operation below them. */
+function resourceCollections(runtime: Runtime, base: string): Set<string> {
+  const out = new Set<string>();
+  for (const op of runtime.table.operations) {
+    const m = /^\/([^/]+)\/\{[^}]+\}$/.exec(op.path.slice(base.length));
+    if (op.path.startsWith(`${base}/`) && m) out.add(m[1]!);
+  }
+  return out;
+}
+
+/** What a Bulk body needs: the summary for the log, and bulk AND every operation's requirement. */
+export interface BulkCheck {
+  summary: BulkSummary;
+  requirement: Requirement;
+}
+
 /**
- * Checks a Bulk body against the principal's scopes. Returns the per-operation summary, or
- * throws InvalidRequest (400), InsufficientScope (403).
+ * Classifies every operation of a Bulk body. Returns what it needs, or throws InvalidRequest
+ * (400) when anything cannot be classified with certainty.
  */
-export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, principal: Principal): BulkSummary {
+export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, principal: Principal): BulkCheck {
   const { config, table } = runtime;
   const base = bulk.path.slice(0, -'/Bulk'.length);
   let text: string;
@@ -87,7 +104,7 @@ export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, princ
   try {
     document = parseStrictJson(text);
   } catch (error) {
-    throw bad(error instanceof JsonError ? `invalid JSON (${error.message})` : 'invalid JSON');
+    throw bad('invalid JSON', error instanceof JsonError ? error.message : undefined);
   }
   if (!isObject(document)) throw bad('the body is not a JSON object');
   const opKeys = Object.keys(document).filter((k) => k.toLowerCase() === 'operations');
@@ -96,6 +113,7 @@ export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, princ
   if (!Array.isArray(list)) throw bad('Operations is not a list');
   if (list.length > config.bulk.maxOperations) throw bad(`more than ${config.bulk.maxOperations} operations`);
 
+  const collections = resourceCollections(runtime, base);
   const defined = new Set<string>();
   const referenced = new Set<string>();
   const summary: BulkSummary = [];
@@ -105,7 +123,7 @@ export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, princ
     if (!isObject(entry)) throw bad(`${at} is not an object`);
     for (const key of Object.keys(entry)) {
       // Member names are compared exactly: a `Method` that Jackson might or might not map is ambiguous.
-      if (!OPERATION_KEYS.has(key)) throw bad(`${at} has an unexpected member "${key}"`);
+      if (!OPERATION_KEYS.has(key)) throw bad(`${at} has an unexpected member`, key);
     }
     const { method, path, bulkId, data } = entry;
     if (typeof method !== 'string' || !INNER_METHODS.has(method)) throw bad(`${at} has a method outside POST, PUT, PATCH, DELETE`);
@@ -126,28 +144,25 @@ export function checkBulk(body: Buffer, runtime: Runtime, bulk: Operation, princ
     if (full.query !== undefined) throw bad(`${at} path carries a query`);
     const segments = relative.slice(1).split('/');
     const match = table.match(method, full.path);
-    if (match.kind !== 'found') throw bad(`${at}: ${method} ${relative} is not in the table`);
+    if (match.kind !== 'found') throw bad(`${at}: its method and path are not in the table`, `${method} ${relative}`);
     const op = match.operation;
-    // jans runs only resource writes: POST on a collection, PUT/PATCH/DELETE on /{Type}/{id}.
+    // jans runs only resource writes: POST on a resource collection (one with /{id} below it,
+    // which /.search and /Bulk are not), PUT/PATCH/DELETE on /{Type}/{id}.
     const shapeOk = method === 'POST'
-      ? segments.length === 1 && op.path === full.path
-      : segments.length === 2 && /\{[^}]+\}$/.test(op.path) && !segments[1]!.startsWith('.');
-    if (!shapeOk || op.public) throw bad(`${at}: ${method} ${relative} is not a resource write`);
+      ? segments.length === 1 && op.path === full.path && collections.has(segments[0]!)
+      : segments.length === 2 && collections.has(segments[0]!) && /\{[^}]+\}$/.test(op.path) && !segments[1]!.startsWith('.');
+    if (!shapeOk || op.public) throw bad(`${at} is not a resource write`, `${method} ${relative}`);
     const ref = BULK_ID.exec(segments[1] ?? '');
     if (ref) referenced.add(ref[1]!);
     if (bulkId !== undefined) {
       if (method !== 'POST' || typeof bulkId !== 'string' || bulkId === '') throw bad(`${at} has an invalid bulkId`);
-      if (defined.has(bulkId)) throw bad(`${at} repeats bulkId "${bulkId}"`);
+      if (defined.has(bulkId)) throw bad(`${at} repeats a bulkId`, bulkId);
       defined.add(bulkId);
     }
     references(data, referenced);
     requirement = both(requirement, op.requirement);
     summary.push({ method, path: op.path.slice(base.length), operation: op.id, scopes: closest(op.requirement, principal.scopes) });
   });
-  for (const id of referenced) if (!defined.has(id)) throw bad(`bulkId:${id} is referenced but never defined`);
-  if (!satisfied(requirement, principal.scopes)) {
-    const needed = closest(requirement, principal.scopes);
-    throw new InsufficientScope(needed, `Bulk needs ${needed.filter((s) => !principal.scopes.has(s)).join(' ')}`);
-  }
-  return summary;
+  for (const id of referenced) if (!defined.has(id)) throw bad('a bulkId is referenced but never defined', id);
+  return { summary, requirement };
 }

@@ -117,6 +117,13 @@ export class PayloadTooLarge extends GatewayError {
   readonly detail = 'The request body is too large';
 }
 
+/** A body the gateway must read (Bulk) in a media type it cannot read with certainty. */
+export class UnsupportedMediaType extends GatewayError {
+  readonly code = 'unsupported_media_type';
+  readonly statusCode = 415;
+  readonly detail = 'The request body must be application/scim+json or application/json';
+}
+
 /** The request-target exceeds `limits.targetBytes`. */
 export class TargetTooLong extends GatewayError {
   readonly code = 'uri_too_long';

@@ -14,10 +14,10 @@ import { Transform } from 'node:stream';
 import proxy from '@fastify/http-proxy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
-import { checkBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
+import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
 import {
-  GatewayError, InsufficientScope, InternalError, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
-  UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
+  GatewayError, InsufficientScope, InternalError, InvalidRequest, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { upstreamHeaders } from './headers.js';
 import type { Metrics } from './metrics.js';
@@ -42,6 +42,7 @@ export interface Decision {
   token?: string;
   required?: readonly string[];
   bulk?: BulkSummary;
+  bulkBody?: Buffer;
 }
 
 declare module 'fastify' {
@@ -157,6 +158,24 @@ class OptionsAnswer extends GatewayError {
   }
 }
 
+const BULK_TYPES = /^application\/(scim\+)?json\s*(;|$)/i;
+
+/** Step 5 for /Bulk: read the body (bounded), classify every inner operation, require all scopes. */
+async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJS.ReadableStream | undefined): Promise<void> {
+  const { config } = d.runtime;
+  // jans-scim reads Bulk only as JSON; a body in another media type cannot be classified.
+  if (!BULK_TYPES.test(request.headers['content-type'] ?? '')) throw new UnsupportedMediaType('Bulk body is not JSON');
+  if (!stream) throw new InvalidRequest('Bulk: empty body', 'The Bulk request cannot be checked: the body is empty');
+  const buffer = await readBody(stream, config.limits.bodyBytes);
+  const { summary, requirement } = classifyBulk(buffer, d.runtime, d.operation!, d.principal!);
+  d.bulk = summary;
+  d.required = closest(requirement, d.principal!.scopes);
+  if (!satisfied(requirement, d.principal!.scopes)) {
+    throw new InsufficientScope(d.required, `Bulk needs ${d.required.filter((s) => !d.principal!.scopes.has(s)).join(' ')}`);
+  }
+  d.bulkBody = buffer;
+}
+
 /** Counts a streamed body against the limit; the upstream request is aborted past it. */
 function limitStream(limit: number): Transform {
   let seen = 0;
@@ -167,6 +186,15 @@ function limitStream(limit: number): Transform {
       else callback(null, chunk);
     },
   });
+}
+
+/** Hop-by-hop headers of the upstream's response are the upstream's business, not the client's. */
+const RESPONSE_HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
+
+function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
+  const named = typeof headers.connection === 'string' ? headers.connection.split(',').map((h) => h.trim().toLowerCase()) : [];
+  for (const name of [...RESPONSE_HOP_BY_HOP, ...named]) delete (headers as Record<string, unknown>)[name];
+  return headers;
 }
 
 /** Turns whatever failed into a gateway error: upstream faults by their cause. */
@@ -250,25 +278,34 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     }, 'access');
   });
 
+  // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
+  // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+
   await app.register(proxy, {
     upstream: options.current().config.upstream.url,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
     undici: options.dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
+    // Each content type arrives as the raw stream (see the parsers below), never parsed.
+    proxyPayloads: false,
+    replyOptions: { rewriteHeaders: responseHeaders },
     async preHandler(request, reply) {
       const d = request.decision!;
       const { config } = d.runtime;
       if (/100-continue/i.test(request.headers.expect ?? '')) reply.raw.writeContinue();
       const body = request.body;
-      if (body === undefined || body === null || typeof (body as { pipe?: unknown }).pipe !== 'function') return;
+      const isStream = body !== undefined && body !== null && typeof (body as { pipe?: unknown }).pipe === 'function';
+      // Every content type is parsed as a pass-through stream (server.ts): anything else here
+      // would be a body the checks below never saw.
+      if (body !== undefined && body !== null && !isStream) throw new InternalError('request body is not a stream');
       if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) {
-        const buffer = await readBody(body as NodeJS.ReadableStream, config.limits.bodyBytes);
-        d.bulk = checkBulk(buffer, d.runtime, d.operation, d.principal!);
-        request.body = buffer;
+        await checkBulkBody(request, d, isStream ? (body as NodeJS.ReadableStream) : undefined);
         return;
       }
-      if (request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
+      if (isStream && request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
     },
     handler(request, reply, _dest, replyOptions) {
       const d = request.decision!;
@@ -280,8 +317,12 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         host: request.headers.host, authorization, principal: d.principal, identityHeaders: config.upstream.identityHeaders,
       };
       d.token = undefined;
+      const bulkBody = d.bulkBody;
+      d.bulkBody = undefined;
       return reply.from(target.path, {
         ...replyOptions,
+        // A checked Bulk body goes as the exact bytes that were checked, with their length.
+        ...(bulkBody ? { body: bulkBody, contentType: request.headers['content-type']! } : {}),
         // The raw query, unparsed and unre-encoded: what was checked is what goes.
         queryString: () => target.query ?? '',
         rewriteRequestHeaders: (_req, headers) => upstreamHeaders(headers as Record<string, unknown>, forward) as typeof headers,

@@ -1,0 +1,80 @@
+/**
+ * When the upstream fails after a request was allowed: refused or reset is a 502, silent past
+ * `upstream.timeoutMs` is a 504, both as SCIM errors from the gateway itself. And what the
+ * upstream answers is relayed without its hop-by-hop headers (RFC 9110 section 7.6.1).
+ */
+import t from 'tap';
+import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { B, startTestGateway } from '../helpers/gateway.js';
+import { http11, rawRequest } from '../helpers/raw.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import { assertScimError, closedPort, send, tokenConfig } from './support.js';
+
+const READ = 'https://jans.io/scim/users.read';
+const USERS = `${B}/Users`;
+
+let auth: AuthServer;
+let token: string;
+
+t.before(async () => {
+  auth = await startAuthServer();
+  token = await auth.issueToken([READ]);
+});
+t.teardown(() => auth?.close());
+
+t.test('upstream refuses the connection: 502', async (t) => {
+  const port = await closedPort();
+  const gw = await startTestGateway({ upstream: { url: `http://127.0.0.1:${port}` }, token: tokenConfig(auth) });
+  t.teardown(() => gw.close());
+  const res = await send(gw.port, 'GET', `${USERS}?count=1`, { token });
+  assertScimError(t, res, 502);
+  t.equal(res.headers['www-authenticate'], undefined, 'not a token problem');
+  t.notOk(res.raw.includes(token), 'the token is not echoed');
+  t.notOk(res.raw.includes(String(port)), 'the upstream address is not disclosed');
+});
+
+t.test('upstream resets the connection: 502', async (t) => {
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  up.respond = (_req, res) => res.socket?.destroy();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  t.teardown(() => gw.close());
+  const res = await send(gw.port, 'GET', USERS, { token });
+  assertScimError(t, res, 502);
+  t.equal(up.requests.length, 1, 'it was forwarded once, not retried');
+});
+
+t.test('upstream never answers: 504 after upstream.timeoutMs', async (t) => {
+  const up: RecordingUpstream = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  up.respond = () => undefined;
+  const gw = await startTestGateway({ upstream: { url: up.origin, timeoutMs: 300 }, token: tokenConfig(auth) });
+  t.teardown(() => gw.close());
+  const started = Date.now();
+  const res = await send(gw.port, 'GET', USERS, { token, timeoutMs: 5000 });
+  const ms = Date.now() - started;
+  assertScimError(t, res, 504);
+  t.equal(res.headers['www-authenticate'], undefined);
+  t.ok(ms >= 250 && ms < 2000, `answered after about timeoutMs (${ms} ms)`);
+  t.equal(up.requests.length, 1, 'forwarded once, not retried');
+});
+
+t.test('hop-by-hop headers of the upstream response are not relayed; Connection: close is honoured', async (t) => {
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  // The default responder: chunked, and Node adds `Connection: keep-alive` and `Keep-Alive: timeout=1`.
+  up.respond = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/scim+json', connection: 'keep-alive, x-upstream-hop', 'x-upstream-hop': 'internal' });
+    res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}');
+  };
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  t.teardown(() => gw.close());
+  const started = Date.now();
+  const res = await rawRequest(gw.port, http11('GET', USERS, [`Authorization: Bearer ${token}`]), 3000);
+  const ms = Date.now() - started;
+  t.equal(res.status, 200);
+  t.equal(res.headers['keep-alive'], undefined, 'no Keep-Alive from the upstream hop');
+  t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream\'s Connection named');
+  t.notMatch(res.headers.connection ?? 'close', /keep-alive/i, 'the client asked to close; the gateway does not promise keep-alive');
+  t.ok(ms < 1500, `the gateway closed the connection as the client asked (${ms} ms)`);
+});
