@@ -16,7 +16,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
 import {
-  GatewayError, InsufficientScope, InternalError, InvalidRequest, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { upstreamHeaders } from './headers.js';
@@ -25,7 +25,7 @@ import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
 import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
-import { extractBearer } from './token/bearer.js';
+import { extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
 import type { Principal } from './token/principal.js';
 
@@ -127,6 +127,10 @@ async function decide(request: FastifyRequest, decision: Decision, metrics: Metr
   }
   const token = extractBearer(raw.rawHeaders, config.limits.tokenBytes);
   if (token === undefined) throw new MissingToken('no bearer token');
+  // One credential in one place (RFC 6750 sections 2.2 and 2.3 are not supported): a second copy
+  // in the query or a form body is refused, never forwarded to the upstream and its logs.
+  if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query as well', 400);
+  if (isFormBody(raw.headers['content-type'])) throw new InvalidBearerRequest('form-encoded body (a token may only travel in the Authorization header)', 400);
   const key = tokenKey(token);
   decision.fingerprint = fingerprintOf(key);
   decision.token = token;

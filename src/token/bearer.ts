@@ -41,3 +41,30 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 export function isCompactJws(token: string): boolean {
   return COMPACT_JWS.test(token);
 }
+
+/**
+ * True when a query carries an `access_token` parameter (RFC 6750 section 2.3). The gateway
+ * accepts a token in exactly one place, the Authorization header (SECURITY.md rule 5): a token
+ * in the query would also reach the upstream and its logs.
+ */
+export function queryHasToken(query: string | undefined): boolean {
+  if (query === undefined || !/access(_|%5f)token/i.test(query)) return false;
+  for (const pair of query.split('&')) {
+    const name = pair.split('=', 1)[0]!;
+    let decoded = name;
+    try {
+      decoded = decodeURIComponent(name.replace(/\+/g, ' '));
+    } catch {
+      // a malformed name is compared as written
+    }
+    if (decoded === 'access_token') return true;
+  }
+  return false;
+}
+
+const FORM = /^application\/x-www-form-urlencoded\s*(;|$)/i;
+
+/** True for a form-encoded body, where RFC 6750 section 2.2 would put a token; SCIM never uses one. */
+export function isFormBody(contentType: string | undefined): boolean {
+  return contentType !== undefined && FORM.test(contentType);
+}

@@ -87,9 +87,10 @@ async function startFaultyAs(port = 0): Promise<FaultyAs> {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
   });
-  as.port = (server.address() as AddressInfo).port;
+  const { port: bound } = server.address() as AddressInfo;
   Object.assign(as, {
-    endpoint: `http://127.0.0.1:${as.port}/jans-auth/restv1/introspection`,
+    port: bound,
+    endpoint: `http://127.0.0.1:${bound}/jans-auth/restv1/introspection`,
     close: () => new Promise<void>((resolve) => {
       for (const s of sockets) s.destroy();
       server.close(() => resolve());

@@ -4,7 +4,7 @@
  * is refused and the upstream receives nothing (or, for a cut-off body, nothing complete).
  */
 import t from 'tap';
-import { B, bearer, converse, exchange, requestLine, scope, send, settle, startStack, type Stack } from './fixture.js';
+import { B, bearer, converse, exchange, requestLine, scope, send, settle, startStack, type Stack } from '../helpers/stack.js';
 
 const SEARCH = '{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"count":1}';
 const BODY_LIMIT = 1000;

@@ -4,7 +4,7 @@
  * exactly the method it forwards, and forward exactly the method it authorised.
  */
 import t from 'tap';
-import { B, bearer, converse, isComplete, requestLine, scope, send, settle, startStack, type Stack } from './fixture.js';
+import { B, bearer, converse, isComplete, requestLine, scope, send, settle, startStack, type Stack } from '../helpers/stack.js';
 import { parseResponse } from '../helpers/raw.js';
 
 const INUM = '8f3e1a6c-2b4d-4e5f-9a0b-1c2d3e4f5a6b';
@@ -172,7 +172,22 @@ t.test('method confusion over raw TCP', async (t) => {
     let res = await send(stack, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
     t.ok(res.status === 0 || res.status >= 400, `h2 preface: ${res.status}`);
     t.equal(stack.up.requests.length, 0);
-    for (const version of ['HTTP/2.0', 'HTTP/1.2', 'HTTP/3.0', 'HTTP/1.1x', 'http/1.1']) {
+    // `HTTP/2.0` in an HTTP/1 request line: Node's parser takes it (httpVersionMajor 2). Refused, or
+    // handled exactly as the HTTP/1.1 request it is (same method, same target, same decision).
+    res = await send(stack, `GET ${B}/Users HTTP/2.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    t.ok([400, 401, 505].includes(res.status), `HTTP/2.0 without a token: refused (${res.status})`);
+    t.equal(stack.up.requests.length, 0);
+    res = await send(stack, `GET ${B}/Users/${INUM} HTTP/2.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n${bearer(stack.usersRead)}\r\n\r\n`);
+    if (res.status === 200) {
+      t.same(stack.up.requests.map((r) => `${r.method} ${r.url}`), [`GET ${B}/Users/${INUM}`], 'HTTP/2.0 line: forwarded as the same request');
+    } else {
+      t.ok([400, 505].includes(res.status), `HTTP/2.0 line: refused (${res.status})`);
+      t.equal(stack.up.requests.length, 0);
+    }
+    res = await send(stack, `DELETE ${B}/Users/${INUM} HTTP/2.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n${bearer(stack.usersRead)}\r\n\r\n`);
+    t.ok([400, 403, 505].includes(res.status), `HTTP/2.0 DELETE with users.read: refused (${res.status})`);
+    t.equal(stack.up.requests.length, 0);
+    for (const version of ['HTTP/1.2', 'HTTP/3.0', 'HTTP/1.1x', 'http/1.1', 'HTTP/1', 'HTTP/01.1']) {
       res = await send(stack, `GET ${B}/Schemas ${version}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
       t.ok(res.status === 0 || res.status === 400 || res.status === 505, `${version}: ${res.status}`);
       t.equal(stack.up.requests.length, 0, `${version}: nothing upstream`);

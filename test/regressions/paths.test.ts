@@ -5,7 +5,7 @@
  * path and never to the token, and asserts that the upstream received nothing.
  */
 import t from 'tap';
-import { B, bearer, requestLine, scope, send, startStack, type Stack } from './fixture.js';
+import { B, bearer, requestLine, scope, send, startStack, type Stack } from '../helpers/stack.js';
 
 const INUM = '8f3e1a6c-2b4d-4e5f-9a0b-1c2d3e4f5a6b';
 const R = '/jans-scim/restv1';
@@ -300,6 +300,8 @@ t.test('path confusion over raw TCP', async (t) => {
       ['GET', `${B}/Users/a%20b`, stack.usersRead],
       ['GET', `${B}/Users/a%22b%3Cc%3E`, stack.usersRead],
       ['GET', `${B}/Users/.search`, stack.usersRead],
+      ['GET', `${B}/Users/${'a'.repeat(300)}`, stack.usersRead],
+      ['GET', `${B}/Users/a~b!c$d&e'f(g)h*i+j,k=l:m@n`, stack.usersRead],
       ['GET', `${B}/Users?filter=userName%20eq%20%22bjensen%22&count=10`, stack.usersRead],
       ['GET', `${B}/Users?filter=a/b?c;d`, stack.usersRead],
       ['GET', `${B}/Users/${INUM}?attributes=userName,emails`, stack.usersRead],

@@ -5,11 +5,11 @@
  */
 import { connect, type Socket } from 'node:net';
 import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { parseResponse, type RawResponse } from '../helpers/raw.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import { startTestGateway, type TestGateway } from './gateway.js';
+import { parseResponse, type RawResponse } from './raw.js';
+import { startRecordingUpstream, type RecordingUpstream } from './upstream.js';
 
-export { B } from '../helpers/gateway.js';
+export { B } from './gateway.js';
 
 /** The full scope URI of a short jans scope name (`users.read`). */
 export const scope = (name: string): string => `https://jans.io/scim/${name}`;
