@@ -129,7 +129,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * "scopegate listening" line is read back from that file. With logFile 'pipe' the lines come
  * through a pipe instead (startup timing), and `spawnedAt` is performance.now() at spawn.
  */
-export async function startServe(configFile, { logFile, nodeArgs = [], env = {}, timeoutMs = 30000, name = 'scopegate' } = {}) {
+export async function startServe(configFile, { logFile, nodeArgs = [], env = {}, timeoutMs = 30000, name = 'scopegate', ports } = {}) {
+  if (ports) return startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports });
   const piped = logFile === 'pipe';
   const fd = piped ? 'pipe' : openSync(logFile, 'a');
   const spawnedAt = performance.now();
@@ -175,6 +176,38 @@ export async function startServe(configFile, { logFile, nodeArgs = [], env = {},
   const parsed = JSON.parse(line.text);
   return {
     child, pid: child.pid, proxyUrl: parsed.proxy, adminUrl: parsed.admin, exited, startupMs: line.at - spawnedAt,
+    stderr: () => stderr,
+    stop: (signal = 'SIGTERM') => stopChild(child, 10000, signal),
+  };
+}
+
+/**
+ * The same for a config whose log level hides the "listening" line: its listeners are on the
+ * fixed `ports` {proxy, admin}, and readiness is the admin /healthz answering.
+ */
+async function startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports }) {
+  const spawnedAt = performance.now();
+  const fd = logFile === 'pipe' ? 'ignore' : openSync(logFile, 'a');
+  const child = track(spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configFile], {
+    env: { ...process.env, ...env }, stdio: ['ignore', fd, 'pipe'],
+  }), name);
+  if (typeof fd === 'number') closeSync(fd);
+  let stderr = '';
+  child.stderr.on('data', (c) => { stderr += c; });
+  const exited = new Promise((done) => child.once('exit', (code) => done(code)));
+  const adminUrl = `http://127.0.0.1:${ports.admin}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${stderr}`);
+    try {
+      if ((await get(`${adminUrl}/healthz`, {}, 1000)).status === 200) break;
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`${name} did not start in ${timeoutMs} ms: ${stderr}`);
+    await sleep(25);
+  }
+  await waitPort(ports.proxy, 5000);
+  return {
+    child, pid: child.pid, proxyUrl: `http://127.0.0.1:${ports.proxy}`, adminUrl, exited, startupMs: performance.now() - spawnedAt,
     stderr: () => stderr,
     stop: (signal = 'SIGTERM') => stopChild(child, 10000, signal),
   };

@@ -32,6 +32,10 @@ import {
 
 const TARGETS = ['direct', 'bare-proxy', 'scopegate-introspection', 'scopegate-jwt', 'scopegate-many-tokens', 'nginx'];
 const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
+// Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
+// (no access line), to size what the access log costs.
+// bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header.
+const DIAG = ['scopegate-nolog', 'bare-proxy-jwt'];
 
 const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options])
 
@@ -40,6 +44,7 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
   --skip a,b                   run everything but these
                                targets: ${TARGETS.join(', ')}
                                measurements: ${EXTRAS.join(', ')}
+                               diagnostic (only when named): ${DIAG.join(', ')}
   --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 5; quick 2)
   --duration S                 seconds per round                       (BENCH_DURATION, default 5; quick 2)
   --warmup S                   warm-up seconds per target, not counted (BENCH_WARMUP, default 2; quick 1)
@@ -112,12 +117,12 @@ const opts = {
 };
 if (!['fast', 'oidc'].includes(opts.manySource)) throw new Error('--many-source: fast or oidc');
 if (!['file', 'discard'].includes(opts.accessLog)) throw new Error('--access-log: file or discard');
-const ALL = [...TARGETS, ...EXTRAS];
+const ALL = [...TARGETS, ...DIAG, ...EXTRAS];
 const listOf = (s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
 const only = listOf(argv.only ?? env.BENCH_ONLY);
 const skip = listOf(argv.skip ?? env.BENCH_SKIP) ?? [];
 for (const n of [...(only ?? []), ...skip]) if (!ALL.includes(n)) throw new Error(`unknown name ${n}; known: ${ALL.join(', ')}`);
-const wanted = (name) => (!only || only.includes(name)) && !skip.includes(name);
+const wanted = (name) => (DIAG.includes(name) ? Boolean(only?.includes(name)) : !only || only.includes(name)) && !skip.includes(name);
 
 if (!existsSync(CLI)) throw new Error(`${relative(ROOT, CLI)} is missing: run npm run build (npm run bench does)`);
 if (!existsSync(SHARED_OPENAPI)) throw new Error(`${SHARED_OPENAPI} is missing`);
@@ -236,7 +241,23 @@ async function prepare(name) {
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
-        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'opaque token from the real oidc-provider (client_credentials), introspected once, then cached' };
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached` };
+      }
+      case 'bare-proxy-jwt': {
+        const bare = await prepare('bare-proxy');
+        const token = await (await introspectionToken()).issue(true);
+        return { ...bare, headers: { authorization: `Bearer ${token}` }, note: `diagnostic: bare-proxy with a ${token.length}-character JWT in Authorization (as scopegate-jwt)` };
+      }
+      case 'scopegate-nolog': {
+        const { introspection, issue } = await introspectionToken();
+        // No "listening" line at level warn: fixed ports, readiness from /healthz.
+        const ports = { proxy: await freePort(), admin: await freePort() };
+        const file = writeConfig(name, { upstreamUrl: up.url, token: { introspection }, extra: { log: { level: 'warn' }, listen: { host: '127.0.0.1', port: ports.proxy }, admin: { host: '127.0.0.1', port: ports.admin } } });
+        const sg = await serve(name, file, { ports });
+        const token = await issue();
+        const headers = { authorization: `Bearer ${token}` };
+        await expectOk(sg.proxyUrl + PATH, headers, name);
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'diagnostic: scopegate-introspection with log.level warn (no access lines)' };
       }
       case 'scopegate-jwt': {
         const { auth: a } = await authServer();
@@ -245,7 +266,7 @@ async function prepare(name) {
         const token = await issue(true);
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
-        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'RS256 JWT access token from the real oidc-provider (resource indicator), verified once, then cached' };
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `RS256 JWT access token (${token.length} characters) from the real oidc-provider (resource indicator), verified once, then cached` };
       }
       case 'scopegate-many-tokens': {
         let introspection;
@@ -351,7 +372,7 @@ async function runTarget(name, t, seconds) {
 }
 
 async function throughput() {
-  const names = TARGETS.filter(wanted);
+  const names = [...TARGETS, ...DIAG].filter(wanted);
   if (names.length === 0) return;
   log(`\n== throughput: ${names.length} targets, ${opts.rounds} alternating rounds x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each)`);
   const ready = [];
@@ -631,6 +652,7 @@ function verdict(ok) {
 
 function report() {
   const t = results.targets;
+  const rr0 = (n) => Boolean(t[n]?.rps);
   const ratio = (a, b) => (t[a]?.rps && t[b]?.rps ? t[a].rps / t[b].rps : NaN);
   const sgs = ['scopegate-introspection', 'scopegate-jwt', 'scopegate-many-tokens'].filter((n) => t[n]?.rps);
   // CPU efficiency: the other's CPU time per request over this one's (what the req/s ratio would be
@@ -640,6 +662,10 @@ function report() {
     bare: ratio(n, 'bare-proxy'), direct: ratio(n, 'direct'), nginx: ratio(n, 'nginx'),
     cpuBare: eff(n, 'bare-proxy'), cpuDirect: eff(n, 'direct'), cpuNginx: eff(n, 'nginx'),
   }]));
+  if (t['bare-proxy-jwt']?.rps && rr0('scopegate-jwt')) {
+    results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
+    results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');
+  }
   const chk = (label, value, ok, shown) => TARGET_LINES.push({ label, value: shown ?? value, verdict: verdict(Number.isFinite(value) || typeof value === 'boolean' ? ok : undefined) });
   const rr = results.ratios;
   chk('scopegate-introspection / bare-proxy >= 0.95', rr['scopegate-introspection']?.bare, rr['scopegate-introspection']?.bare >= 0.95, fmt.ratio(rr['scopegate-introspection']?.bare));
@@ -688,6 +714,8 @@ function report() {
       L.push('| ratio | req/s / bare-proxy | / direct | / nginx | CPU efficiency vs bare-proxy | vs direct | vs nginx |', '|---|---:|---:|---:|---:|---:|---:|');
       for (const n of sgs) L.push(`| ${n} | ${fmt.ratio(rr[n].bare)} | ${fmt.ratio(rr[n].direct)} | ${fmt.ratio(rr[n].nginx)} | ${fmt.ratio(rr[n].cpuBare)} | ${fmt.ratio(rr[n].cpuDirect)} | ${fmt.ratio(rr[n].cpuNginx)} |`);
       L.push('', 'CPU efficiency = the other target\'s CPU us/req / this one\'s: the req/s ratio to expect when each is CPU-bound on a core of its own.');
+      const j = rr['scopegate-jwt'];
+      if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
       L.push('');
     }
     const cached = Object.entries(t).filter(([, x]) => x.cache);

@@ -98,6 +98,23 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
   };
 }
 
+/**
+ * Node's parser already refuses TE with CL, duplicate CL and obs-fold (F01-F04). What it lets by:
+ * a coding list ending in `chunked` (`gzip, chunked`) or several Transfer-Encoding headers. The
+ * gateway would re-frame such a body and drop the other coding: refused instead.
+ */
+function checkFraming(rawHeaders: readonly string[]): void {
+  let seen = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 17 || name.toLowerCase() !== 'transfer-encoding') continue;
+    seen += 1;
+    if (seen > 1 || rawHeaders[i + 1]!.trim().toLowerCase() !== 'chunked') {
+      throw new InvalidRequest('Transfer-Encoding other than one plain chunked', 'The request framing is ambiguous');
+    }
+  }
+}
+
 /** Steps 2-4, run in onRequest: nothing of the body has been read yet. */
 async function decide(request: FastifyRequest, decision: Decision, metrics: Metrics): Promise<void> {
   const { runtime } = decision;
@@ -107,6 +124,7 @@ async function decide(request: FastifyRequest, decision: Decision, metrics: Metr
   if (target === undefined) throw new InternalError('request-target not checked');
   if (target instanceof GatewayError) throw target;
   decision.target = target;
+  checkFraming(raw.rawHeaders);
   const method = raw.method ?? '';
   if (method === 'OPTIONS') {
     // Answered here, never forwarded, and never an authorisation of anything else (M03).

@@ -4,7 +4,7 @@
  * 100-continue` handling are ours to set.
  */
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -49,7 +49,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
       : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
   const body = scimErrorBody(gatewayError);
-  socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${gatewayError.code}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${STATUS_CODES[gatewayError.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
@@ -59,6 +59,8 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
     requestTimeout: config.limits.requestTimeoutMs,
     headersTimeout: Math.min(config.limits.requestTimeoutMs, 60000),
     keepAliveTimeout: 5000,
+    // Node checks request and header timeouts only this often (30 s by default).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(config.limits.requestTimeoutMs / 2))),
     // Node's strict parser stays on (SECURITY.md F01-F04): never insecureHTTPParser.
     insecureHTTPParser: false,
     joinDuplicateHeaders: false,

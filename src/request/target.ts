@@ -59,6 +59,9 @@ function checkPath(path: string): string | undefined {
     // An empty segment is refused except as the one trailing slash (RESTEasy strips it).
     if (segment === '' && i < segments.length - 1) return 'empty path segment (//)';
     if (segment === '.' || segment === '..') return 'dot segment';
+    // `...`, `..a`, `a..`: not dot segments to RFC 3986, but a decoder or normaliser that looks
+    // for `/..` or `../` (reply-from does) would read them as one.
+    if (segment.startsWith('..') || segment.endsWith('..')) return 'dot-like segment';
   }
   for (let i = 1; i < path.length; i++) {
     const c = path.charCodeAt(i);

@@ -37,6 +37,8 @@ interface FaultyAs {
   maxInFlight: number;
   /** Sockets of unanswered calls that the client closed. */
   abortedCalls: number;
+  /** When the last call was answered or closed (the gateway records its outcome right after). */
+  lastSettledAt: number;
   /** The Authorization header of every call. */
   authorizations: Array<string | undefined>;
   handler: Handler;
@@ -56,7 +58,7 @@ const healthy: Handler = (_req, res, form) => {
 async function startFaultyAs(port = 0): Promise<FaultyAs> {
   const sockets = new Set<Socket>();
   const as: FaultyAs = {
-    endpoint: '', port: 0, calls: 0, inFlight: 0, maxInFlight: 0, abortedCalls: 0, authorizations: [], handler: healthy,
+    endpoint: '', port: 0, calls: 0, inFlight: 0, maxInFlight: 0, abortedCalls: 0, lastSettledAt: 0, authorizations: [], handler: healthy,
     close: async () => undefined,
   };
   const server: Server = createServer((req, res) => {
@@ -72,6 +74,7 @@ async function startFaultyAs(port = 0): Promise<FaultyAs> {
         if (settled) return;
         settled = true;
         as.inFlight -= 1;
+        as.lastSettledAt = Date.now();
         if (aborted) as.abortedCalls += 1;
       };
       res.on('finish', () => settle(false));
@@ -317,7 +320,8 @@ t.test('circuit breaker: fails fast while open, one probe after the cool-down', 
   t.equal(upstream.requests.length, 0, 'nothing forwarded');
 
   // After the cool-down, still failing: exactly one probe goes out and the circuit re-opens.
-  await sleep(Math.max(0, openedAt + BREAKER_COOLDOWN_MS + 200 - Date.now()));
+  // The cool-down runs from the last failure (a slow machine may have let a probe out above).
+  await sleep(Math.max(0, Math.max(openedAt, as.lastSettledAt) + BREAKER_COOLDOWN_MS + 300 - Date.now()));
   const beforeProbe = as.calls;
   const probe = await send(gw.port, 'GET', `${B}/Users`, { token: goodToken() });
   assertAuthServerDown(t, probe, upstream);
@@ -329,7 +333,7 @@ t.test('circuit breaker: fails fast while open, one probe after the cool-down', 
 
   // The server recovers; while the circuit is still open nothing changes for clients.
   as.handler = healthy;
-  await sleep(Math.max(0, reopenedAt + BREAKER_COOLDOWN_MS + 200 - Date.now()));
+  await sleep(Math.max(0, Math.max(reopenedAt, as.lastSettledAt) + BREAKER_COOLDOWN_MS + 300 - Date.now()));
   const beforeRecovery = as.calls;
   const token = failed[0]!;
   await assertServed(t, gw, token, upstream, 0);

@@ -260,7 +260,8 @@ t.test('a client too slow to send its body is cut off; the upstream never gets a
     },
   });
   clearInterval(trickle);
-  t.ok(res.closedByPeer, `the gateway cut the slow client off (after ${sent} of ${length} body bytes)`);
+  // Cut off: a 408 (which carries Connection: close) or the connection closed without an answer.
+  t.ok(res.status === 408 ? res.headers.connection === 'close' : res.closedByPeer, `the gateway cut the slow client off (after ${sent} of ${length} body bytes)`);
   t.notOk(res.status >= 200 && res.status < 300, `no success for an incomplete request (status ${res.status})`);
   if (res.status !== 0) assertScimError(t, res, 408);
   t.ok(await until(() => up.seen.every((r) => r.aborted || r.complete), 5000), 'every upstream request has ended');
