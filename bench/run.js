@@ -708,7 +708,7 @@ function report() {
     for (const [n, x] of Object.entries(t)) {
       L.push(`| ${n} | ${fmt.rps(x.rps)} | ${fmt.rps(x.minRps)}..${fmt.rps(x.maxRps)} | ${fmt.ms(x.p50)} | ${fmt.ms(x.p99)} | ${fmt.ms(x.cpuUs).replace(/\.\d+$/, '')} | ${x.non2xx} | ${x.errors} | ${x.note} |`);
     }
-    L.push('', 'CPU us/req: user + system CPU time of the target\'s own process(es) (/proc/<pid>/stat; nginx: master + worker; direct: the upstream) per response, median of rounds.', '');
+    L.push('', 'CPU us/req: user + system CPU time of the target\'s own process(es) (/proc/<pid>/stat; nginx: master + worker; direct: the upstream) per response, median of rounds.');
     L.push('');
     if (sgs.length) {
       L.push('| ratio | req/s / bare-proxy | / direct | / nginx | CPU efficiency vs bare-proxy | vs direct | vs nginx |', '|---|---:|---:|---:|---:|---:|---:|');

@@ -191,7 +191,7 @@ main(process.argv.slice(2)).then(
       console.error(`scopegate: ${(error as Error).message}\n(scopegate --help for usage)`);
       process.exitCode = 2;
     } else {
-      console.error(`scopegate: ${(error as Error).stack ?? String(error)}`);
+      console.error(`scopegate: ${(error as Error).message ?? String(error)}`);
       process.exitCode = 1;
     }
   },

@@ -124,6 +124,8 @@ async function decide(request: FastifyRequest, decision: Decision, metrics: Metr
   if (target === undefined) throw new InternalError('request-target not checked');
   if (target instanceof GatewayError) throw target;
   decision.target = target;
+  // Only HTTP/1.x is served here: reply-from would take an `HTTP/2.0` request line for an h2 source.
+  if (raw.httpVersionMajor !== 1) throw new InvalidRequest(`HTTP/${raw.httpVersion} on an HTTP/1 listener`, 'Unsupported HTTP version');
   checkFraming(raw.rawHeaders);
   const method = raw.method ?? '';
   if (method === 'OPTIONS') {

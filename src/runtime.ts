@@ -57,7 +57,8 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
     if (response.statusCode !== 200) throw new Error(`status ${response.statusCode}`);
     doc = (await response.body.json()) as Record<string, unknown>;
   } catch (error) {
-    throw new ConfigError([`token.issuer: cannot read ${url} (${(error as Error).message})`]);
+    // The authorization server being down is a runtime failure (exit 1), not a bad config.
+    throw new Error(`token.issuer: cannot read ${url} (${(error as Error).message}); set the endpoints explicitly to start without discovery`, { cause: error });
   }
   const pick = (key: string, configKey: string): string => {
     const value = doc[key];
