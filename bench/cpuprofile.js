@@ -98,21 +98,24 @@ export function analyse(profile, window) {
 }
 
 /** Markdown/plain-text report of an analysis. */
-export function format(a, { top = 30 } = {}) {
+export function format(a, { top = 30, requests } = {}) {
   const pct = (us) => `${((100 * us) / Math.max(1, a.busyUs)).toFixed(1)}%`;
+  const per = (us) => (requests ? ` | ${(us / requests).toFixed(2)}` : '');
+  const perHead = requests ? ' | us/request |' : ' |';
+  const perRule = requests ? '---:|' : '';
   const L = [];
-  L.push(`samples ${a.samples}, ${(a.totalUs / 1e6).toFixed(2)} s profiled, ${(a.busyUs / 1e6).toFixed(2)} s not idle (percentages are of the non-idle time)`, '');
-  L.push('### Self time by owner', '', '| owner | self ms | % |', '|---|---:|---:|');
-  for (const o of a.owners) if (o.owner !== '(idle)') L.push(`| ${o.owner} | ${(o.us / 1000).toFixed(0)} | ${pct(o.us)} |`);
+  L.push(`samples ${a.samples}, ${(a.totalUs / 1e6).toFixed(2)} s profiled, ${(a.busyUs / 1e6).toFixed(2)} s not idle (percentages are of the non-idle time)${requests ? `; ${requests} requests answered in the window: ${(a.busyUs / requests).toFixed(1)} us of main-thread time per request` : ''}`, '');
+  L.push('### Self time by owner', '', `| owner | self ms | %${perHead}`, `|---|---:|---:|${perRule}`);
+  for (const o of a.owners) if (o.owner !== '(idle)') L.push(`| ${o.owner} | ${(o.us / 1000).toFixed(0)} | ${pct(o.us)}${per(o.us)} |`);
   const sum = (pred) => a.owners.filter((o) => pred(o.owner)).reduce((x, o) => x + o.us, 0);
   const own = sum((o) => o.startsWith('scopegate '));
   L.push('', `scopegate's own code (dist/*.js) self time: ${pct(own)}; fastify + @fastify/*: ${pct(sum((o) => o === 'fastify' || o.startsWith('@fastify/') || o === 'find-my-way' || o === 'light-my-request' || o === 'avvio' || o === 'fast-json-stringify'))}; undici: ${pct(sum((o) => o === 'undici'))}; pino + sonic-boom: ${pct(sum((o) => o === 'pino' || o === 'sonic-boom' || o === 'fast-redact' || o === '@pinojs/redact' || o === 'quick-format-unescaped' || o === 'atomic-sleep'))}; prom-client: ${pct(sum((o) => o === 'prom-client'))}; lru-cache: ${pct(sum((o) => o === 'lru-cache'))}; node core: ${pct(sum((o) => o.startsWith('node:')))}; V8 builtins/native: ${pct(sum((o) => o === '(V8 builtins / native)'))}; GC: ${pct(sum((o) => o === '(garbage collector)'))}`, '');
-  L.push(`### Top ${top} functions by self time`, '', '| self ms | % | function | owner |', '|---:|---:|---|---|');
-  for (const f of a.functions.filter((x) => x.owner !== '(idle)').slice(0, top)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)} | \`${f.fn}\` | ${f.owner} |`);
-  L.push('', "### scopegate's own functions (self time)", '', '| self ms | % | function |', '|---:|---:|---|');
-  for (const f of a.functions.filter((x) => x.owner.startsWith('scopegate ')).slice(0, 25)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)} | \`${f.fn}\` |`);
-  L.push('', "### Inclusive time (self + callees) of scopegate's functions", '', '| total ms | % | function |', '|---:|---:|---|');
-  for (const f of a.inclusive.filter((x) => /(^|\s)dist\//.test(x.fn)).slice(0, 25)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)} | \`${f.fn}\` |`);
+  L.push(`### Top ${top} functions by self time`, '', `| self ms | %${requests ? ' | us/request' : ''} | function | owner |`, `|---:|---:|${perRule}---|---|`);
+  for (const f of a.functions.filter((x) => x.owner !== '(idle)').slice(0, top)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)}${per(f.us)} | \`${f.fn}\` | ${f.owner} |`);
+  L.push('', "### scopegate's own functions (self time)", '', `| self ms | %${requests ? ' | us/request' : ''} | function |`, `|---:|---:|${perRule}---|`);
+  for (const f of a.functions.filter((x) => x.owner.startsWith('scopegate ')).slice(0, 25)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)}${per(f.us)} | \`${f.fn}\` |`);
+  L.push('', "### Inclusive time (self + callees) of scopegate's functions", '', `| total ms | %${requests ? ' | us/request' : ''} | function |`, `|---:|---:|${perRule}---|`);
+  for (const f of a.inclusive.filter((x) => /(^|\s)dist\//.test(x.fn)).slice(0, 25)) L.push(`| ${(f.us / 1000).toFixed(0)} | ${pct(f.us)}${per(f.us)} | \`${f.fn}\` |`);
   return L.join('\n');
 }
 

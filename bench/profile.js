@@ -34,7 +34,7 @@ let auth;
 
 try {
   const machine = machineInfo();
-  console.log(`profile: scopegate-${values.target}, ${duration} s x ${values.connections} connections; ${machine.cpu}, ${machine.cores} cores; load average ${machine.loadavg}`);
+  console.log(`profile: ${values.target === 'bare' ? 'bare-proxy' : `scopegate-${values.target}`}, ${duration} s x ${values.connections} connections; ${machine.cpu}, ${machine.cores} cores; load average ${machine.loadavg}`);
   const { info } = await startNodeChild(join(BENCH, 'upstream.js'), [], { name: 'upstream' });
   const { startAuthServer, SCIM_SCOPES } = await import('../dist/demo/auth-server.js');
   auth = await startAuthServer({ accessTokenTtlSeconds: 3600 });
@@ -92,7 +92,7 @@ try {
       : `\`node --cpu-prof --cpu-prof-interval=${values.interval} dist/cli.js serve\`, jans table, one warm ${values.target === 'jwt' ? 'JWT' : 'opaque'} token, access log to ${values['access-log'] === 'file' ? 'a file' : 'a pipe, dropped'}; `)
       + `autocannon ${values.connections} connections for ${duration} s on \`GET ${PATH}\`: ${fmt.rps(r.rps)} req/s with the profiler on. `
       + `Only samples taken during that load are counted${window ? '' : ' (clock mismatch: the whole profile is counted)'}. Raw profile: \`${relative(process.cwd(), kept)}\`.`, '',
-    format(analyse(profile, window), { top: Number(values.top) }), '',
+    format(analyse(profile, window), { top: Number(values.top), ...(window ? { requests: r.total } : {}) }), '',
   ].join('\n');
   console.log(`\n${text}`);
   const out = values.out ?? join(BENCH, values.target === 'bare' ? 'PROFILE-bare-proxy.md' : values.target === 'jwt' ? 'PROFILE-jwt.md' : 'PROFILE.md');

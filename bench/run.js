@@ -291,7 +291,7 @@ async function prepare(name) {
           }));
           note = `${opts.tokens} distinct opaque tokens issued by the real oidc-provider's token endpoint (${((performance.now() - started) / 1000).toFixed(1)} s to issue), in rotation; cache filled before measuring`;
         }
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection } }));
+        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection }, cache: { maxEntries: Math.max(100000, 2 * tokens.length) } }));
         const buffers = tokens.map((t) => buildRequest(sg.proxyUrl + PATH, { authorization: `Bearer ${t}` }));
         await expectOk(sg.proxyUrl + PATH, { authorization: `Bearer ${tokens[0]}` }, name);
         // Fill the cache: every token once (each connection walks its own slice of the rotation).

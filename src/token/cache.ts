@@ -31,7 +31,8 @@ export interface SecondLevel {
 
 /** A cached verifier with the controls the admin listener needs. */
 export interface CachedVerifier {
-  verify(token: string): Promise<{ principal: Principal; hit: boolean }>;
+  /** `key` is tokenKey(token), when the caller has it already. */
+  verify(token: string, key?: string): Promise<{ principal: Principal; hit: boolean }>;
   /** Drops entries by key (SHA-256 base64url), fingerprint prefix or client id; returns how many. */
   purge(match: { key?: string; fingerprint?: string; clientId?: string }): number;
   readonly size: number;
@@ -94,8 +95,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   }
 
   return {
-    async verify(token) {
-      const key = tokenKey(token);
+    async verify(token, key = tokenKey(token)) {
       const cached = lru.get(key);
       const entry = cached ?? (await lru.fetch(key, { context: token }));
       if (entry === undefined) throw new InvalidToken('no cache entry');

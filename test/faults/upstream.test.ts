@@ -282,7 +282,7 @@ t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section
   });
   // The client asks to close; the upstream's keep-alive must not override that.
   const res = await send(gw.port, 'GET', `${B}/Users`, { token });
-  t.equal(res.status, 200);
+  t.equal(res.status, 200, 'served');
   t.equal(res.headers['keep-alive'], undefined, 'no Keep-Alive of the upstream connection');
   t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream named in Connection');
   t.notMatch(res.headers.connection ?? '', /keep-alive/i, 'the client asked Connection: close; it is not told keep-alive');
