@@ -42,11 +42,26 @@ function normaliseType(typ: string): string {
 
 const MAX_JWKS_BYTES = 512 * 1024;
 
+/** Reads a response body, refusing it past `limit` bytes. */
+async function readCapped(response: Response, limit: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (response.body) {
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      size += chunk.byteLength;
+      if (size > limit) throw new Error(`JWKS response over ${limit} bytes`);
+      chunks.push(chunk);
+    }
+  }
+  return Buffer.concat(chunks, size);
+}
+
 /** Creates the verifier and its JWKS; `ready()` is true once a key set has been fetched. */
 export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(): boolean; reload(): Promise<void>; stop(): void } {
   const now = options.now ?? Date.now;
   const types = new Set(options.types.map(normaliseType));
   const algorithms = new Set(options.algorithms);
+  let lastFailureAt = -Infinity;
   const jwks = createRemoteJWKSet(new URL(options.jwksUri), {
     cooldownDuration: options.cooldownSeconds * 1000,
     // Keys do not go stale by age: a failed refresh must not take down tokens signed by keys we
@@ -55,13 +70,18 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     cacheMaxAge: Infinity,
     timeoutDuration: options.timeoutMs ?? 5000,
     [customFetch]: async (url, init) => {
+      // jose starts its cooldown only after a successful fetch: while the JWKS fails, every
+      // unknown kid would be a fetch. A failure starts a cooldown of its own (J05).
+      if (now() - lastFailureAt < options.cooldownSeconds * 1000) throw new Error('JWKS fetch failed recently; cooling down');
       try {
         const response = await fetch(url, { ...init, redirect: 'manual' });
-        const length = Number(response.headers.get('content-length') ?? 0);
-        if (length > MAX_JWKS_BYTES) throw new Error('JWKS response too large');
+        // The cap holds for chunked answers too: the body is read, never trusted by its header.
+        const body = await readCapped(response, MAX_JWKS_BYTES);
         options.onJwksFetch?.(response.status === 200);
-        return response;
+        if (response.status !== 200) lastFailureAt = now();
+        return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
       } catch (error) {
+        lastFailureAt = now();
         options.onJwksFetch?.(false);
         throw error;
       }
