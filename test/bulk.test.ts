@@ -215,7 +215,7 @@ t.test('a bulk-only token cannot write any resource through /Bulk', async (t) =>
 
 t.test('a Bulk body in a media type other than JSON is 415 and never forwarded', async (t) => {
   const writer = await token(BULK, USERS_WRITE);
-  for (const contentType of [null, 'text/plain', 'application/octet-stream', 'application/x-www-form-urlencoded']) {
+  for (const contentType of [null, 'text/plain', 'application/octet-stream', 'application/xml']) {
     up.reset();
     const res = await post(writer, contentType === null ? '' : '{"Operations":[{"method":"DELETE","path":"/Users/1"}]}', { contentType });
     assertRefused(t, res, 415);
