@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { DestinationStream, Logger } from 'pino';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
-import { createLogger, flushLogger } from './log.js';
+import { createLogging } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createRuntime, resolveEndpoints, type Runtime } from './runtime.js';
 import { buildServer, type Servers } from './server.js';
@@ -50,7 +50,8 @@ async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetric
 export async function startGateway(configFile: string, options: StartOptions = {}): Promise<Gateway> {
   const env = options.env ?? {};
   const config = loadConfig(configFile, env);
-  const logger = createLogger(config.log.level, options.logDestination);
+  const logging = createLogging(config.log.level, options.logDestination);
+  const { logger } = logging;
   let runtime: Runtime | undefined;
   const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
   const redis = config.token.cache.redis;
@@ -64,7 +65,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
   if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
   runtime = await runtimeOf(config, metrics, logger, shared);
   const current = () => runtime!;
-  const servers: Servers = await buildServer({ current, metrics, logger, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
+  const servers: Servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
   await servers.proxy.listen({ host: config.listen.host, port: config.listen.port });
   await servers.admin.listen({ host: config.admin.host, port: config.admin.port });
   const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
@@ -113,7 +114,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
       clearTimeout(timer);
       runtime?.close();
       await shared?.close();
-      flushLogger(logger);
+      logging.flush();
     },
   };
 }

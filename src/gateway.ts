@@ -20,6 +20,7 @@ import {
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { upstreamHeaders } from './headers.js';
+import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
@@ -57,7 +58,8 @@ export interface GatewayOptions {
   current: () => Runtime;
   metrics: Metrics;
   dispatcher: Dispatcher;
-  tls: boolean;
+  /** Writes one access line. */
+  access: (line: AccessLine) => void;
 }
 
 /** The root search's requirement with `search.rootRequiresReadScopes`: every collection's read. */
@@ -126,8 +128,11 @@ interface Counters {
   cacheMiss: { inc(): void };
 }
 
-/** Steps 2-4, run in onRequest: nothing of the body has been read yet. */
-async function decide(request: FastifyRequest, decision: Decision, counters: Counters): Promise<void> {
+/**
+ * Steps 2-4, run in onRequest: nothing of the body has been read yet. Synchronous when the token
+ * is in the local cache; a promise only when it must be validated.
+ */
+function decide(request: FastifyRequest, decision: Decision, counters: Counters): Promise<void> | undefined {
   const { runtime } = decision;
   const { config } = runtime;
   const raw = request.raw;
@@ -166,13 +171,25 @@ async function decide(request: FastifyRequest, decision: Decision, counters: Cou
   const key = tokenKey(token);
   decision.fingerprint = fingerprintOf(key);
   decision.token = token;
-  const { principal, hit } = await runtime.verifier.verify(token, key);
+  const cached = runtime.verifier.peek(key);
+  if (cached) {
+    counters.cacheHit.inc();
+    authorize(request, decision, operation, cached);
+    return undefined;
+  }
+  counters.cacheMiss.inc();
+  return runtime.verifier.verify(token, key).then(({ principal }) => authorize(request, decision, operation, principal));
+}
+
+/** Step 4: the scopes, then the declared body size. */
+function authorize(request: FastifyRequest, decision: Decision, operation: Operation, principal: Principal): void {
+  const { runtime } = decision;
+  const { config } = runtime;
   decision.principal = principal;
-  (hit ? counters.cacheHit : counters.cacheMiss).inc();
   const requirement = config.search.rootRequiresReadScopes && isRootSearch(operation) ? rootSearchRequirement(runtime, operation) : operation.requirement;
   decision.required = closest(requirement, principal.scopes);
   if (!satisfied(requirement, principal.scopes)) throw new InsufficientScope(decision.required);
-  checkLength(raw.headers['content-length'], config.limits.bodyBytes);
+  checkLength(request.raw.headers['content-length'], config.limits.bodyBytes);
   decision.allowed = true;
   decision.reason = 'scopes satisfied';
 }
@@ -224,8 +241,13 @@ function limitStream(limit: number): Transform {
 const RESPONSE_HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
 
 function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
-  const named = typeof headers.connection === 'string' ? headers.connection.split(',').map((h) => h.trim().toLowerCase()) : [];
-  for (const name of [...RESPONSE_HOP_BY_HOP, ...named]) delete (headers as Record<string, unknown>)[name];
+  const h = headers as Record<string, unknown>;
+  if (typeof h.connection === 'string') {
+    for (const name of h.connection.split(',')) delete h[name.trim().toLowerCase()];
+  }
+  for (const name of RESPONSE_HOP_BY_HOP) {
+    if (h[name] !== undefined) delete h[name];
+  }
   return headers;
 }
 
@@ -259,10 +281,69 @@ export function sendError(reply: FastifyReply, error: GatewayError, realm: strin
   const challenge = wwwAuthenticate(error, realm);
   reply.code(error.statusCode).headers(error.headers());
   if (challenge) reply.header('www-authenticate', challenge);
-  // A body the gateway did not read cannot be left on a kept-alive connection.
-  if (!reply.request.raw.complete) reply.header('connection', 'close');
+  // A body the gateway did not read is not drained to keep the connection: it is closed.
+  const raw = reply.request.raw;
+  if (!raw.complete && (raw.headers['transfer-encoding'] !== undefined || (raw.headers['content-length'] ?? '0') !== '0')) reply.header('connection', 'close');
   if (error.statusCode === 204) return reply.send();
   return reply.type('application/scim+json').send(scimErrorBody(error));
+}
+
+/** Request headers toward the upstream, from what the steps decided (module-level: no closure per request). */
+function rewriteRequestHeaders(request: FastifyRequest, headers: Record<string, unknown>): Record<string, unknown> {
+  const d = request.decision!;
+  const { upstream } = d.runtime.config;
+  const forwarded = upstreamHeaders(headers, {
+    clientIp: request.raw.socket.remoteAddress,
+    proto: (request.raw.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+    host: request.headers.host,
+    authorization: upstream.forwardAuthorization && d.token ? `Bearer ${d.token}` : undefined,
+    principal: d.principal,
+    identityHeaders: upstream.identityHeaders,
+  });
+  d.token = undefined;
+  return forwarded;
+}
+
+/** The raw query, unparsed and unre-encoded: what was checked is what goes. */
+function rawQuery(_search: string, _url: string, request: FastifyRequest): string {
+  return request.decision!.target!.query ?? '';
+}
+
+/** Never retried: a request is forwarded once, as checked. */
+function noRetry(): null {
+  return null;
+}
+
+/** Writes the access line and the request metrics once the response is sent. */
+function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) {
+  // Label children bound once per label set, not looked up on every request.
+  const requestChildren = new Map<string, { inc(): void }>();
+  const durations = { allow: metrics.duration.labels({ decision: 'allow' }), deny: metrics.duration.labels({ decision: 'deny' }) };
+  return function onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+    const d = request.decision;
+    if (d) {
+      const durationMs = performance.now() - d.started;
+      const decision = d.allowed ? 'allow' : 'deny';
+      const operation = d.operation?.id ?? 'none';
+      const status = reply.statusCode;
+      const labels = `${operation}\0${decision}\0${status}`;
+      let child = requestChildren.get(labels);
+      if (!child) {
+        child = metrics.requests.labels({ operation, decision, status: String(status) });
+        requestChildren.set(labels, child);
+      }
+      child.inc();
+      durations[decision].observe(durationMs / 1000);
+      const line: AccessLine = {
+        reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+        status, decision, reason: d.reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
+        fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, durationMs: Math.round(durationMs * 1000) / 1000,
+      };
+      if (d.bulk) line.bulk = d.bulk;
+      access(line);
+    }
+    done();
+  };
 }
 
 /** Registers the steps and the forwarder on `app`. */
@@ -271,10 +352,20 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   app.decorateRequest('decision', null);
   const counters: Counters = { cacheHit: metrics.cache.labels({ result: 'hit' }), cacheMiss: metrics.cache.labels({ result: 'miss' }) };
 
-  app.addHook('onRequest', async (request) => {
+  // Callback style with a synchronous path: a request whose token is in the cache is decided
+  // without a promise.
+  app.addHook('onRequest', (request, _reply, done) => {
     const decision: Decision = { started: performance.now(), runtime: options.current(), allowed: false, reason: '' };
     request.decision = decision;
-    await decide(request, decision, counters);
+    let pending: Promise<void> | undefined;
+    try {
+      pending = decide(request, decision, counters);
+    } catch (error) {
+      done(error as Error);
+      return;
+    }
+    if (pending) pending.then(() => done(), done);
+    else done();
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -286,7 +377,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     }
     const kind = upstreamKind(gatewayError);
     if (kind) metrics.upstreamErrors.inc({ kind });
-    if (gatewayError instanceof InternalError) request.log.error({ err: error }, 'internal error');
+    if (gatewayError instanceof InternalError) request.log.error({ err: error, reqId: request.id }, 'internal error');
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -295,75 +386,50 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     reply.send(new RouteNotFound('no route'));
   });
 
-  app.addHook('onResponse', async (request, reply) => {
-    const d = request.decision;
-    if (!d) return;
-    const durationMs = performance.now() - d.started;
-    const decision = d.allowed ? 'allow' : 'deny';
-    const operation = d.operation?.id ?? 'none';
-    metrics.requests.inc({ operation, decision, status: String(reply.statusCode) });
-    metrics.duration.observe({ decision }, durationMs / 1000);
-    request.log.info({
-      method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
-      status: reply.statusCode, decision, reason: d.reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
-      fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, ...(d.bulk ? { bulk: d.bulk } : {}),
-      durationMs: Math.round(durationMs * 1000) / 1000,
-    }, 'access');
-  });
+  app.addHook('onResponse', createOnResponse(metrics, options.access));
 
   // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
   // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
 
+  let fromOptions: Record<string, unknown> | undefined;
   await app.register(proxy, {
     upstream: options.current().config.upstream.url,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
     undici: options.dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
-    // Each content type arrives as the raw stream (see the parsers below), never parsed.
+    // Each content type arrives as the raw stream (see the parsers above), never parsed.
     proxyPayloads: false,
     replyOptions: { rewriteHeaders: responseHeaders },
-    async preHandler(request, reply) {
+    preHandler(request, reply, done) {
       const d = request.decision!;
       const { config } = d.runtime;
-      if (/100-continue/i.test(request.headers.expect ?? '')) reply.raw.writeContinue();
+      if (request.headers.expect !== undefined && /100-continue/i.test(request.headers.expect)) reply.raw.writeContinue();
       const body = request.body;
       const isStream = body !== undefined && body !== null && typeof (body as { pipe?: unknown }).pipe === 'function';
-      // Every content type is parsed as a pass-through stream (server.ts): anything else here
+      // Every content type is parsed as a pass-through stream (above): anything else here
       // would be a body the checks below never saw.
-      if (body !== undefined && body !== null && !isStream) throw new InternalError('request body is not a stream');
+      if (body !== undefined && body !== null && !isStream) {
+        done(new InternalError('request body is not a stream'));
+        return;
+      }
       if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) {
-        await checkBulkBody(request, d, isStream ? (body as NodeJS.ReadableStream) : undefined);
+        checkBulkBody(request, d, isStream ? (body as NodeJS.ReadableStream) : undefined).then(() => done(), done);
         return;
       }
       if (isStream && request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
+      done();
     },
     handler(request, reply, _dest, replyOptions) {
       const d = request.decision!;
-      const { config } = d.runtime;
-      const target = d.target!;
-      const authorization = config.upstream.forwardAuthorization && d.token ? `Bearer ${d.token}` : undefined;
-      const forward = {
-        clientIp: request.raw.socket.remoteAddress, proto: options.tls ? 'https' as const : 'http' as const,
-        host: request.headers.host, authorization, principal: d.principal, identityHeaders: config.upstream.identityHeaders,
-      };
-      d.token = undefined;
+      fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
       const bulkBody = d.bulkBody;
+      if (!bulkBody) return reply.from(d.target!.path, fromOptions);
       d.bulkBody = undefined;
-      return reply.from(target.path, {
-        ...replyOptions,
-        // A checked Bulk body goes as the exact bytes that were checked, with their length.
-        ...(bulkBody ? { body: bulkBody, contentType: request.headers['content-type']! } : {}),
-        // The raw query, unparsed and unre-encoded: what was checked is what goes.
-        queryString: () => target.query ?? '',
-        rewriteRequestHeaders: (_req, headers) => upstreamHeaders(headers as Record<string, unknown>, forward) as typeof headers,
-        retryDelay: () => null,
-        onError: (r, { error }) => {
-          r.send(error);
-        },
-      });
+      // A checked Bulk body goes as the exact bytes that were checked, with their length.
+      return reply.from(d.target!.path, { ...fromOptions, body: bulkBody, contentType: request.headers['content-type']! });
     },
   });
 }

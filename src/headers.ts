@@ -30,26 +30,40 @@ export interface ForwardContext {
 
 const PRINTABLE = /^[\x20-\x7E]*$/;
 
-/** Rewrites the request headers for the upstream, in place, and returns them. */
+// One `X-Scopegate-Scopes` value per interned scope set, computed once (src/token/principal.ts).
+const scopeHeaders = new WeakMap<ReadonlySet<string>, string | null>();
+
+function scopeHeader(scopes: ReadonlySet<string>): string | null {
+  let value = scopeHeaders.get(scopes);
+  if (value === undefined) {
+    const joined = [...scopes].join(' ');
+    value = PRINTABLE.test(joined) ? joined : null;
+    scopeHeaders.set(scopes, value);
+  }
+  return value;
+}
+
+/** The request headers for the upstream: a new object, what the client sent less what is removed. */
 export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardContext): Record<string, unknown> {
   const connection = headers.connection;
-  if (typeof connection === 'string') {
-    for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
+  const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((n) => n.trim()) : undefined;
+  const out: Record<string, unknown> = {};
+  for (const name in headers) {
+    if (REMOVED.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-scopegate-')) continue;
+    if (named !== undefined && named.includes(name)) continue;
+    out[name] = headers[name];
   }
-  for (const name of Object.keys(headers)) {
-    if (REMOVED.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-scopegate-')) delete headers[name];
-  }
-  if (ctx.clientIp) headers['x-forwarded-for'] = ctx.clientIp;
-  headers['x-forwarded-proto'] = ctx.proto;
-  if (ctx.host) headers['x-forwarded-host'] = ctx.host;
-  if (ctx.authorization) headers.authorization = ctx.authorization;
+  if (ctx.clientIp) out['x-forwarded-for'] = ctx.clientIp;
+  out['x-forwarded-proto'] = ctx.proto;
+  if (ctx.host) out['x-forwarded-host'] = ctx.host;
+  if (ctx.authorization) out.authorization = ctx.authorization;
   const p = ctx.principal;
   if (ctx.identityHeaders && p) {
     // A value that is not printable ASCII is left out rather than sent mangled.
-    if (p.clientId && PRINTABLE.test(p.clientId)) headers['x-scopegate-client-id'] = p.clientId;
-    if (p.subject && PRINTABLE.test(p.subject)) headers['x-scopegate-subject'] = p.subject;
-    const scopes = [...p.scopes].join(' ');
-    if (PRINTABLE.test(scopes)) headers['x-scopegate-scopes'] = scopes;
+    if (p.clientId && PRINTABLE.test(p.clientId)) out['x-scopegate-client-id'] = p.clientId;
+    if (p.subject && PRINTABLE.test(p.subject)) out['x-scopegate-subject'] = p.subject;
+    const scopes = scopeHeader(p.scopes);
+    if (scopes !== null) out['x-scopegate-scopes'] = scopes;
   }
-  return headers;
+  return out;
 }

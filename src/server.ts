@@ -15,6 +15,7 @@ import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import { createRewriteUrl, gateway } from './gateway.js';
+import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
 
@@ -23,6 +24,7 @@ export interface ServerOptions {
   current: () => Runtime;
   metrics: Metrics;
   logger: Logger;
+  access: (line: AccessLine) => void;
   broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
 }
 
@@ -97,6 +99,8 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
+    // One logger for every request, not a child per request: the access line carries the id.
+    childLoggerFactory: (logger) => logger,
     requestIdHeader: false,
     rewriteUrl: createRewriteUrl(options.current),
     return503OnClosing: true,
@@ -104,7 +108,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     bodyLimit: config.limits.bodyBytes,
     routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
   });
-  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, tls: Boolean(config.listen.tls) });
+  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access });
   const admin = buildAdmin({ current: options.current, metrics: options.metrics, logger: options.logger, ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}) });
   return {
     proxy,

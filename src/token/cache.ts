@@ -5,7 +5,7 @@
  * expiry on every hit, invalid results kept `negativeTtlSeconds`, authorization-server failures
  * never kept.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { InvalidToken } from '../errors.js';
 import type { Principal, TokenVerifier } from './principal.js';
@@ -31,6 +31,11 @@ export interface SecondLevel {
 
 /** A cached verifier with the controls the admin listener needs. */
 export interface CachedVerifier {
+  /**
+   * The cached principal of `key`, synchronously: undefined on a miss (call verify), throws
+   * InvalidToken for a cached refusal or an expired token.
+   */
+  peek(key: string): Principal | undefined;
   /** `key` is tokenKey(token), when the caller has it already. */
   verify(token: string, key?: string): Promise<{ principal: Principal; hit: boolean }>;
   /** Drops entries by key (SHA-256 base64url), fingerprint prefix or client id; returns how many. */
@@ -40,7 +45,7 @@ export interface CachedVerifier {
 
 /** The cache key of a token: SHA-256, base64url. */
 export function tokenKey(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  return hash('sha256', token, 'base64url');
 }
 
 /** The short fingerprint written to logs: the first 12 characters of the key. */
@@ -94,18 +99,26 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     return 'principal' in entry && entry.principal.expiresAt !== undefined && entry.principal.expiresAt * 1000 <= now();
   }
 
+  function check(key: string, entry: Entry): Principal {
+    if ('invalid' in entry) throw new InvalidToken(entry.invalid);
+    // An entry never outlives the token: expiry is re-checked on every hit.
+    if (isExpired(entry)) {
+      lru.delete(key);
+      throw new InvalidToken('token expired');
+    }
+    return entry.principal;
+  }
+
   return {
+    peek(key) {
+      const entry = lru.get(key);
+      return entry === undefined ? undefined : check(key, entry);
+    },
     async verify(token, key = tokenKey(token)) {
       const cached = lru.get(key);
       const entry = cached ?? (await lru.fetch(key, { context: token }));
       if (entry === undefined) throw new InvalidToken('no cache entry');
-      if ('invalid' in entry) throw new InvalidToken(entry.invalid);
-      // An entry never outlives the token: expiry is re-checked on every hit.
-      if (isExpired(entry)) {
-        lru.delete(key);
-        throw new InvalidToken('token expired');
-      }
-      return { principal: entry.principal, hit: cached !== undefined };
+      return { principal: check(key, entry), hit: cached !== undefined };
     },
     purge(match) {
       let purged = 0;

@@ -65,17 +65,21 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
     headers.authorization = basic ?? (options.authMethod === 'bearer_token' ? `Bearer ${token}` : '');
     if (!headers.authorization) delete headers.authorization;
-    const signal = AbortSignal.timeout(options.timeoutMs);
+    // One budget for the whole call, the body included; the timer is cleared when it ends.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), options.timeoutMs);
     try {
       const response = await request(options.endpoint, {
-        method: 'POST', body: form.toString(), headers, signal,
+        method: 'POST', body: form.toString(), headers, signal: controller.signal,
         ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
       });
       return { status: response.statusCode, text: await readCapped(response.body) };
     } catch (error) {
       if (error instanceof AuthServerUnavailable) throw error;
-      const reason = signal.aborted ? `introspection timed out after ${options.timeoutMs} ms` : `introspection failed: ${(error as Error).message}`;
+      const reason = controller.signal.aborted ? `introspection timed out after ${options.timeoutMs} ms` : `introspection failed: ${(error as Error).message}`;
       throw new AuthServerUnavailable(reason, 5, { cause: error });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
