@@ -10,8 +10,13 @@ import { LRUCache } from 'lru-cache';
 import { InvalidToken } from '../errors.js';
 import type { Principal, TokenVerifier } from './principal.js';
 
-/** What a cache entry holds: a principal, or the reason a token was refused. */
-export type Entry = { principal: Principal } | { invalid: string };
+/** A cached refusal: the reason a token was refused. */
+export class Refusal {
+  constructor(readonly reason: string) {}
+}
+
+/** What a cache entry holds: the principal itself (no wrapper: a million entries), or a refusal. */
+export type Entry = Principal | Refusal;
 
 /** Options of the cache. */
 export interface CacheOptions {
@@ -60,8 +65,8 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   const negativeTtlMs = options.negativeTtlSeconds * 1000;
 
   const ttlOf = (entry: Entry): number => {
-    if ('invalid' in entry) return negativeTtlMs;
-    const exp = entry.principal.expiresAt;
+    if (entry instanceof Refusal) return negativeTtlMs;
+    const exp = entry.expiresAt;
     return exp === undefined ? maxTtlMs : Math.min(maxTtlMs, exp * 1000 - now());
   };
 
@@ -75,11 +80,11 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       let entry: Entry | undefined = shared && !isExpired(shared) ? shared : undefined;
       if (!entry) {
         try {
-          entry = { principal: await verifier(token) };
+          entry = await verifier(token);
         } catch (error) {
           // Only a refusal of the token is kept; a failure of the server propagates, uncached.
           if (!(error instanceof InvalidToken)) throw error;
-          entry = { invalid: error.reason };
+          entry = new Refusal(error.reason);
         }
         const ttl = ttlOf(entry);
         if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
@@ -96,17 +101,17 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   });
 
   function isExpired(entry: Entry): boolean {
-    return 'principal' in entry && entry.principal.expiresAt !== undefined && entry.principal.expiresAt * 1000 <= now();
+    return !(entry instanceof Refusal) && entry.expiresAt !== undefined && entry.expiresAt * 1000 <= now();
   }
 
   function check(key: string, entry: Entry): Principal {
-    if ('invalid' in entry) throw new InvalidToken(entry.invalid);
+    if (entry instanceof Refusal) throw new InvalidToken(entry.reason);
     // An entry never outlives the token: expiry is re-checked on every hit.
     if (isExpired(entry)) {
       lru.delete(key);
       throw new InvalidToken('token expired');
     }
-    return entry.principal;
+    return entry;
   }
 
   return {
@@ -125,7 +130,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       for (const [key, entry] of lru.entries()) {
         const hit = (match.key !== undefined && key === match.key)
           || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
-          || (match.clientId !== undefined && 'principal' in entry && entry.principal.clientId === match.clientId);
+          || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
         if (hit && lru.delete(key)) purged += 1;
       }
       return purged;

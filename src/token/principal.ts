@@ -39,8 +39,21 @@ function scopeList(value: unknown, name: string): string[] | undefined {
   throw new InvalidToken(`${name} is neither a string nor a list of strings`);
 }
 
+// Client ids and subjects repeat across tokens: one string each, not one per cached token.
+const names = new Map<string, string>();
+const MAX_NAMES = 100000;
+
 function optionalString(value: unknown): string | undefined {
-  return typeof value === 'string' && value !== '' ? value : undefined;
+  if (typeof value !== 'string' || value === '') return undefined;
+  const known = names.get(value);
+  if (known !== undefined) return known;
+  if (names.size < MAX_NAMES) names.set(value, value);
+  return value;
+}
+
+/** A principal from stored parts (the shared cache), with the same interning as from claims. */
+export function internPrincipal(subject: string | undefined, clientId: string | undefined, scopes: readonly string[], expiresAt: number | undefined): Principal {
+  return Object.freeze({ subject: optionalString(subject), clientId: optionalString(clientId), scopes: scopeSet(scopes), expiresAt });
 }
 
 /** Token types that are access tokens usable as bearer tokens (RFC 7662 `token_type`). */

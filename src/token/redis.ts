@@ -8,7 +8,8 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Entry, SecondLevel } from './cache.js';
+import { Refusal, type Entry, type SecondLevel } from './cache.js';
+import { internPrincipal } from './principal.js';
 
 /** A purge, as sent between replicas. */
 export interface PurgeMatch {
@@ -48,8 +49,8 @@ interface Stored {
 }
 
 function encode(entry: Entry): string {
-  if ('invalid' in entry) return JSON.stringify({ i: entry.invalid } satisfies Stored);
-  const p = entry.principal;
+  if (entry instanceof Refusal) return JSON.stringify({ i: entry.reason } satisfies Stored);
+  const p = entry;
   return JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt } satisfies Stored);
 }
 
@@ -63,12 +64,10 @@ function decode(text: string): Entry | undefined {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
   const s = v as Stored;
-  if (typeof s.i === 'string') return { invalid: s.i };
+  if (typeof s.i === 'string') return new Refusal(s.i);
   if (typeof s.sc !== 'string' || (s.e !== undefined && typeof s.e !== 'number')) return undefined;
   if ((s.s !== undefined && typeof s.s !== 'string') || (s.c !== undefined && typeof s.c !== 'string')) return undefined;
-  return {
-    principal: Object.freeze({ subject: s.s, clientId: s.c, scopes: new Set(s.sc.split(' ').filter(Boolean)), expiresAt: s.e }),
-  };
+  return internPrincipal(s.s, s.c, s.sc.split(' ').filter(Boolean), s.e);
 }
 
 /** Connects (lazily, reconnecting by itself) and subscribes to the purge channel. */
@@ -161,7 +160,7 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
           const all = await scanKeys(`${prefix}*`);
           for (const k of all) {
             const e = decode((await client.get(k)) ?? '');
-            if (e && 'principal' in e && e.principal.clientId === match.clientId) keys.push(k);
+            if (e && !(e instanceof Refusal) && e.clientId === match.clientId) keys.push(k);
           }
         }
         if (keys.length > 0) deleted = await client.del(...keys);
