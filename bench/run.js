@@ -35,7 +35,7 @@ const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
 // Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
 // (no access line), to size what the access log costs.
 // bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header.
-const DIAG = ['scopegate-nolog', 'bare-proxy-jwt'];
+const DIAG = ['scopegate-nolog', 'scopegate-noident', 'bare-proxy-jwt'];
 
 const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options])
 
@@ -258,6 +258,14 @@ async function prepare(name) {
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'diagnostic: scopegate-introspection with log.level warn (no access lines)' };
+      }
+      case 'scopegate-noident': {
+        const { introspection, issue } = await introspectionToken();
+        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection }, extra: { upstream: { url: up.url, connections: opts.upstreamConnections, identityHeaders: false } } }));
+        const token = await issue();
+        const headers = { authorization: `Bearer ${token}` };
+        await expectOk(sg.proxyUrl + PATH, headers, name);
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'diagnostic: scopegate-introspection with upstream.identityHeaders false (no X-Scopegate-* headers upstream)' };
       }
       case 'scopegate-jwt': {
         const { auth: a } = await authServer();

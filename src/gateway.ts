@@ -25,6 +25,7 @@ import type { Metrics } from './metrics.js';
 import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
+import type { Table } from './scopes/table.js';
 import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
 import { extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
@@ -62,20 +63,33 @@ export interface GatewayOptions {
   access: (line: AccessLine) => void;
 }
 
-/** The root search's requirement with `search.rootRequiresReadScopes`: every collection's read. */
-function rootSearchRequirement(runtime: Runtime, operation: Operation): Requirement {
-  const base = operation.path.slice(0, -'/.search'.length);
-  let requirement = operation.requirement;
-  for (const other of runtime.table.operations) {
-    if (other.method !== 'GET' || other.public || !other.path.startsWith(`${base}/`)) continue;
-    if (other.path.slice(base.length + 1).includes('/')) continue;
-    requirement = both(requirement, other.requirement);
+// The requirement of each operation under `search.rootRequiresReadScopes`, per table.
+const rootSearchRequirements = new WeakMap<Table, Map<Operation, Requirement>>();
+
+/**
+ * The requirement of `operation` when the root search must also hold the read scope of every
+ * resource type: a POST `.../.search` whose parent is not itself in the table (`/Users/.search`'s
+ * parent `/Users` is) needs, besides its own scopes, those of every protected GET one segment
+ * below that parent (`/Users`, `/Groups`, ...).
+ */
+function requirementOf(table: Table, operation: Operation, rootRequiresReadScopes: boolean): Requirement {
+  if (!rootRequiresReadScopes || operation.method !== 'POST' || !operation.path.endsWith('/.search')) return operation.requirement;
+  let memo = rootSearchRequirements.get(table);
+  if (!memo) rootSearchRequirements.set(table, (memo = new Map()));
+  let requirement = memo.get(operation);
+  if (requirement === undefined) {
+    const base = operation.path.slice(0, -'/.search'.length);
+    requirement = operation.requirement;
+    if (!table.operations.some((o) => o.path === base)) {
+      for (const other of table.operations) {
+        if (other.method === 'GET' && !other.public && other.path.startsWith(`${base}/`) && !other.path.slice(base.length + 1).includes('/')) {
+          requirement = both(requirement, other.requirement);
+        }
+      }
+    }
+    memo.set(operation, requirement);
   }
   return requirement;
-}
-
-function isRootSearch(operation: Operation): boolean {
-  return operation.method === 'POST' && operation.path.endsWith('/.search') && !operation.path.slice(0, -'/.search'.length).match(/\/[A-Z][A-Za-z0-9]*$/);
 }
 
 const kTarget = Symbol('scopegate.target');
@@ -186,7 +200,7 @@ function authorize(request: FastifyRequest, decision: Decision, operation: Opera
   const { runtime } = decision;
   const { config } = runtime;
   decision.principal = principal;
-  const requirement = config.search.rootRequiresReadScopes && isRootSearch(operation) ? rootSearchRequirement(runtime, operation) : operation.requirement;
+  const requirement = requirementOf(runtime.table, operation, config.search.rootRequiresReadScopes);
   decision.required = closest(requirement, principal.scopes);
   if (!satisfied(requirement, principal.scopes)) throw new InsufficientScope(decision.required);
   checkLength(request.raw.headers['content-length'], config.limits.bodyBytes);

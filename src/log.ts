@@ -5,6 +5,7 @@
  * to either; only their fingerprint is.
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { createLineSink } from './sink.js';
 
 /** The fields of one access line (INTERFACE.md, "Logs"). */
 export interface AccessLine {
@@ -34,29 +35,70 @@ const INFO = 30;
 
 /** Creates the logger; `destination` lets tests capture every line. */
 export function createLogging(level: string, destination?: DestinationStream): Logging {
-  const stream = destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  const sink = destination ? undefined : createLineSink(1);
+  const stream: DestinationStream = destination ?? sink!;
   const logger = pino({
     level,
     base: { service: 'scopegate' },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: ['authorization', 'headers.authorization', 'clientSecret'], censor: '[redacted]' },
   }, stream);
-  // A buffered destination is flushed at least once a second, so a quiet gateway's lines appear.
-  const flush = () => {
-    try {
-      logger.flush();
-    } catch {
-      // nothing to flush to
-    }
-  };
-  if (!destination) setInterval(flush, 1000).unref();
+  const flush = () => sink?.flushSync();
+  // Lines still in memory are written when the process ends, however it ends.
+  if (sink) process.once('exit', flush);
   const accessEnabled = pino.levels.values[level] !== undefined && pino.levels.values[level]! <= INFO;
   return {
     logger,
     access(line) {
-      if (!accessEnabled) return;
-      stream.write(`{"level":30,"time":"${new Date().toISOString()}","service":"scopegate",${JSON.stringify(line).slice(1, -1)},"msg":"access"}\n`);
+      if (accessEnabled) stream.write(formatAccessLine(line));
     },
     flush,
   };
+}
+
+// The access line is serialised by hand: it is written once per request, and JSON.stringify of
+// a whole object (and the garbage it leaves) was most of what the gateway added to a request.
+// Strings go through JSON.stringify, memoised where they repeat and are few (operation ids,
+// reasons, client ids: a bounded map; scope lists come from the table).
+const quoted = new Map<string, string>();
+const scopeLists = new WeakMap<readonly string[], string>();
+let lastMs = 0;
+let lastIso = '';
+
+function q(value: string | null | undefined): string {
+  return value === null || value === undefined ? 'null' : JSON.stringify(value);
+}
+
+function qMemo(value: string | null): string {
+  if (value === null) return 'null';
+  let out = quoted.get(value);
+  if (out === undefined) {
+    out = JSON.stringify(value);
+    if (quoted.size < 1000) quoted.set(value, out);
+  }
+  return out;
+}
+
+function scopeList(scopes: readonly string[] | null): string {
+  if (scopes === null) return 'null';
+  let out = scopeLists.get(scopes);
+  if (out === undefined) {
+    out = JSON.stringify(scopes);
+    scopeLists.set(scopes, out);
+  }
+  return out;
+}
+
+/** One access line, as pino would write it (same level, time and base fields), newline included. */
+export function formatAccessLine(line: AccessLine): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastIso = new Date(now).toISOString();
+  }
+  const bulk = line.bulk === undefined ? '' : `,"bulk":${JSON.stringify(line.bulk)}`;
+  return `{"level":30,"time":"${lastIso}","service":"scopegate","reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},`
+    + `"operation":${qMemo(line.operation)},"status":${line.status},"decision":"${line.decision}","reason":${qMemo(line.reason)},`
+    + `"clientId":${qMemo(line.clientId)},"subject":${q(line.subject)},"fingerprint":${q(line.fingerprint)},"requiredScopes":${scopeList(line.requiredScopes)}`
+    + `${bulk},"durationMs":${line.durationMs},"msg":"access"}\n`;
 }
