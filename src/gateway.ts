@@ -44,7 +44,6 @@ export interface Decision {
   token?: string;
   required?: readonly string[];
   bulk?: BulkSummary;
-  bulkBody?: Buffer;
 }
 
 declare module 'fastify' {
@@ -224,7 +223,7 @@ class OptionsAnswer extends GatewayError {
 const BULK_TYPES = /^application\/(scim\+)?json\s*(;|$)/i;
 
 /** Step 5 for /Bulk: read the body (bounded), classify every inner operation, require all scopes. */
-async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJS.ReadableStream | undefined): Promise<void> {
+async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJS.ReadableStream | undefined): Promise<Buffer> {
   const { config } = d.runtime;
   // jans-scim reads Bulk only as JSON; a body in another media type cannot be classified.
   if (!BULK_TYPES.test(request.headers['content-type'] ?? '')) throw new UnsupportedMediaType('Bulk body is not JSON');
@@ -236,7 +235,7 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
   if (!satisfied(requirement, d.principal!.scopes)) {
     throw new InsufficientScope(d.required, `Bulk needs ${d.required.filter((s) => !d.principal!.scopes.has(s)).join(' ')}`);
   }
-  d.bulkBody = buffer;
+  return buffer;
 }
 
 /** Counts a streamed body against the limit; the upstream request is aborted past it. */
@@ -417,33 +416,32 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // Each content type arrives as the raw stream (see the parsers above), never parsed.
     proxyPayloads: false,
     replyOptions: { rewriteHeaders: responseHeaders },
-    preHandler(request, reply, done) {
-      const d = request.decision!;
-      const { config } = d.runtime;
-      if (request.headers.expect !== undefined && /100-continue/i.test(request.headers.expect)) reply.raw.writeContinue();
-      const body = request.body;
-      const isStream = body !== undefined && body !== null && typeof (body as { pipe?: unknown }).pipe === 'function';
-      // Every content type is parsed as a pass-through stream (above): anything else here
-      // would be a body the checks below never saw.
-      if (body !== undefined && body !== null && !isStream) {
-        done(new InternalError('request body is not a stream'));
-        return;
-      }
-      if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) {
-        checkBulkBody(request, d, isStream ? (body as NodeJS.ReadableStream) : undefined).then(() => done(), done);
-        return;
-      }
-      if (isStream && request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
-      done();
-    },
+    // Step 5 runs here rather than in a preHandler hook: one hook fewer on every request.
     handler(request, reply, _dest, replyOptions) {
       const d = request.decision!;
+      const { config } = d.runtime;
       fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
-      const bulkBody = d.bulkBody;
-      if (!bulkBody) return reply.from(d.target!.path, fromOptions);
-      d.bulkBody = undefined;
-      // A checked Bulk body goes as the exact bytes that were checked, with their length.
-      return reply.from(d.target!.path, { ...fromOptions, body: bulkBody, contentType: request.headers['content-type']! });
+      if (request.headers.expect !== undefined && /100-continue/i.test(request.headers.expect)) reply.raw.writeContinue();
+      const body = request.body;
+      if (body === undefined || body === null) {
+        if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) return forwardBulk(request, reply, d, undefined);
+        return reply.from(d.target!.path, fromOptions);
+      }
+      // Every content type is parsed as a pass-through stream (above): anything else here
+      // would be a body the checks never saw.
+      if (typeof (body as { pipe?: unknown }).pipe !== 'function') return reply.send(new InternalError('request body is not a stream'));
+      if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
+      if (request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
+      return reply.from(d.target!.path, fromOptions);
     },
   });
+
+  /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
+  function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
+    checkBulkBody(request, d, stream).then(
+      (checked) => reply.from(d.target!.path, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
+      (error: unknown) => reply.send(error),
+    );
+    return reply;
+  }
 }

@@ -41,21 +41,32 @@ class HeaderTooLarge extends GatewayError {
   readonly detail = 'The request header block is too large';
 }
 
-/** Answers a request the HTTP parser refused, on the raw socket, as a SCIM error. */
-function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
-    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
-      : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
-  const body = scimErrorBody(gatewayError);
-  socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${STATUS_CODES[gatewayError.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+/**
+ * Answers a request the HTTP parser refused, on the raw socket, as a SCIM error, and counts it
+ * like any other answer of the proxy port (metrics and an access line).
+ */
+function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoException, socket: Socket) => void {
+  return (error, socket) => {
+    // A peer that went away mid-request (ECONNRESET) has nobody to answer.
+    if (!socket.writable || error.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
+        : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
+    const body = scimErrorBody(gatewayError);
+    socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${STATUS_CODES[gatewayError.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    options.metrics.requests.inc({ operation: 'none', decision: 'deny', status: String(gatewayError.statusCode) });
+    options.access({
+      reqId: randomUUID(), method: undefined, path: '(unparsed)', operation: null, status: gatewayError.statusCode, decision: 'deny',
+      reason: `refused by the HTTP parser: ${gatewayError.reason}`, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
+    });
+  };
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
-function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, onClientError: (error: NodeJS.ErrnoException, socket: Socket) => void): Server {
   const options = {
     maxHeaderSize: config.limits.headerBytes,
     requestTimeout: config.limits.requestTimeoutMs,
@@ -73,7 +84,7 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);
-  server.on('clientError', answerClientError);
+  server.on('clientError', onClientError);
   return server as Server;
 }
 
@@ -95,7 +106,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     },
   });
   const proxy = Fastify({
-    serverFactory: (handler) => createProxyServer(config, handler),
+    serverFactory: (handler) => createProxyServer(config, handler, createClientErrorHandler(options)),
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),

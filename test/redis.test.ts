@@ -1,13 +1,16 @@
 // Scale out: two gateway processes share one token cache through a real redis-server; a purge
 // on one replica reaches the other; Redis going away never makes either fail open or answer 5xx.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { startAuthServer, type AuthServer } from '../src/demo/auth-server.js';
 import { B, SHARED_OPENAPI } from './helpers/gateway.js';
-import { startServe, type ServeProcess } from './helpers/process.js';
+import { CLI, startServe, type ServeProcess } from './helpers/process.js';
 import { hasRedis, startRedis, type RedisServer } from './helpers/redis.js';
 import { startRecordingUpstream, type RecordingUpstream } from './helpers/upstream.js';
 
@@ -21,6 +24,8 @@ if (!hasRedis()) {
   let redis: RedisServer;
   let a: ServeProcess;
   let b: ServeProcess;
+  let dir: string;
+  let keyPrefix: string;
 
   const get = async (replica: ServeProcess, token: string) => {
     const response = await request(`${replica.proxyUrl}${B}/Users`, { headers: { authorization: `Bearer ${token}` } });
@@ -32,8 +37,8 @@ if (!hasRedis()) {
     auth = await startAuthServer();
     up = await startRecordingUpstream();
     redis = await startRedis();
-    const dir = mkdtempSync(join(tmpdir(), 'scopegate-redis-'));
-    const keyPrefix = `t${Date.now()}:`;
+    dir = mkdtempSync(join(tmpdir(), 'scopegate-redis-'));
+    keyPrefix = `t${Date.now()}:`;
     const config = (name: string) => {
       const file = join(dir, `${name}.json`);
       writeFileSync(file, JSON.stringify({
@@ -82,7 +87,53 @@ if (!hasRedis()) {
     t.equal(await get(a, token), 401, 'A refuses it too');
   });
 
-  t.test('purge by client id and by fingerprint through the admin listener', async (t) => {
+  t.test('scopegate purge --token, and purge by fingerprint', async (t) => {
+    const token = await auth.issueToken([READ]);
+    t.equal(await get(a, token), 200);
+    t.equal(await get(b, token), 200);
+    await auth.revoke(token);
+    // The CLI reads the admin address from the config: A's, with the port it listens on.
+    const cliConfig = join(dir, 'cli.json');
+    writeFileSync(cliConfig, JSON.stringify({ admin: { host: '127.0.0.1', port: Number(new URL(a.adminUrl).port) }, openapi: { file: SHARED_OPENAPI }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://x' } } }));
+    const cli = spawnSync(process.execPath, [CLI, 'purge', '--config', cliConfig, '--token', token], { encoding: 'utf8' });
+    t.equal(cli.status, 0, cli.stderr);
+    t.match(cli.stdout, /"purged":\s*[1-9]/);
+    t.notMatch(cli.stdout + cli.stderr, new RegExp(token), 'the token is not echoed');
+    const deadline = Date.now() + 1000;
+    let status = 0;
+    while (Date.now() < deadline && status !== 401) status = await get(b, token);
+    t.equal(status, 401, 'B refuses it within one second');
+
+    const other = await auth.issueToken([READ]);
+    t.equal(await get(a, other), 200);
+    const fingerprint = createHash('sha256').update(other).digest('base64url').slice(0, 12);
+    const byFingerprint = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ fingerprint }) });
+    t.equal(byFingerprint.statusCode, 200);
+    t.ok(((await byFingerprint.body.json()) as { purged: number }).purged >= 1, 'the fingerprint of the access line purges the entry');
+    const usage = spawnSync(process.execPath, [CLI, 'purge', '--config', cliConfig], { encoding: 'utf8' });
+    t.equal(usage.status, 2, 'purge without a selector is a usage error');
+  });
+
+  t.test('a garbage value in Redis is a miss, never a principal', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    for (const garbage of ['not json', '[1,2]', '{"sc":42}', '{"s":1,"sc":"x"}']) {
+      auth.resetCounts();
+      const fresh = await auth.issueToken([READ]);
+      const freshKey = createHash('sha256').update(fresh).digest('base64url');
+      await raw.set(`${keyPrefix}token:${freshKey}`, garbage, 'PX', 60000);
+      t.equal(await get(b, fresh), 200, `served despite ${garbage}`);
+      t.equal(auth.counts.introspection, 1, 'validated at the authorization server instead');
+    }
+    const invalid = `garbage-${Date.now()}`;
+    await raw.set(`${keyPrefix}token:${createHash('sha256').update(invalid).digest('base64url')}`, '{"sc":', 'PX', 60000);
+    up.reset();
+    t.equal(await get(a, invalid), 401, 'an invalid token stays invalid');
+    t.equal(up.requests.length, 0);
+  });
+
+  t.test('purge by client id through the admin listener', async (t) => {
     const token = await auth.issueToken([READ]);
     t.equal(await get(a, token), 200);
     const byClient = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ clientId: auth.clientId }) });

@@ -40,9 +40,30 @@ export function parseResponse(raw: string): RawResponse {
   return { status, headers, body, raw };
 }
 
+/** Whether `raw` holds one whole response (a HEAD answer ends with its head). */
+export function isComplete(raw: string, head = false): boolean {
+  let rest = raw;
+  // Skip interim 1xx responses (100 Continue).
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end === -1) return false;
+    if (/^HTTP\/1\.[01] 1\d\d/.test(rest)) {
+      rest = rest.slice(end + 4);
+      continue;
+    }
+    const res = parseResponse(rest);
+    const body = rest.slice(end + 4);
+    if (head || res.status === 204 || res.status === 304) return true;
+    const length = res.headers['content-length'];
+    if (length !== undefined) return Buffer.byteLength(body, 'latin1') >= Number(length);
+    if (/chunked/i.test(res.headers['transfer-encoding'] ?? '')) return /(^|\r\n)0\r\n(?:[^\r\n]+\r\n)*\r\n$/.test(body);
+    return false;
+  }
+}
+
 /**
- * Sends `request` as is and resolves with the response once the server closes the connection,
- * a complete content-length response arrived, or `timeoutMs` passed.
+ * Sends `request` as is and resolves with the response once it is complete by its framing, the
+ * server closed the connection, or `timeoutMs` passed.
  */
 export function rawRequest(port: number, request: string | Buffer, timeoutMs = 5000): Promise<RawResponse> {
   return new Promise((resolve) => {
@@ -54,11 +75,10 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 5
       resolve(parseResponse(data));
     };
     const timer = setTimeout(done, timeoutMs);
+    const head = /^HEAD /.test(typeof request === 'string' ? request : request.toString('latin1'));
     socket.on('data', (chunk) => {
       data += chunk.toString('latin1');
-      const parsed = parseResponse(data);
-      const length = parsed.headers['content-length'];
-      if (parsed.status >= 200 && length !== undefined && Buffer.byteLength(parsed.raw.slice(parsed.raw.indexOf('\r\n\r\n') + 4), 'latin1') >= Number(length)) done();
+      if (isComplete(data, head)) done();
     });
     socket.on('error', done);
     socket.on('close', done);

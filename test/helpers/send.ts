@@ -5,17 +5,7 @@
  * chunk, without waiting for the connection to close.
  */
 import { connect } from 'node:net';
-import { parseResponse, type RawResponse } from './raw.js';
-
-/** True once `raw` holds a whole response: by Content-Length, or a chunked body's last chunk. */
-export function isComplete(raw: string): boolean {
-  const parsed = parseResponse(raw);
-  if (parsed.status < 200) return false;
-  const length = parsed.headers['content-length'];
-  if (length !== undefined) return Buffer.byteLength(parsed.body, 'latin1') >= Number(length);
-  const body = raw.slice(raw.indexOf('\r\n\r\n') + 4);
-  return /chunked/i.test(parsed.headers['transfer-encoding'] ?? '') && /(^|\r\n)0\r\n\r\n$/.test(body);
-}
+import { isComplete, parseResponse, type RawResponse } from './raw.js';
 
 /** Sends `bytes` to 127.0.0.1:`port` and resolves with the first response (status 0 if none). */
 export function send(port: number, bytes: Buffer | string, timeoutMs = 20000): Promise<RawResponse> {

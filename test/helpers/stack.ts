@@ -6,7 +6,8 @@
 import { connect, type Socket } from 'node:net';
 import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
 import { startTestGateway, type TestGateway } from './gateway.js';
-import { parseResponse, type RawResponse } from './raw.js';
+import { isComplete, parseResponse, type RawResponse } from './raw.js';
+export { isComplete } from './raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from './upstream.js';
 
 export { B } from './gateway.js';
@@ -49,27 +50,6 @@ export async function startStack(extra: Record<string, unknown> = {}): Promise<S
 
 /** Lets an in-flight forward (if any) reach the upstream before the recorder is read. */
 export const settle = (ms = 30): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Whether `raw` holds one whole response (a HEAD answer ends with its head). */
-export function isComplete(raw: string, head = false): boolean {
-  let rest = raw;
-  // Skip interim 1xx responses (100 Continue).
-  for (;;) {
-    const end = rest.indexOf('\r\n\r\n');
-    if (end === -1) return false;
-    if (/^HTTP\/1\.[01] 1\d\d/.test(rest)) {
-      rest = rest.slice(end + 4);
-      continue;
-    }
-    const res = parseResponse(rest);
-    const body = rest.slice(end + 4);
-    if (head || res.status === 204 || res.status === 304) return true;
-    const length = res.headers['content-length'];
-    if (length !== undefined) return Buffer.byteLength(body, 'latin1') >= Number(length);
-    if (/chunked/i.test(res.headers['transfer-encoding'] ?? '')) return /(^|\r\n)0\r\n(?:[^\r\n]+\r\n)*\r\n$/.test(body);
-    return false;
-  }
-}
 
 /**
  * Sends `bytes` on a fresh socket and resolves once a whole response arrived (content-length,
