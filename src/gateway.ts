@@ -115,16 +115,23 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
 
 /**
  * Node's parser already refuses TE with CL, duplicate CL and obs-fold (F01-F04). What it lets by:
- * a coding list ending in `chunked` (`gzip, chunked`) or several Transfer-Encoding headers. The
- * gateway would re-frame such a body and drop the other coding: refused instead.
+ * a coding list ending in `chunked` (`gzip, chunked`) or several Transfer-Encoding headers (the
+ * gateway would re-frame such a body and drop the other coding), and a second Host header.
  */
 function checkFraming(rawHeaders: readonly string[]): void {
-  let seen = 0;
+  let codings = 0;
+  let hosts = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      // Node keeps the first of two Host headers; Jetty refuses them (400): so does the gateway.
+      hosts += 1;
+      if (hosts > 1) throw new InvalidRequest('more than one Host header', 'The request has more than one Host header');
+      continue;
+    }
     if (name.length !== 17 || name.toLowerCase() !== 'transfer-encoding') continue;
-    seen += 1;
-    if (seen > 1 || rawHeaders[i + 1]!.trim().toLowerCase() !== 'chunked') {
+    codings += 1;
+    if (codings > 1 || rawHeaders[i + 1]!.trim().toLowerCase() !== 'chunked') {
       throw new InvalidRequest('Transfer-Encoding other than one plain chunked', 'The request framing is ambiguous');
     }
   }
@@ -298,7 +305,8 @@ export function sendError(reply: FastifyReply, error: GatewayError, realm: strin
   const raw = reply.request.raw;
   if (!raw.complete && (raw.headers['transfer-encoding'] !== undefined || (raw.headers['content-length'] ?? '0') !== '0')) reply.header('connection', 'close');
   if (error.statusCode === 204) return reply.send();
-  return reply.type('application/scim+json').send(scimErrorBody(error));
+  // A Buffer, so that the media type goes exactly as RFC 7644 names it (no charset appended).
+  return reply.header('content-type', 'application/scim+json').send(Buffer.from(scimErrorBody(error)));
 }
 
 /** Request headers toward the upstream, from what the steps decided (module-level: no closure per request). */
