@@ -149,6 +149,10 @@ export class UpstreamUnavailable extends GatewayError {
   readonly code = 'upstream_unavailable';
   readonly statusCode = 502;
   readonly detail = 'The upstream service is unavailable';
+  /** For the metric: refused (nothing listens), reset (the connection broke), other (TLS, DNS, ...). */
+  constructor(reason: string, readonly kind: 'refused' | 'reset' | 'other' = 'other') {
+    super(reason);
+  }
 }
 
 /** The upstream did not answer in `upstream.timeoutMs`. */

@@ -271,6 +271,9 @@ function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
   return headers;
 }
 
+/** Error codes of a connection to the upstream that broke mid-way. */
+const UPSTREAM_BROKEN = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
 /** Turns whatever failed into a gateway error: upstream faults by their cause. */
 function toGatewayError(error: unknown): GatewayError {
   if (error instanceof GatewayError) return error;
@@ -282,9 +285,12 @@ function toGatewayError(error: unknown): GatewayError {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') codes.push(code);
   }
-  if (codes.some((c) => /TIMEOUT/.test(c))) return new UpstreamTimeout(`upstream timed out (${codes.join(' ')})`);
-  if (codes.some((c) => ['ECONNREFUSED', 'ECONNRESET', 'UND_ERR_SOCKET', 'ENOTFOUND', 'EHOSTUNREACH', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', 'FST_REPLY_FROM_BAD_GATEWAY', 'FST_REPLY_FROM_SERVICE_UNAVAILABLE', 'UND_ERR_CLOSED', 'EPIPE'].includes(c) || /CERT|SSL|TLS/.test(c))) {
-    return new UpstreamUnavailable(`upstream failed (${codes.join(' ')})`);
+  const why = codes.join(' ');
+  if (codes.some((c) => c.includes('TIMEOUT'))) return new UpstreamTimeout(`upstream timed out (${why})`);
+  if (codes.includes('ECONNREFUSED')) return new UpstreamUnavailable(`upstream refused the connection (${why})`, 'refused');
+  if (codes.some((c) => UPSTREAM_BROKEN.has(c))) return new UpstreamUnavailable(`upstream connection failed (${why})`, 'reset');
+  if (codes.some((c) => c.startsWith('FST_REPLY_FROM_') || c.startsWith('UND_ERR_') || /CERT|SSL|TLS|ENOTFOUND|EHOSTUNREACH/.test(c))) {
+    return new UpstreamUnavailable(`upstream failed (${why})`, 'other');
   }
   if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new PayloadTooLarge('body over the limit');
   return new InternalError(`unexpected: ${err.message ?? String(error)}`);
@@ -292,12 +298,12 @@ function toGatewayError(error: unknown): GatewayError {
 
 function upstreamKind(error: GatewayError): string | undefined {
   if (error instanceof UpstreamTimeout) return 'timeout';
-  if (error instanceof UpstreamUnavailable) return /ECONNREFUSED/.test(error.reason) ? 'refused' : /RESET|SOCKET/.test(error.reason) ? 'reset' : 'other';
+  if (error instanceof UpstreamUnavailable) return error.kind;
   return undefined;
 }
 
 /** Sends the wire response of a gateway error (INTERFACE.md table). */
-export function sendError(reply: FastifyReply, error: GatewayError, realm: string): FastifyReply {
+function sendError(reply: FastifyReply, error: GatewayError, realm: string): FastifyReply {
   const challenge = wwwAuthenticate(error, realm);
   reply.code(error.statusCode).headers(error.headers());
   if (challenge) reply.header('www-authenticate', challenge);

@@ -5,7 +5,7 @@
  */
 import { request } from 'undici';
 import type { Config } from './config.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, InvalidToken } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
 import { createTable, type Table } from './scopes/table.js';
@@ -13,7 +13,6 @@ import { isCompactJws } from './token/bearer.js';
 import { withCache, type CachedVerifier, type SecondLevel } from './token/cache.js';
 import { createIntrospectionVerifier } from './token/introspection.js';
 import { createJwtVerifier } from './token/jwt.js';
-import { InvalidToken } from './errors.js';
 import type { TokenVerifier } from './token/principal.js';
 
 /** Everything a request is decided with. */

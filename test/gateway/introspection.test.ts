@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { B, startTestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import {
   answerWithLength, assertAuthServerDown, assertDenied, INVALID_TOKEN, insufficientScope, readText, send, startServer, until,
