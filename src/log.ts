@@ -97,8 +97,10 @@ export function formatAccessLine(line: AccessLine): string {
     lastIso = new Date(now).toISOString();
   }
   const bulk = line.bulk === undefined ? '' : `,"bulk":${JSON.stringify(line.bulk)}`;
-  return `{"level":30,"time":"${lastIso}","service":"scopegate","reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},`
+  // reqId (ours), method (an HTTP token), path (passed the request-target grammar: no quote, no
+  // backslash, no control character) and fingerprint (base64url) need no escaping.
+  return `{"level":30,"time":"${lastIso}","service":"scopegate","reqId":"${line.reqId}","method":"${line.method ?? ''}","path":"${line.path}",`
     + `"operation":${qMemo(line.operation)},"status":${line.status},"decision":"${line.decision}","reason":${qMemo(line.reason)},`
-    + `"clientId":${qMemo(line.clientId)},"subject":${q(line.subject)},"fingerprint":${q(line.fingerprint)},"requiredScopes":${scopeList(line.requiredScopes)}`
+    + `"clientId":${qMemo(line.clientId)},"subject":${q(line.subject)},"fingerprint":${line.fingerprint === null ? 'null' : `"${line.fingerprint}"`},"requiredScopes":${scopeList(line.requiredScopes)}`
     + `${bulk},"durationMs":${line.durationMs},"msg":"access"}\n`;
 }

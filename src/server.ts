@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
@@ -88,6 +88,13 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   return server as Server;
 }
 
+/** Request ids: a random prefix per process and a counter, unique across replicas and restarts. */
+function createRequestIds(): () => string {
+  const prefix = randomBytes(6).toString('hex');
+  let next = 0;
+  return () => `${prefix}-${(next++).toString(36)}`;
+}
+
 /** Builds both instances; the proxy forwards through one undici pool to the upstream. */
 export async function buildServer(options: ServerOptions): Promise<Servers> {
   const config = options.current().config;
@@ -109,7 +116,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     serverFactory: (handler) => createProxyServer(config, handler, createClientErrorHandler(options)),
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => randomUUID(),
+    genReqId: createRequestIds(),
     // One logger for every request, not a child per request: the access line carries the id.
     childLoggerFactory: (logger) => logger,
     requestIdHeader: false,
