@@ -8,7 +8,7 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { InvalidToken } from '../errors.js';
-import type { Principal, TokenVerifier } from './principal.js';
+import { withoutExpiry, type Principal, type TokenVerifier } from './principal.js';
 
 /** A cached refusal: the reason a token was refused. */
 export class Refusal {
@@ -90,13 +90,10 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
         if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
       }
       const ttl = ttlOf(entry);
-      if (ttl <= 0) {
-        fetchOptions.ttl = 1;
-        fetchOptions.noUpdateTTL = false;
-      } else {
-        fetchOptions.ttl = ttl;
-      }
-      return entry;
+      // The entry's TTL never passes the token's exp, and lru-cache checks it on every get: the
+      // expiry is re-checked on every hit without keeping it in the entry.
+      fetchOptions.ttl = Math.max(1, ttl);
+      return entry instanceof Refusal ? entry : withoutExpiry(entry);
     },
   });
 

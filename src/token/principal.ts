@@ -87,3 +87,20 @@ export function principalFromClaims(claims: Record<string, unknown>, nowSeconds:
     expiresAt: typeof exp === 'number' ? exp : undefined,
   });
 }
+
+// The cache keeps a principal without its expiry (the entry's own TTL ends with the token), so
+// that the tokens of one client share one object: a million cached tokens are a million keys,
+// not a million principals.
+const identities = new Map<string, Principal>();
+const MAX_IDENTITIES = 100000;
+
+/** The principal without `expiresAt`, one shared object per client, subject and scope set. */
+export function withoutExpiry(principal: Principal): Principal {
+  const key = `${principal.clientId ?? ''}\0${principal.subject ?? ''}\0${[...principal.scopes].join(' ')}`;
+  let identity = identities.get(key);
+  if (!identity) {
+    identity = Object.freeze({ subject: principal.subject, clientId: principal.clientId, scopes: principal.scopes, expiresAt: undefined });
+    if (identities.size < MAX_IDENTITIES) identities.set(key, identity);
+  }
+  return identity;
+}
