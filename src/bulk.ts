@@ -27,6 +27,8 @@ export type BulkSummary = BulkEntry[];
 const INNER_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const OPERATION_KEYS = new Set(['method', 'path', 'bulkId', 'data', 'version']);
 const BULK_ID = /^bulkId:(.+)$/;
+/** Alternatives of scope sets a Bulk request may need at most (an OpenAPI file with OR everywhere). */
+const MAX_ALTERNATIVES = 256;
 
 /** True for the table's POST .../Bulk operation. */
 export function isBulk(operation: Operation): boolean {
@@ -161,6 +163,7 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
     }
     references(data, referenced);
     requirement = both(requirement, op.requirement);
+    if (requirement.length > MAX_ALTERNATIVES) throw bad('the operations\' scope alternatives are too many to check');
     summary.push({ method, path: op.path.slice(base.length), operation: op.id, scopes: closest(op.requirement, principal.scopes) });
   });
   for (const id of referenced) if (!defined.has(id)) throw bad('a bulkId is referenced but never defined', id);

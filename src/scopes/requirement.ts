@@ -35,9 +35,19 @@ export function closest(requirement: Requirement, held: ReadonlySet<string>): re
   return best;
 }
 
-/** The AND of two requirements: every pair of alternatives merged (used by Bulk). */
+/**
+ * The AND of two requirements: every pair of alternatives merged, duplicates and supersets of
+ * another alternative dropped (they add nothing), so that Bulk's 30 operations cannot multiply
+ * alternatives without bound.
+ */
 export function both(a: Requirement, b: Requirement): Requirement {
-  const out: string[][] = [];
-  for (const x of a) for (const y of b) out.push([...new Set([...x, ...y])]);
-  return out;
+  const merged = new Map<string, string[]>();
+  for (const x of a) {
+    for (const y of b) {
+      const set = [...new Set([...x, ...y])].sort();
+      merged.set(set.join(' '), set);
+    }
+  }
+  const all = [...merged.values()].sort((p, q) => p.length - q.length);
+  return all.filter((alt, i) => !all.slice(0, i).some((smaller) => smaller.every((s) => alt.includes(s))));
 }
