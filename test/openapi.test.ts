@@ -231,7 +231,7 @@ t.test('security forms, one at a time', async (t) => {
 t.test('base path: servers[0].url, server variables, and the openapi.basePath override', async (t) => {
   const cases: Array<{ name: string; servers?: unknown; options?: TableOptions; path: string }> = [
     { name: 'no servers: no base', path: '/x' },
-    { name: 'absolute URL', servers: [{ url: 'https://jenkins-ldap.jans.io/jans-scim/restv1/v2' }], path: '/jans-scim/restv1/v2/x' },
+    { name: 'absolute URL', servers: [{ url: 'https://scim.example.org/jans-scim/restv1/v2' }], path: '/jans-scim/restv1/v2/x' },
     { name: 'absolute URL, trailing slash', servers: [{ url: 'https://h.example/base/' }], path: '/base/x' },
     { name: 'absolute URL, origin only', servers: [{ url: 'https://h.example' }], path: '/x' },
     { name: 'only servers[0] counts', servers: [{ url: 'https://a.example/first' }, { url: 'https://b.example/second' }], path: '/first/x' },
