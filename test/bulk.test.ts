@@ -8,12 +8,12 @@
  */
 import t, { type Test } from 'tap';
 import { startAuthServer } from '../src/demo/auth-server.js';
-import { accessLines, B, startTestGateway } from './helpers/gateway.js';
+import { accessLines, B, startTestGateway, tokenIssuer } from './helpers/gateway.js';
 import type { RawResponse } from './helpers/raw.js';
 import { request, send } from './helpers/send.js';
+import { assertScimError } from './gateway/support.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
 
-const SCIM_ERROR = 'urn:ietf:params:scim:api:messages:2.0:Error';
 const BULK_REQUEST = 'urn:ietf:params:scim:api:messages:2.0:BulkRequest';
 const USER_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:User';
 const GROUP_SCHEMA = 'urn:ietf:params:scim:schemas:core:2.0:Group';
@@ -39,17 +39,8 @@ const tokenConfig = { introspection: { endpoint: auth.introspectionEndpoint, cli
 const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig });
 t.teardown(() => gw.close());
 
-const tokens = new Map<string, Promise<string>>();
 /** A real opaque token holding exactly `scopes` (one per scope set, reused). */
-function token(...scopes: string[]): Promise<string> {
-  const key = [...scopes].sort().join(' ');
-  let hit = tokens.get(key);
-  if (!hit) {
-    hit = auth.issueToken(scopes);
-    tokens.set(key, hit);
-  }
-  return hit;
-}
+const token = tokenIssuer(auth);
 
 /** A SCIM BulkRequest body holding `ops`. */
 function bulkBody(ops: Op[]): string {
@@ -83,22 +74,6 @@ function post(bearer: string | undefined, body: string | Buffer, opts: PostOptio
 function challengeScopes(res: RawResponse): string[] | undefined {
   const m = /^Bearer realm="scopegate", error="insufficient_scope", scope="([^"]*)"$/.exec(res.headers['www-authenticate'] ?? '');
   return m ? m[1]!.split(' ').sort() : undefined;
-}
-
-/** The SCIM error body (RFC 7644 section 3.12) with `status`, as application/scim+json. */
-function assertScimError(t: Test, res: RawResponse, status: number): Record<string, unknown> {
-  t.equal(res.status, status, `status ${status}`);
-  t.match(res.headers['content-type'] ?? '', /^application\/scim\+json/, 'SCIM content type');
-  let body: Record<string, unknown> = {};
-  try {
-    body = JSON.parse(res.body) as Record<string, unknown>;
-  } catch {
-    t.fail(`body is not JSON: ${res.body.slice(0, 200)}`);
-  }
-  t.same(body.schemas, [SCIM_ERROR], 'SCIM Error schema');
-  t.equal(body.status, String(status), 'SCIM status');
-  t.type(body.detail, 'string', 'a detail');
-  return body;
 }
 
 /** A 403 naming exactly `scopes` (in any order) in the challenge; nothing reached the upstream. */

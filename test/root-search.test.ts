@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import { startAuthServer } from '../src/demo/auth-server.js';
-import { accessLines, B, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { accessLines, B, startTestGateway, type TestGateway, tokenIssuer } from './helpers/gateway.js';
 import type { RawResponse } from './helpers/raw.js';
 import { request, send } from './helpers/send.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
@@ -32,17 +32,8 @@ t.teardown(() => lax.close());
 const strict = await startTestGateway({ ...base, search: { rootRequiresReadScopes: true } });
 t.teardown(() => strict.close());
 
-const tokens = new Map<string, Promise<string>>();
 /** A real opaque token holding exactly `scopes` (one per scope set, reused). */
-function token(...scopes: string[]): Promise<string> {
-  const key = [...scopes].sort().join(' ');
-  let hit = tokens.get(key);
-  if (!hit) {
-    hit = auth.issueToken(scopes);
-    tokens.set(key, hit);
-  }
-  return hit;
-}
+const token = tokenIssuer(auth);
 
 /** POST `target` with the search body, over raw TCP. */
 function search(gw: TestGateway, bearer: string | undefined, target = ROOT): Promise<RawResponse> {

@@ -53,3 +53,17 @@ export async function startTestGateway(config: Record<string, unknown>, env: Rec
 export function accessLines(logs: readonly string[]): Array<Record<string, unknown>> {
   return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'access');
 }
+
+/** Real tokens from `auth`, one per scope set, issued once and reused across a file's tests. */
+export function tokenIssuer(auth: { issueToken(scopes: string[]): Promise<string> }): (...scopes: string[]) => Promise<string> {
+  const tokens = new Map<string, Promise<string>>();
+  return (...scopes) => {
+    const key = [...scopes].sort().join(' ');
+    let hit = tokens.get(key);
+    if (!hit) {
+      hit = auth.issueToken(scopes);
+      tokens.set(key, hit);
+    }
+    return hit;
+  };
+}
