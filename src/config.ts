@@ -5,11 +5,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
 import { envName, fromEnv, leaves, nearest, sections, validate, type Section } from './schema.js';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/** Our own description of jans-scim, shipped in config/: the table when none is configured. */
+const BUNDLED_OPENAPI = fileURLToPath(new URL('../config/scim-openapi.yaml', import.meta.url));
 
 /** An operation the OpenAPI file lacks but the upstream serves (`openapi.extra`). */
 export interface ExtraOperation {
@@ -123,7 +127,7 @@ export const schema: Section = {
     openapi: {
       kind: 'object', description: 'Where the endpoint-to-scope table comes from.',
       fields: {
-        file: { kind: 'path', default: './scim-openapi.yaml', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file).' },
+        file: { kind: 'path', default: BUNDLED_OPENAPI, defaultText: 'the bundled config/scim-openapi.yaml (the 31 jans-scim operations)', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file).' },
         basePath: { kind: 'string', description: 'Base path of every operation; default: the path of servers[0].url.' },
         extra: { kind: 'custom', default: Object.freeze([]), check: checkExtra, description: 'Operations the file lacks but the upstream serves: {method, path (relative to basePath), scopes | public: true}.' },
       },
@@ -332,7 +336,7 @@ export function configReference(): Array<{ key: string; env: string; default: st
   return leaves(schema).map(([key, leaf]) => ({
     key,
     env: envName(key),
-    default: leaf.required ? '(required)' : leaf.default === undefined ? '(none)' : JSON.stringify(leaf.default),
+    default: leaf.required ? '(required)' : leaf.defaultText ?? (leaf.default === undefined ? '(none)' : JSON.stringify(leaf.default)),
     description: leaf.description,
   }));
 }

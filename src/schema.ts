@@ -10,6 +10,8 @@ export interface Leaf {
   description: string;
   /** Absent when the key is optional without a default, or required. */
   default?: unknown;
+  /** How the default is shown in the reference, when its value depends on the installation. */
+  defaultText?: string;
   required?: boolean;
   /** Never printed, never logged. */
   secret?: boolean;

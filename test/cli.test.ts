@@ -179,13 +179,14 @@ t.test('environment overrides reach the command line', async (t) => {
   t.match(stdout, /upstream http:\/\/jans-scim\.internal:8080$/m);
 });
 
-t.test('a config that leaves openapi.file at its default reads the file next to the config', async (t) => {
-  // The default `./scim-openapi.yaml` is a relative path like any other: relative to the config
-  // file's folder (INTERFACE.md), not to the directory the operator happens to run from.
+t.test('a config that leaves openapi.file at its default reads the bundled jans table', async (t) => {
+  // Not a file that happens to sit next to the config or in the working directory: the bundled
+  // config/scim-openapi.yaml, so that a config without an OpenAPI file still protects jans-scim.
   const dir = mkdtempSync(join(tmp, 'default-'));
   writeFileSync(join(dir, 'scim-openapi.yaml'), stringify({ openapi: '3.0.3', paths: { '/only': { get: { operationId: 'only', security: [] } } } }));
   writeFileSync(join(dir, 'scopegate.yaml'), stringify({ token: TOKEN }));
   const { code, stdout, stderr } = await runCli(['check', '--config', join(dir, 'scopegate.yaml')]);
   t.equal(code, 0, stderr);
-  t.match(stdout, /1 operations \(0 scoped, 1 public\)/);
+  t.match(stdout, /31 operations \(26 scoped, 5 public\)/);
+  t.match(stdout, /config\/scim-openapi\.yaml/);
 });
