@@ -277,6 +277,12 @@ function crossCheck(c: Config): string[] {
     if (!jwt.jwksUri && !issuer) problems.push('token.jwt.jwksUri: is required (or set token.issuer for discovery)');
     if (!jwt.issuer && !issuer) problems.push('token.jwt.issuer: is required (or set token.issuer)');
   }
+  if (c.upstream && typeof c.upstream.url === 'string') {
+    const url = new URL(c.upstream.url);
+    if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
+      problems.push('upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received');
+    }
+  }
   if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
   if (c.admin.port !== 0 && c.admin.port === c.listen.port && c.admin.host === c.listen.host) problems.push('admin.port: must differ from listen.port');
   return problems;

@@ -209,6 +209,8 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ listen: 5, token: JWT }, ['listen: must be a mapping of keys']],
     [{ upstream: { forwardAuthorization: 'yes' }, token: JWT }, ['upstream.forwardAuthorization: must be true or false']],
     [{ upstream: { url: 'ftp://jans' }, token: JWT }, ['upstream.url: must be a URL (http or https)']],
+    [{ upstream: { url: 'http://jans:8080/jans-scim' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
+    [{ upstream: { url: 'http://user:pw@jans:8080' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
     [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer >= 1']],
     [{ token: { introspection: { ...introspection, endpoint: 'not a url' } } }, ['token.introspection.endpoint: must be a URL']],
     [{ token: { introspection: { ...introspection, authMethod: 'magic' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
