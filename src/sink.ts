@@ -16,7 +16,7 @@ export interface LineSink {
 }
 
 /** Batches of at least this many characters are written as soon as the previous one is out. */
-const BATCH = 16 * 1024;
+const BATCH = 64 * 1024;
 
 /** A sink on file descriptor `fd`, flushed at least every `intervalMs`. */
 export function createLineSink(fd = 1, intervalMs = 50): LineSink {
