@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
-import { envName, fromEnv, leaves, nearest, sections, validate, type Section } from './schema.js';
+import { envName, fromEnv, leaves, nearest, validate, type Section } from './schema.js';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
@@ -345,9 +345,4 @@ export function configReference(): Array<{ key: string; env: string; default: st
     default: leaf.required ? '(required)' : leaf.defaultText ?? (leaf.default === undefined ? '(none)' : JSON.stringify(leaf.default)),
     description: leaf.description,
   }));
-}
-
-/** The optional sections, for the reference. */
-export function optionalSections(): string[] {
-  return sections(schema).filter(([, s]) => s.optional).map(([p]) => p);
 }

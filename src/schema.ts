@@ -47,17 +47,6 @@ export function leaves(node: Section, prefix = ''): Array<[string, Leaf]> {
   return out;
 }
 
-/** Every section path, in schema order. */
-export function sections(node: Section, prefix = ''): Array<[string, Section]> {
-  const out: Array<[string, Section]> = [];
-  for (const [name, child] of Object.entries(node.fields)) {
-    if (child.kind !== 'object') continue;
-    const path = prefix ? `${prefix}.${name}` : name;
-    out.push([path, child], ...sections(child, path));
-  }
-  return out;
-}
-
 /** `token.introspection.clientSecret` -> `SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET`. */
 export function envName(path: string): string {
   return 'SCOPEGATE_' + path.split('.').map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
