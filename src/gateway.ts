@@ -16,7 +16,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
 import {
-  GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { upstreamHeaders } from './headers.js';
@@ -293,6 +293,9 @@ function toGatewayError(error: unknown): GatewayError {
     return new UpstreamUnavailable(`upstream failed (${why})`, 'other');
   }
   if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new PayloadTooLarge('body over the limit');
+  // The forwarder's own path checks (reply-from, http-proxy) refuse with a bare 400: a target our
+  // grammar let by but they would not forward is refused, never a 500.
+  if (err.statusCode === 400) return new InvalidTarget(`refused by the forwarder: ${err.message ?? ''}`);
   return new InternalError(`unexpected: ${err.message ?? String(error)}`);
 }
 
