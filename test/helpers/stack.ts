@@ -128,6 +128,21 @@ export function converse(port: number): Promise<Conversation> {
     const poke = () => {
       for (const w of [...waiters]) w();
     };
+    /** Resolves with what `decide` says once it says something, or false after `timeoutMs`. */
+    const waitUntil = (decide: () => boolean | undefined, timeoutMs: number) => new Promise<boolean>((done) => {
+      const check = () => {
+        const verdict = decide();
+        if (verdict !== undefined) finish(verdict);
+      };
+      const finish = (value: boolean) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        done(value);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      waiters.add(check);
+      check();
+    });
     socket.on('data', (chunk: Buffer) => {
       data += chunk.toString('latin1');
       poke();
@@ -148,37 +163,8 @@ export function converse(port: number): Promise<Conversation> {
       write(bytes) {
         if (!socket.destroyed) socket.write(bytes);
       },
-      waitFor(pattern, timeoutMs = 5000) {
-        return new Promise((done) => {
-          const finish = (value: boolean) => {
-            clearTimeout(timer);
-            waiters.delete(check);
-            done(value);
-          };
-          const check = () => {
-            if (pattern.test(data)) finish(true);
-            else if (closed) finish(false);
-          };
-          const timer = setTimeout(() => finish(false), timeoutMs);
-          waiters.add(check);
-          check();
-        });
-      },
-      waitClose(timeoutMs = 5000) {
-        return new Promise((done) => {
-          const finish = (value: boolean) => {
-            clearTimeout(timer);
-            waiters.delete(check);
-            done(value);
-          };
-          const check = () => {
-            if (closed) finish(true);
-          };
-          const timer = setTimeout(() => finish(false), timeoutMs);
-          waiters.add(check);
-          check();
-        });
-      },
+      waitFor: (pattern, timeoutMs = 5000) => waitUntil(() => (pattern.test(data) ? true : closed ? false : undefined), timeoutMs),
+      waitClose: (timeoutMs = 5000) => waitUntil(() => (closed ? true : undefined), timeoutMs),
       response: () => parseResponse(data),
       end: () => {
         socket.destroy();

@@ -7,10 +7,9 @@
  *
  * Replay a run with SCOPEGATE_SEED=<seed> (printed on every run); SCOPEGATE_CASES sets the count.
  */
-import { connect } from 'node:net';
 import t from 'tap';
 import { B, bearer, settle, startStack, type Stack } from '../helpers/stack.js';
-import { parseResponse } from '../helpers/raw.js';
+import { rawRequest } from '../helpers/raw.js';
 
 const CASES = Number(process.env.SCOPEGATE_CASES ?? 3000);
 const SEED = process.env.SCOPEGATE_SEED !== undefined ? Number(process.env.SCOPEGATE_SEED) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
@@ -203,32 +202,6 @@ function dispatch(method: string, target: string): string | undefined {
   return undefined;
 }
 
-/** One exchange on a fresh socket; resolves with the status (0 when closed without one). */
-function exchangeStatus(port: number, bytes: Buffer, head: boolean): Promise<number> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    let data = '';
-    const done = () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(parseResponse(data).status);
-    };
-    const timer = setTimeout(done, 5000);
-    socket.on('data', (chunk: Buffer) => {
-      data += chunk.toString('latin1');
-      const end = data.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      const res = parseResponse(data);
-      const length = res.headers['content-length'];
-      const body = data.slice(end + 4);
-      if (head || (length !== undefined && body.length >= Number(length)) || /(^|\r\n)0\r\n\r\n$/.test(body)) done();
-    });
-    socket.on('error', done);
-    socket.on('close', done);
-    socket.write(bytes);
-  });
-}
-
 t.test(`property: random request-targets against the RESTEasy oracle (seed ${SEED})`, async (t) => {
   t.comment(`seed ${SEED} (replay with SCOPEGATE_SEED=${SEED}), ${CASES} cases`);
   const stack: Stack = await startStack();
@@ -246,7 +219,7 @@ t.test(`property: random request-targets against the RESTEasy oracle (seed ${SEE
       const body = method === 'POST' || method === 'PUT' ? '{}' : '';
       const lines = [`${method} ${target} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', bearer(stack.usersRead), `X-Case: ${i}`];
       if (body) lines.push('Content-Type: application/scim+json', `Content-Length: ${body.length}`);
-      statuses[i] = await exchangeStatus(stack.gw.port, Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`, 'latin1'), method === 'HEAD');
+      statuses[i] = (await rawRequest(stack.gw.port, Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`, 'latin1'))).status;
     }
   };
   stack.up.reset();
