@@ -15,13 +15,18 @@ export interface LineSink {
   flushSync(): void;
 }
 
-/** Batches of at least this many characters are written as soon as the previous one is out. */
+/** Batches of at least this many bytes are written as soon as the previous one is out. */
 const BATCH = 64 * 1024;
 
-/** A sink on file descriptor `fd`, flushed at least every `intervalMs`. */
+/**
+ * A sink on file descriptor `fd`, flushed at least every `intervalMs`. Each line is encoded into
+ * the batch buffer as it is written: no string is kept alive until the batch goes.
+ */
 export function createLineSink(fd = 1, intervalMs = 50): LineSink {
-  let parts: string[] = [];
-  let pending = 0;
+  let buffer: Buffer = Buffer.allocUnsafe(2 * BATCH);
+  let used = 0;
+  // The buffer of the write in flight comes back here once it is out.
+  let spare: Buffer | undefined;
   let writing = false;
   let waiters: Array<(error?: Error) => void> = [];
 
@@ -31,10 +36,10 @@ export function createLineSink(fd = 1, intervalMs = 50): LineSink {
     for (const w of done) w(error);
   };
 
-  function writeOut(buffer: Buffer, offset: number): void {
-    fsWrite(fd, buffer, offset, buffer.length - offset, null, (error, written) => {
+  function writeOut(batch: Buffer, offset: number, end: number): void {
+    fsWrite(fd, batch, offset, end - offset, null, (error, written) => {
       if (error && (error as NodeJS.ErrnoException).code === 'EAGAIN') {
-        setTimeout(() => writeOut(buffer, offset), 1);
+        setTimeout(() => writeOut(batch, offset, end), 1);
         return;
       }
       if (error) {
@@ -43,54 +48,61 @@ export function createLineSink(fd = 1, intervalMs = 50): LineSink {
         settle(error);
         return;
       }
-      if (offset + written < buffer.length) {
-        writeOut(buffer, offset + written);
+      if (offset + written < end) {
+        writeOut(batch, offset + written, end);
         return;
       }
       writing = false;
-      if (pending > 0) start();
-      else settle();
+      if (batch.length === 2 * BATCH) spare = batch;
+      // The next batch goes when it is full, or at once for a flush waiting on it. Starting on
+      // whatever arrived during this write would turn the batches into a write per line or two.
+      if (used >= BATCH || (used > 0 && waiters.length > 0)) start();
+      else if (used === 0) settle();
     });
   }
 
   function start(): void {
-    const data = parts.join('');
-    parts = [];
-    pending = 0;
+    const batch = buffer;
+    const end = used;
+    buffer = spare ?? Buffer.allocUnsafe(2 * BATCH);
+    spare = undefined;
+    used = 0;
     writing = true;
-    writeOut(Buffer.from(data), 0);
+    writeOut(batch, 0, end);
   }
 
   setInterval(() => {
-    if (!writing && pending > 0) start();
+    if (!writing && used > 0) start();
   }, intervalMs).unref();
 
   return {
     write(line) {
-      parts.push(line);
-      pending += line.length;
-      if (!writing && pending >= BATCH) start();
+      // At most 3 bytes of UTF-8 per UTF-16 code unit; a batch that stdout is not taking grows.
+      if (buffer.length - used < 3 * line.length) {
+        const bigger = Buffer.allocUnsafe(Math.max(2 * buffer.length, used + 3 * line.length));
+        buffer.copy(bigger, 0, 0, used);
+        buffer = bigger;
+      }
+      used += buffer.write(line, used);
+      if (!writing && used >= BATCH) start();
     },
     flush(done) {
       if (done) waiters.push(done);
       if (!writing) {
-        if (pending > 0) start();
+        if (used > 0) start();
         else settle();
       }
     },
     flushSync() {
-      if (pending === 0) return;
-      const buffer = Buffer.from(parts.join(''));
-      parts = [];
-      pending = 0;
       let offset = 0;
-      while (offset < buffer.length) {
+      while (offset < used) {
         try {
-          offset += writeSync(fd, buffer, offset, buffer.length - offset);
+          offset += writeSync(fd, buffer, offset, used - offset);
         } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+          if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') break;
         }
       }
+      used = 0;
     },
   };
 }
