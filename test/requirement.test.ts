@@ -8,6 +8,8 @@ t.test('satisfied and closest', async (t) => {
   t.ok(satisfied(req, new Set(['c'])));
   t.notOk(satisfied(req, new Set(['a'])));
   t.same(closest(req, new Set(['a'])), ['a', 'b'], 'the alternative with the fewest missing scopes');
+  t.same(closest(req, new Set(['c'])), ['c'], 'an alternative held in full');
+  t.same(closest([['a', 'x'], ['b'], ['c', 'y']], new Set(['z'])), ['b'], 'the first of the fewest missing');
   t.ok(satisfied([[]], new Set()), 'an empty alternative is any valid token');
   t.notOk(satisfied([], new Set(['a'])), 'no alternative: nothing satisfies');
 });

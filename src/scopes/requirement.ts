@@ -29,8 +29,16 @@ export function closest(requirement: Requirement, held: ReadonlySet<string>): re
   let best: readonly string[] = requirement[0] ?? [];
   let bestMissing = Infinity;
   for (const alternative of requirement) {
-    const missing = alternative.filter((s) => !held.has(s)).length;
-    if (missing < bestMissing) [best, bestMissing] = [alternative, missing];
+    let missing = 0;
+    for (const scope of alternative) {
+      if (!held.has(scope)) missing += 1;
+    }
+    // The first alternative held in full is the answer: nothing can be closer.
+    if (missing === 0) return alternative;
+    if (missing < bestMissing) {
+      best = alternative;
+      bestMissing = missing;
+    }
   }
   return best;
 }
