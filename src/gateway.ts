@@ -262,8 +262,10 @@ const RESPONSE_HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'tr
 
 function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
   const h = headers as Record<string, unknown>;
-  if (typeof h.connection === 'string') {
-    for (const name of h.connection.split(',')) delete h[name.trim().toLowerCase()];
+  const connection = h.connection;
+  // `keep-alive` and `close` name nothing but themselves: no list to split.
+  if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
+    for (const name of connection.split(',')) delete h[name.trim().toLowerCase()];
   }
   for (const name of RESPONSE_HOP_BY_HOP) {
     if (h[name] !== undefined) delete h[name];
@@ -318,6 +320,14 @@ function sendError(reply: FastifyReply, error: GatewayError, realm: string): Fas
   return reply.header('content-type', 'application/scim+json').send(Buffer.from(scimErrorBody(error)));
 }
 
+/**
+ * `Bearer <token>`: the client's own header value when it is already exactly that (the token is
+ * always a suffix of it, so the prefix and the length decide), else built.
+ */
+function canonicalAuthorization(sent: unknown, token: string): string {
+  return typeof sent === 'string' && sent.length === token.length + 7 && sent.startsWith('Bearer ') ? sent : `Bearer ${token}`;
+}
+
 /** Request headers toward the upstream, from what the steps decided (module-level: no closure per request). */
 function rewriteRequestHeaders(request: FastifyRequest, headers: Record<string, unknown>): Record<string, unknown> {
   const d = request.decision!;
@@ -326,7 +336,7 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: Record<string, 
     clientIp: request.raw.socket.remoteAddress,
     proto: (request.raw.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
     host: request.headers.host,
-    authorization: upstream.forwardAuthorization && d.token ? `Bearer ${d.token}` : undefined,
+    authorization: upstream.forwardAuthorization && d.token ? canonicalAuthorization(headers.authorization, d.token) : undefined,
     principal: d.principal,
     identityHeaders: upstream.identityHeaders,
   });
@@ -346,8 +356,9 @@ function noRetry(): null {
 
 /** Writes the access line and the request metrics once the response is sent. */
 function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) {
-  // Label children bound once per label set, not looked up on every request.
-  const requestChildren = new Map<string, { inc(): void }>();
+  // Label children bound once per label set, found without building a key string: by
+  // operation id, then by status, allowed and denied apart.
+  const requestChildren = { allow: new Map<string, Map<number, { inc(): void }>>(), deny: new Map<string, Map<number, { inc(): void }>>() };
   const durations = { allow: metrics.duration.labels({ decision: 'allow' }), deny: metrics.duration.labels({ decision: 'deny' }) };
   return function onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const d = request.decision;
@@ -356,11 +367,12 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
       const decision = d.allowed ? 'allow' : 'deny';
       const operation = d.operation?.id ?? 'none';
       const status = reply.statusCode;
-      const labels = `${operation}\0${decision}\0${status}`;
-      let child = requestChildren.get(labels);
+      let byStatus = requestChildren[decision].get(operation);
+      if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
+      let child = byStatus.get(status);
       if (!child) {
         child = metrics.requests.labels({ operation, decision, status: String(status) });
-        requestChildren.set(labels, child);
+        byStatus.set(status, child);
       }
       child.inc();
       durations[decision].observe(durationMs / 1000);
@@ -385,7 +397,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   // Callback style with a synchronous path: a request whose token is in the cache is decided
   // without a promise.
   app.addHook('onRequest', (request, _reply, done) => {
-    const decision: Decision = { started: performance.now(), runtime: options.current(), allowed: false, reason: '' };
+    // Every field from the start: one object shape for every request.
+    const decision: Decision = {
+      started: performance.now(), runtime: options.current(), allowed: false, reason: '',
+      target: undefined, operation: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
+    };
     request.decision = decision;
     let pending: Promise<void> | undefined;
     try {

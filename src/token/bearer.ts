@@ -23,6 +23,11 @@ export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: numb
     value = rawHeaders[i + 1]!;
   }
   if (value === undefined || value === '') return undefined;
+  // The usual form, `Bearer <b64token>`, without the general parse below (same result).
+  if (value.startsWith('Bearer ') && value.charCodeAt(7) !== 0x20) {
+    const token = value.slice(7);
+    if (token.length <= maxTokenBytes && B64TOKEN.test(token)) return token;
+  }
   const match = SCHEME.exec(value);
   // The scheme is case-insensitive (RFC 9110 section 11.1): `bearer`, `BEARER` are accepted (T03).
   if (!match || match[1]!.toLowerCase() !== 'bearer') return undefined;
