@@ -27,7 +27,7 @@ import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
 import type { Table } from './scopes/table.js';
 import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
-import { extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
+import { checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
 import type { Principal } from './token/principal.js';
 
@@ -184,14 +184,16 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   }
   const token = extractBearer(raw.rawHeaders, config.limits.tokenBytes);
   if (token === undefined) throw new MissingToken('no bearer token');
+  const key = tokenKey(token);
+  const cached = runtime.verifier.peek(key);
+  // Only a token that passed this check is ever cached (under its SHA-256): a hit needs no second look.
+  if (!cached) checkB64Token(token);
   // One credential in one place (RFC 6750 sections 2.2 and 2.3 are not supported): a second copy
   // in the query or a form body is refused, never forwarded to the upstream and its logs.
   if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query as well', 400);
   if (isFormBody(raw.headers['content-type'])) throw new InvalidBearerRequest('form-encoded body (a token may only travel in the Authorization header)', 400);
-  const key = tokenKey(token);
   decision.fingerprint = fingerprintOf(key);
   decision.token = token;
-  const cached = runtime.verifier.peek(key);
   if (cached) {
     counters.cacheHit.inc();
     authorize(request, decision, operation, cached);
@@ -258,19 +260,24 @@ function limitStream(limit: number): Transform {
 }
 
 /** Hop-by-hop headers of the upstream's response are the upstream's business, not the client's. */
-const RESPONSE_HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer'];
+const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 
+/**
+ * The upstream's response headers less the hop-by-hop ones and those its `Connection` names: a
+ * new object (deleting from undici's would cost more, and leave it slow for every later read).
+ */
 function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
-  const h = headers as Record<string, unknown>;
-  const connection = h.connection;
+  const connection = headers.connection;
   // `keep-alive` and `close` name nothing but themselves: no list to split.
-  if (typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close') {
-    for (const name of connection.split(',')) delete h[name.trim().toLowerCase()];
+  const named = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close'
+    ? connection.toLowerCase().split(',').map((name) => name.trim())
+    : undefined;
+  const out: Record<string, unknown> = {};
+  for (const name in headers) {
+    if (RESPONSE_HOP_BY_HOP.has(name) || (named !== undefined && named.includes(name))) continue;
+    out[name] = headers[name];
   }
-  for (const name of RESPONSE_HOP_BY_HOP) {
-    if (h[name] !== undefined) delete h[name];
-  }
-  return headers;
+  return out as H;
 }
 
 /** Error codes of a connection to the upstream that broke mid-way. */

@@ -12,7 +12,8 @@ const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
  * The bearer token of a request: undefined when there is no Bearer credential at all (401 with
  * a bare challenge); throws InvalidBearerRequest when the credential is malformed or repeated.
  * `rawHeaders` is Node's flat [name, value, ...] list, which keeps duplicates that
- * `req.headers` would hide.
+ * `req.headers` would hide. The token's characters are checked by checkB64Token, which a token
+ * found in the cache has already passed.
  */
 export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: number): string | undefined {
   let value: string | undefined;
@@ -23,21 +24,27 @@ export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: numb
     value = rawHeaders[i + 1]!;
   }
   if (value === undefined || value === '') return undefined;
-  // The usual form, `Bearer <b64token>`, without the general parse below (same result).
-  if (value.startsWith('Bearer ') && value.charCodeAt(7) !== 0x20) {
-    const token = value.slice(7);
-    if (token.length <= maxTokenBytes && B64TOKEN.test(token)) return token;
+  let token: string;
+  const first = value.charCodeAt(7);
+  if (value.startsWith('Bearer ') && first > 0x20 && first < 0x7f) {
+    // The usual form, `Bearer <token>`, without the general parse below (same result).
+    token = value.slice(7);
+  } else {
+    const match = SCHEME.exec(value);
+    // The scheme is case-insensitive (RFC 9110 section 11.1): `bearer`, `BEARER` are accepted (T03).
+    if (!match || match[1]!.toLowerCase() !== 'bearer') return undefined;
+    const rest = match[2]!;
+    if (rest === '' || rest.trim() === '') throw new InvalidBearerRequest('empty bearer token');
+    if (rest.charCodeAt(0) !== 0x20) throw new InvalidBearerRequest('bearer scheme not followed by SP');
+    token = rest.replace(/^ +/, '');
   }
-  const match = SCHEME.exec(value);
-  // The scheme is case-insensitive (RFC 9110 section 11.1): `bearer`, `BEARER` are accepted (T03).
-  if (!match || match[1]!.toLowerCase() !== 'bearer') return undefined;
-  const rest = match[2]!;
-  if (rest === '' || rest.trim() === '') throw new InvalidBearerRequest('empty bearer token');
-  if (rest.charCodeAt(0) !== 0x20) throw new InvalidBearerRequest('bearer scheme not followed by SP');
-  const token = rest.replace(/^ +/, '');
   if (token.length > maxTokenBytes) throw new InvalidBearerRequest(`bearer token longer than ${maxTokenBytes} bytes`);
-  if (!B64TOKEN.test(token)) throw new InvalidBearerRequest('bearer token is not a b64token');
   return token;
+}
+
+/** Throws unless `token` is an RFC 6750 b64token. */
+export function checkB64Token(token: string): void {
+  if (!B64TOKEN.test(token)) throw new InvalidBearerRequest('bearer token is not a b64token');
 }
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
