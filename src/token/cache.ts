@@ -64,16 +64,36 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   const maxTtlMs = options.maxTtlSeconds * 1000;
   const negativeTtlMs = options.negativeTtlSeconds * 1000;
 
+  /** Milliseconds an entry may live in the shared second level. */
   const ttlOf = (entry: Entry): number => {
     if (entry instanceof Refusal) return negativeTtlMs;
     const exp = entry.expiresAt;
     return exp === undefined ? maxTtlMs : Math.min(maxTtlMs, exp * 1000 - now());
   };
 
+  /**
+   * The TTL and start of a local entry on lru-cache's clock, which counts an entry stale once
+   * `now - start > ttl`: the entry is stale from `until`, the end of its reuse (maxTtlSeconds or
+   * negativeTtlSeconds after `at`) or the first millisecond of its token's exp, however long its
+   * validation took. An entry whose `until` has passed (a token that expired while it was being
+   * validated, a TTL of 0) is stale at once: the requests that waited for that validation get
+   * its answer, no later one does. (A TTL of 0 would mean "never stale" to lru-cache.)
+   */
+  const lifetimeOf = (entry: Entry, at: number): { ttl: number; start: number } => {
+    let until: number;
+    if (entry instanceof Refusal) until = at + negativeTtlMs;
+    else until = entry.expiresAt === undefined ? at + maxTtlMs : Math.min(at + maxTtlMs, entry.expiresAt * 1000);
+    const start = Math.min(at, until - 2);
+    return { ttl: until - 1 - start, start };
+  };
+
   const lru = new LRUCache<string, Entry, string>({
     max: options.maxEntries,
     ttl: Math.max(maxTtlMs, 1),
     ttlAutopurge: false,
+    // Every staleness check reads the clock: the default (1 ms, refreshed by a timer that a busy
+    // event loop delays) let an entry be served past its token's exp.
+    ttlResolution: 0,
     perf: { now },
     fetchMethod: async (key, _stale, { options: fetchOptions, context: token }) => {
       const shared = await options.secondLevel?.get(key);
@@ -89,10 +109,11 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
         const ttl = ttlOf(entry);
         if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
       }
-      const ttl = ttlOf(entry);
-      // The entry's TTL never passes the token's exp, and lru-cache checks it on every get: the
+      // The entry's lifetime ends at the token's exp, and lru-cache checks it on every get: the
       // expiry is re-checked on every hit without keeping it in the entry.
-      fetchOptions.ttl = Math.max(1, ttl);
+      const { ttl, start } = lifetimeOf(entry, now());
+      fetchOptions.ttl = ttl;
+      (fetchOptions as { start?: number }).start = start;
       return entry instanceof Refusal ? entry : withoutExpiry(entry);
     },
   });

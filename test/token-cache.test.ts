@@ -1,0 +1,110 @@
+// The token cache's clock (src/token/cache.ts): an entry is never served from the first
+// millisecond of its token's exp, however late it was stored; a TTL of 0 means "not reused".
+// The verifier here stands for the authorization server: it answers with the principal the test
+// gives it, and counts how often it is asked.
+import t from 'tap';
+import { InvalidToken } from '../src/errors.js';
+import { internPrincipal, type Principal } from '../src/token/principal.js';
+import { tokenKey, withCache } from '../src/token/cache.js';
+
+const T0 = 1_800_000_000_000;
+
+function setup(options: { maxTtlSeconds?: number; negativeTtlSeconds?: number } = {}) {
+  let clock = T0;
+  let calls = 0;
+  let answer: () => Principal = () => internPrincipal('alice', 'client', ['users.read'], Math.floor(clock / 1000) + 60);
+  let delayMs = 0;
+  const cache = withCache(async () => {
+    calls += 1;
+    const principal = answer();
+    // The validation takes this long on the cache's clock.
+    clock += delayMs;
+    return principal;
+  }, { maxEntries: 100, maxTtlSeconds: options.maxTtlSeconds ?? 300, negativeTtlSeconds: options.negativeTtlSeconds ?? 5, now: () => clock });
+  return {
+    cache,
+    calls: () => calls,
+    at: (ms: number) => { clock = ms; },
+    answer: (fn: () => Principal) => { answer = fn; },
+    delay: (ms: number) => { delayMs = ms; },
+  };
+}
+
+t.test('a cached principal is served until the millisecond before its exp, never at it', async (t) => {
+  const c = setup();
+  const exp = T0 / 1000 + 10;
+  c.answer(() => internPrincipal('alice', 'client', ['users.read'], exp));
+  const key = tokenKey('tok-a');
+  await c.cache.verify('tok-a', key);
+  t.equal(c.calls(), 1);
+  c.at(exp * 1000 - 1);
+  t.ok(c.cache.peek(key), 'served 1 ms before exp');
+  c.at(exp * 1000);
+  t.equal(c.cache.peek(key), undefined, 'not served at exp: the next request validates again');
+});
+
+t.test('a validation that ends after the clock moved: the entry still ends at exp', async (t) => {
+  const c = setup();
+  const exp = T0 / 1000 + 2;
+  c.answer(() => internPrincipal('alice', 'client', ['users.read'], exp));
+  c.delay(1500);
+  const key = tokenKey('tok-b');
+  await c.cache.verify('tok-b', key);
+  c.at(exp * 1000 - 1);
+  t.ok(c.cache.peek(key), 'served before exp');
+  c.at(exp * 1000);
+  t.equal(c.cache.peek(key), undefined, 'not at exp');
+});
+
+t.test('a token that expired while it was validated: that answer is given, never reused', async (t) => {
+  const c = setup();
+  const exp = T0 / 1000 + 1;
+  c.answer(() => internPrincipal('alice', 'client', ['users.read'], exp));
+  c.delay(1200);
+  const key = tokenKey('tok-c');
+  const [a, b] = await Promise.all([c.cache.verify('tok-c', key), c.cache.verify('tok-c', key)]);
+  t.equal(c.calls(), 1, 'the concurrent requests shared one validation');
+  t.equal(a.principal.clientId, 'client', 'the requests that waited get the answer');
+  t.equal(b.principal.clientId, 'client');
+  t.equal(c.cache.peek(key), undefined, 'nothing is served from the cache afterwards');
+  c.delay(0);
+  await c.cache.verify('tok-c', key);
+  t.equal(c.calls(), 2, 'the next request is validated again');
+});
+
+t.test('maxTtlSeconds 0: every request is validated (lru-cache reads a TTL of 0 as forever)', async (t) => {
+  const c = setup({ maxTtlSeconds: 0 });
+  const key = tokenKey('tok-d');
+  await c.cache.verify('tok-d', key);
+  t.equal(c.cache.peek(key), undefined, 'not reused in the same millisecond');
+  c.at(T0 + 3_600_000);
+  t.equal(c.cache.peek(key), undefined, 'nor an hour later');
+  await c.cache.verify('tok-d', key);
+  t.equal(c.calls(), 2);
+});
+
+t.test('a refusal lives negativeTtlSeconds; 0 means not reused', async (t) => {
+  const c = setup({ negativeTtlSeconds: 5 });
+  c.answer(() => { throw new InvalidToken('inactive'); });
+  const key = tokenKey('tok-e');
+  await t.rejects(c.cache.verify('tok-e', key), InvalidToken);
+  c.at(T0 + 4999);
+  t.throws(() => c.cache.peek(key), InvalidToken, 'the refusal is served within its TTL');
+  c.at(T0 + 5000);
+  t.equal(c.cache.peek(key), undefined, 'and not after');
+
+  const z = setup({ negativeTtlSeconds: 0 });
+  z.answer(() => { throw new InvalidToken('inactive'); });
+  await t.rejects(z.cache.verify('tok-f', tokenKey('tok-f')), InvalidToken);
+  t.equal(z.cache.peek(tokenKey('tok-f')), undefined, 'negativeTtlSeconds 0: not reused');
+});
+
+t.test('maxTtlSeconds bounds an entry whose token lives longer', async (t) => {
+  const c = setup({ maxTtlSeconds: 10 });
+  const key = tokenKey('tok-g');
+  await c.cache.verify('tok-g', key);
+  c.at(T0 + 9_999);
+  t.ok(c.cache.peek(key));
+  c.at(T0 + 10_000);
+  t.equal(c.cache.peek(key), undefined);
+});
