@@ -19,7 +19,7 @@ import {
   GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
-import { upstreamHeaders } from './headers.js';
+import { responseHeaders, upstreamHeaders } from './headers.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import { parseTarget, type Target } from './request/target.js';
@@ -257,27 +257,6 @@ function limitStream(limit: number): Transform {
       else callback(null, chunk);
     },
   });
-}
-
-/** Hop-by-hop headers of the upstream's response are the upstream's business, not the client's. */
-const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
-
-/**
- * The upstream's response headers less the hop-by-hop ones and those its `Connection` names: a
- * new object (deleting from undici's would cost more, and leave it slow for every later read).
- */
-function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
-  const connection = headers.connection;
-  // `keep-alive` and `close` name nothing but themselves: no list to split.
-  const named = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close'
-    ? connection.toLowerCase().split(',').map((name) => name.trim())
-    : undefined;
-  const out: Record<string, unknown> = {};
-  for (const name in headers) {
-    if (RESPONSE_HOP_BY_HOP.has(name) || (named !== undefined && named.includes(name))) continue;
-    out[name] = headers[name];
-  }
-  return out as H;
 }
 
 /** Error codes of a connection to the upstream that broke mid-way. */

@@ -1,7 +1,8 @@
 /**
  * Headers toward the upstream (SECURITY.md rule 6): hop-by-hop headers and what `Connection`
  * names are gone, client-sent forwarding and identity headers are replaced by the gateway's own,
- * method overrides and credentials the gateway did not check are removed.
+ * method overrides and credentials the gateway did not check are removed. And back toward the
+ * client: the upstream's hop-by-hop headers are not relayed.
  */
 import type { Principal } from './token/principal.js';
 
@@ -43,10 +44,18 @@ function scopeHeader(scopes: ReadonlySet<string>): string | null {
   return value;
 }
 
+/**
+ * The header names a `Connection` value lists, lower-cased; undefined when it lists none beyond
+ * the hop-by-hop headers every caller removes anyway (`keep-alive`, `close`, absent).
+ */
+function connectionNames(connection: unknown): string[] | undefined {
+  if (typeof connection !== 'string' || connection === 'keep-alive' || connection === 'close') return undefined;
+  return connection.toLowerCase().split(',').map((name) => name.trim());
+}
+
 /** The request headers for the upstream: a new object, what the client sent less what is removed. */
 export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardContext): Record<string, unknown> {
-  const connection = headers.connection;
-  const named = typeof connection === 'string' ? connection.toLowerCase().split(',').map((n) => n.trim()) : undefined;
+  const named = connectionNames(headers.connection);
   const out: Record<string, unknown> = {};
   for (const name in headers) {
     if (REMOVED.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-scopegate-')) continue;
@@ -66,4 +75,22 @@ export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardCo
     if (scopes !== null) out['x-scopegate-scopes'] = scopes;
   }
   return out;
+}
+
+/** Hop-by-hop headers of the upstream's response are the upstream's business, not the client's. */
+const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+
+/**
+ * The upstream's response headers for the client: a new object without the hop-by-hop headers
+ * and those the upstream's `Connection` names (deleting them from undici's object would cost
+ * more, and leave it slow for every later read).
+ */
+export function responseHeaders<H extends Record<string, unknown>>(headers: H): H {
+  const named = connectionNames(headers.connection);
+  const out: Record<string, unknown> = {};
+  for (const name in headers) {
+    if (RESPONSE_HOP_BY_HOP.has(name) || (named !== undefined && named.includes(name))) continue;
+    out[name] = headers[name];
+  }
+  return out as H;
 }
