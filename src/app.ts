@@ -115,7 +115,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
       clearTimeout(timer);
       runtime?.close();
       await shared?.close();
-      logging.flush();
+      await logging.flush();
     },
   };
 }

@@ -28,7 +28,8 @@ export interface AccessLine {
 export interface Logging {
   logger: Logger;
   access(line: AccessLine): void;
-  flush(): void;
+  /** Writes every pending line after any write in flight (so in order); resolves once out, or after 2 s. */
+  flush(): Promise<void>;
 }
 
 const INFO = 30;
@@ -43,9 +44,18 @@ export function createLogging(level: string, destination?: DestinationStream): L
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: ['authorization', 'headers.authorization', 'clientSecret'], censor: '[redacted]' },
   }, stream);
-  const flush = () => sink?.flushSync();
+  // Bounded: a stdout nobody reads must not hold the shutdown (the exit handler still tries).
+  const flush = () => new Promise<void>((resolve) => {
+    if (!sink) return resolve();
+    const timer = setTimeout(resolve, 2000);
+    timer.unref();
+    sink.flush(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
   // Lines still in memory are written when the process ends, however it ends.
-  if (sink) process.once('exit', flush);
+  if (sink) process.once('exit', () => sink.flushSync());
   const accessEnabled = pino.levels.values[level] !== undefined && pino.levels.values[level]! <= INFO;
   return {
     logger,

@@ -54,6 +54,17 @@ t.test('batches: what arrives while a batch is being written waits for the next 
   t.equal(read(), `${line.repeat(first)}late\n${line.repeat(10)}`, 'flush writes everything pending');
 });
 
+t.test('a flush during a write in flight waits for it: the lines stay in order', async (t) => {
+  const { fd, read } = target(t);
+  const sink = createLineSink(fd, 10_000);
+  const line = `${'b'.repeat(99)}\n`;
+  const first = Math.ceil(BATCH / line.length);
+  for (let i = 0; i < first; i++) sink.write(line);
+  sink.write('tail\n');
+  await flushed(sink);
+  t.equal(read(), `${line.repeat(first)}tail\n`, 'the batch in flight, then the tail');
+});
+
 t.test('the interval writes a partial batch', async (t) => {
   const { fd, read } = target(t);
   const sink = createLineSink(fd, 20);
