@@ -36,7 +36,9 @@ const INFO = 30;
 
 /** Creates the logger; `destination` lets tests capture every line. */
 export function createLogging(level: string, destination?: DestinationStream): Logging {
-  const sink = destination ? undefined : createLineSink(1);
+  const sink = destination ? undefined : createLineSink(1, {
+    droppedLine: (count) => `{"level":40,"time":"${new Date().toISOString()}","service":"scopegate","dropped":${count},"msg":"log lines dropped: stdout did not keep up"}\n`,
+  });
   const stream: DestinationStream = destination ?? sink!;
   const logger = pino({
     level,

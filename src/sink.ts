@@ -18,13 +18,32 @@ export interface LineSink {
 /** Batches of at least this many bytes are written as soon as the previous one is out. */
 const BATCH = 64 * 1024;
 
+/** Options of a sink. */
+export interface SinkOptions {
+  /** A partial batch is written after at most this long. */
+  intervalMs?: number;
+  /**
+   * Bytes kept waiting while stdout does not take them (a log reader that stalled): past this,
+   * lines are dropped and counted rather than held until memory runs out.
+   */
+  maxPendingBytes?: number;
+  /** The line that reports `count` dropped lines, written once stdout takes lines again. */
+  droppedLine?: (count: number) => string;
+}
+
+const defaultDroppedLine = (count: number) => `${JSON.stringify({ dropped: count, msg: 'log lines dropped: stdout did not keep up' })}\n`;
+
 /**
- * A sink on file descriptor `fd`, flushed at least every `intervalMs`. Each line is encoded into
- * the batch buffer as it is written: no string is kept alive until the batch goes.
+ * A sink on file descriptor `fd`. Each line is encoded into the batch buffer as it is written:
+ * no string is kept alive until the batch goes.
  */
-export function createLineSink(fd = 1, intervalMs = 50): LineSink {
+export function createLineSink(fd = 1, options: SinkOptions = {}): LineSink {
+  const intervalMs = options.intervalMs ?? 50;
+  const maxPendingBytes = options.maxPendingBytes ?? 64 * 1024 * 1024;
+  const droppedLine = options.droppedLine ?? defaultDroppedLine;
   let buffer: Buffer = Buffer.allocUnsafe(2 * BATCH);
   let used = 0;
+  let dropped = 0;
   // The buffer of the write in flight comes back here once it is out.
   let spare: Buffer | undefined;
   let writing = false;
@@ -61,12 +80,28 @@ export function createLineSink(fd = 1, intervalMs = 50): LineSink {
     });
   }
 
+  /** Encodes `line` at the end of the batch buffer, which grows to hold it. */
+  function append(line: string): void {
+    // At most 3 bytes of UTF-8 per UTF-16 code unit.
+    if (buffer.length - used < 3 * line.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(2 * buffer.length, used + 3 * line.length));
+      buffer.copy(bigger, 0, 0, used);
+      buffer = bigger;
+    }
+    used += buffer.write(line, used);
+  }
+
   function start(): void {
     const batch = buffer;
     const end = used;
     buffer = spare ?? Buffer.allocUnsafe(2 * BATCH);
     spare = undefined;
     used = 0;
+    // Where lines were dropped, the next batch says how many.
+    if (dropped > 0) {
+      append(droppedLine(dropped));
+      dropped = 0;
+    }
     writing = true;
     writeOut(batch, 0, end);
   }
@@ -77,13 +112,11 @@ export function createLineSink(fd = 1, intervalMs = 50): LineSink {
 
   return {
     write(line) {
-      // At most 3 bytes of UTF-8 per UTF-16 code unit; a batch that stdout is not taking grows.
-      if (buffer.length - used < 3 * line.length) {
-        const bigger = Buffer.allocUnsafe(Math.max(2 * buffer.length, used + 3 * line.length));
-        buffer.copy(bigger, 0, 0, used);
-        buffer = bigger;
+      if (used >= maxPendingBytes) {
+        dropped += 1;
+        return;
       }
-      used += buffer.write(line, used);
+      append(line);
       if (!writing && used >= BATCH) start();
     },
     flush(done) {
@@ -94,6 +127,10 @@ export function createLineSink(fd = 1, intervalMs = 50): LineSink {
       }
     },
     flushSync() {
+      if (dropped > 0) {
+        append(droppedLine(dropped));
+        dropped = 0;
+      }
       let offset = 0;
       while (offset < used) {
         try {
