@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -14,7 +13,7 @@ import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstr
 import {
   assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, sleep, startServer, until,
 } from '../gateway/support.js';
-import { send } from './support.js';
+import { listenStoppable, send } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const CLIENT_ID = 'scopegate-gw';
@@ -56,7 +55,6 @@ const healthy: Handler = (_req, res, form) => {
 };
 
 async function startFaultyAs(port = 0): Promise<FaultyAs> {
-  const sockets = new Set<Socket>();
   const as: FaultyAs = {
     endpoint: '', port: 0, calls: 0, inFlight: 0, maxInFlight: 0, abortedCalls: 0, lastSettledAt: 0, authorizations: [], handler: healthy,
     close: async () => undefined,
@@ -82,22 +80,11 @@ async function startFaultyAs(port = 0): Promise<FaultyAs> {
       as.handler(req, res, new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
     });
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
-  });
-  const { port: bound } = server.address() as AddressInfo;
+  const listening = await listenStoppable(server, port);
   Object.assign(as, {
-    port: bound,
-    endpoint: `http://127.0.0.1:${bound}/jans-auth/restv1/introspection`,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    port: listening.port,
+    endpoint: `http://127.0.0.1:${listening.port}/jans-auth/restv1/introspection`,
+    close: listening.close,
   });
   return as;
 }

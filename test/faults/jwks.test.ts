@@ -6,7 +6,6 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -24,7 +23,7 @@ async function until(check: () => boolean, timeoutMs: number, step: () => Promis
     await sleep(100);
   }
 }
-import { send } from './support.js';
+import { listenStoppable, send } from './support.js';
 
 const ISSUER = 'https://as.faults.test';
 const READ = 'https://jans.io/scim/users.read';
@@ -101,28 +100,17 @@ function answer(server: JwksServer, res: ServerResponse): void {
 }
 
 async function startJwks(keys: JWK[], port = 0): Promise<JwksServer> {
-  const sockets = new Set<Socket>();
   const jwks: JwksServer = { uri: '', port: 0, keys, mode: 'ok', fetches: 0, close: async () => undefined };
   const server: Server = createServer((req, res) => {
     jwks.fetches += 1;
     req.resume();
     answer(jwks, res);
   });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
-  });
+  const listening = await listenStoppable(server, port);
   Object.assign(jwks, {
-    port: (server.address() as AddressInfo).port,
-    uri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jans-auth/restv1/jwks`,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    port: listening.port,
+    uri: `http://127.0.0.1:${listening.port}/jans-auth/restv1/jwks`,
+    close: listening.close,
   });
   return jwks;
 }

@@ -1,9 +1,11 @@
 /**
  * Raw HTTP/1.1 exchanges for the fault tests: a response is complete only when its framing says
  * so (Content-Length reached, or the terminating chunk of a chunked body), never because the
- * connection closed. That is what tells a truncated response from a whole one. Not a test file.
+ * connection closed. That is what tells a truncated response from a whole one. And servers that
+ * can stop at once, as a crashed one would. Not a test file.
  */
-import { connect } from 'node:net';
+import type { Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { http11, parseResponse, type RawResponse } from '../helpers/raw.js';
 
 /** A response as read off the socket, with what its framing says about it. */
@@ -106,4 +108,27 @@ export function send(port: number, method: string, target: string, opts: { token
   if (opts.token !== undefined) headers.push(`Authorization: Bearer ${opts.token}`);
   if (opts.body !== undefined) headers.push('Content-Type: application/scim+json');
   return exchange(port, http11(method, target, headers, opts.body ?? ''), { timeoutMs: opts.timeoutMs ?? 10000 });
+}
+
+/**
+ * Listens with `server` on 127.0.0.1:`port` (0: any free port). Its `close` also ends the open
+ * connections, so that the server is gone at once, as a crashed one would be.
+ */
+export async function listenStoppable(server: Server, port = 0): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
 }

@@ -4,11 +4,11 @@
  * forwarding headers rewritten, client-sent copies of either removed.
  */
 import t, { type Test } from 'tap';
-import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import type { AuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest, type RawResponse } from '../helpers/raw.js';
-import { startRecordingUpstream, type Recorded, type RecordingUpstream } from '../helpers/upstream.js';
-import { answerWithLength, assertDenied, BARE_CHALLENGE, INVALID_REQUEST, INVALID_TOKEN, tokenConfig } from './support.js';
+import type { Recorded, RecordingUpstream } from '../helpers/upstream.js';
+import { assertDenied, BARE_CHALLENGE, type GatewayStack, INVALID_REQUEST, INVALID_TOKEN, startGatewayStack, tokenConfig } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const WRITE = 'https://jans.io/scim/users.write';
@@ -17,20 +17,15 @@ const USERS = `${B}/Users`;
 let auth: AuthServer;
 let up: RecordingUpstream;
 let gw: TestGateway;
+let stack: GatewayStack | undefined;
 let token: string;
 let jwt: string;
 
 t.before(async () => {
-  auth = await startAuthServer();
-  up = answerWithLength(await startRecordingUpstream());
-  gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  ({ auth, up, gw } = stack = await startGatewayStack());
   [token, jwt] = await Promise.all([auth.issueToken([READ, WRITE]), auth.issueToken([READ], { jwt: true })]);
 });
-t.teardown(async () => {
-  await gw?.close();
-  await up?.close();
-  await auth?.close();
-});
+t.teardown(() => stack?.close());
 
 /** GET B/Users with exactly these header lines, on `port` (the main gateway by default). */
 function get(headers: string[], target = USERS, port = gw.port): Promise<RawResponse> {

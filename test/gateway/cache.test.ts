@@ -5,11 +5,11 @@
  * server are never kept.
  */
 import t from 'tap';
-import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import type { AuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import type { RecordingUpstream } from '../helpers/upstream.js';
 import {
-  answerWithLength, assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, readText, send, sleep, startServer, tokenConfig,
+  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, readText, send, sleep, startGatewayStack, startServer, tokenConfig,
 } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -18,17 +18,12 @@ const USERS = `${B}/Users`;
 let auth: AuthServer;
 let up: RecordingUpstream;
 let gw: TestGateway;
+let stack: GatewayStack | undefined;
 
 t.before(async () => {
-  auth = await startAuthServer();
-  up = answerWithLength(await startRecordingUpstream());
-  gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  ({ auth, up, gw } = stack = await startGatewayStack());
 });
-t.teardown(async () => {
-  await gw?.close();
-  await up?.close();
-  await auth?.close();
-});
+t.teardown(() => stack?.close());
 
 t.test('50 concurrent first requests: one introspection; a second burst: none', async (t) => {
   const token = await auth.issueToken([READ]);

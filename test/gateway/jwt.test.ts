@@ -8,11 +8,11 @@
 import { createPrivateKey, randomUUID, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { decodeProtectedHeader, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import type { AuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
+import type { RecordingUpstream } from '../helpers/upstream.js';
 import {
-  answerWithLength, assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, send, sleep, startServer, tokenConfig,
+  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, send, sleep, startGatewayStack, startServer,
 } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -22,22 +22,17 @@ const COOLDOWN_MS = 1000;
 let auth: AuthServer;
 let up: RecordingUpstream;
 let gw: TestGateway;
+let stack: GatewayStack | undefined;
 let realKey: CryptoKey;
 let realJwk: JWK;
 let kid: string;
 
 t.before(async () => {
-  auth = await startAuthServer();
-  up = answerWithLength(await startRecordingUpstream());
-  gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth, { jwt: { cooldownSeconds: COOLDOWN_MS / 1000 } }) });
+  ({ auth, up, gw } = stack = await startGatewayStack({ jwt: { cooldownSeconds: COOLDOWN_MS / 1000 } }));
   ({ privateJwk: realJwk, kid } = await auth.signingKey());
   realKey = (await importJWK(realJwk, 'RS256')) as CryptoKey;
 });
-t.teardown(async () => {
-  await gw?.close();
-  await up?.close();
-  await auth?.close();
-});
+t.teardown(() => stack?.close());
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 const nowSeconds = () => Math.floor(Date.now() / 1000);

@@ -5,11 +5,11 @@
  */
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { accessLines, B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import type { AuthServer } from '../../src/demo/auth-server.js';
+import { accessLines, B, type TestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest } from '../helpers/raw.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
-import { answerWithLength, tokenConfig, until } from './support.js';
+import type { RecordingUpstream } from '../helpers/upstream.js';
+import { type GatewayStack, startGatewayStack, until } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const GROUPS_READ = 'https://jans.io/scim/groups.read';
@@ -18,17 +18,12 @@ const FIELDS = ['method', 'path', 'operation', 'status', 'decision', 'reason', '
 let auth: AuthServer;
 let up: RecordingUpstream;
 let gw: TestGateway;
+let stack: GatewayStack | undefined;
 
 t.before(async () => {
-  auth = await startAuthServer();
-  up = answerWithLength(await startRecordingUpstream());
-  gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  ({ auth, up, gw } = stack = await startGatewayStack());
 });
-t.teardown(async () => {
-  await gw?.close();
-  await up?.close();
-  await auth?.close();
-});
+t.teardown(() => stack?.close());
 
 const fingerprint = (token: string) => createHash('sha256').update(token).digest('base64url').slice(0, 12);
 

@@ -5,11 +5,11 @@
  * is a bare 401; the five discovery operations are public.
  */
 import t from 'tap';
-import { SCIM_SCOPES, startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { SCIM_SCOPES, type AuthServer } from '../../src/demo/auth-server.js';
 import { operationsFrom, readOpenApiFile, type Operation } from '../../src/scopes/openapi.js';
-import { B, SHARED_OPENAPI, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
-import { answerWithLength, assertDenied, BARE_CHALLENGE, insufficientScope, send, tokenConfig } from './support.js';
+import { B, SHARED_OPENAPI, type TestGateway } from '../helpers/gateway.js';
+import type { RecordingUpstream } from '../helpers/upstream.js';
+import { assertDenied, BARE_CHALLENGE, type GatewayStack, insufficientScope, send, startGatewayStack } from './support.js';
 
 const operations: readonly Operation[] = operationsFrom(readOpenApiFile(SHARED_OPENAPI));
 const S = (name: string) => `https://jans.io/scim/${name}`;
@@ -89,6 +89,7 @@ t.test('every operation, opaque and JWT tokens', async (t) => {
   let auth: AuthServer;
   let up: RecordingUpstream;
   let gw: TestGateway;
+  let stack: GatewayStack | undefined;
   const tokens = new Map<string, string>();
   const tokenOf = (mode: Mode, scopes: readonly string[]): string => {
     const token = tokens.get(`${mode} ${scopes.join(' ')}`);
@@ -97,20 +98,14 @@ t.test('every operation, opaque and JWT tokens', async (t) => {
   };
 
   t.before(async () => {
-    auth = await startAuthServer();
-    up = answerWithLength(await startRecordingUpstream());
-    gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+    ({ auth, up, gw } = stack = await startGatewayStack());
     // One token per scope set and mode, issued once for the whole file.
     const sets: string[][] = [...SCIM_SCOPES.map((s) => [s]), BULK_SCOPES];
     await Promise.all(MODES.flatMap((mode) => sets.map(async (scopes) => {
       tokens.set(`${mode} ${scopes.join(' ')}`, await auth.issueToken(scopes, { jwt: mode === 'jwt' }));
     })));
   });
-  t.teardown(async () => {
-    await gw?.close();
-    await up?.close();
-    await auth?.close();
-  });
+  t.teardown(() => stack?.close());
 
   t.test('tokens are of the kind they claim', async (t) => {
     for (const scope of SCIM_SCOPES) {

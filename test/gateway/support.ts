@@ -1,14 +1,15 @@
 /**
- * Shared pieces of the gateway tests: raw requests, the SCIM error and challenge assertions that
- * every denial makes, a port nobody listens on, and the token config of a real authorization
- * server. Not a test file itself (tap runs only *.test.ts).
+ * Shared pieces of the gateway tests: the stack most of them run against, raw requests, the SCIM
+ * error and challenge assertions that every denial makes, a port nobody listens on, and the token
+ * config of a real authorization server. Not a test file itself (tap runs only *.test.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Test } from 'tap';
-import type { AuthServer } from '../../src/demo/auth-server.js';
+import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest, type RawResponse } from '../helpers/raw.js';
-import type { RecordingUpstream } from '../helpers/upstream.js';
+import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 
 /** The SCIM error schema URN (RFC 7644 section 3.12). */
 export const SCIM_ERROR = 'urn:ietf:params:scim:api:messages:2.0:Error';
@@ -100,6 +101,32 @@ export function tokenConfig(auth: AuthServer, extra: { introspection?: Record<st
     introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret, ...extra.introspection },
     jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer, ...extra.jwt },
     ...(extra.cache ? { cache: extra.cache } : {}),
+  };
+}
+
+/** The stack most gateway tests run against. */
+export interface GatewayStack {
+  auth: AuthServer;
+  up: RecordingUpstream;
+  gw: TestGateway;
+  close(): Promise<void>;
+}
+
+/**
+ * The real authorization server, a recording upstream answering with a Content-Length, and a
+ * gateway in front of it validating tokens with that server (`extra` as in tokenConfig).
+ */
+export async function startGatewayStack(extra: Parameters<typeof tokenConfig>[1] = {}): Promise<GatewayStack> {
+  const auth = await startAuthServer();
+  const up = answerWithLength(await startRecordingUpstream());
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth, extra) });
+  return {
+    auth, up, gw,
+    async close() {
+      await gw.close();
+      await up.close();
+      await auth.close();
+    },
   };
 }
 
