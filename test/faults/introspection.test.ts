@@ -100,6 +100,19 @@ function introspectionConfig(endpoint: string, upstream: RecordingUpstream, extr
   };
 }
 
+/** A faulty AS, a recording upstream and a gateway validating with that AS, all stopped with `t`. */
+async function faultStack(t: Test, extra: Parameters<typeof introspectionConfig>[2] = {}): Promise<{ as: FaultyAs; upstream: RecordingUpstream; gw: TestGateway }> {
+  const as = await startFaultyAs();
+  const upstream = await startRecordingUpstream();
+  const gw = await startTestGateway(introspectionConfig(as.endpoint, upstream, extra));
+  t.teardown(async () => {
+    await gw.close();
+    await upstream.close();
+    await as.close();
+  });
+  return { as, upstream, gw };
+}
+
 function goodToken(): string {
   return `good-${randomBytes(18).toString('base64url')}`;
 }
@@ -205,14 +218,7 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
 
   for (const fault of faults) {
     t.test(fault.name, async (t) => {
-      const as = await startFaultyAs();
-      const upstream = await startRecordingUpstream();
-      const gw = await startTestGateway(introspectionConfig(as.endpoint, upstream));
-      t.teardown(async () => {
-        await gw.close();
-        await upstream.close();
-        await as.close();
-      });
+      const { as, upstream, gw } = await faultStack(t);
       const token = goodToken();
       as.handler = fault.handler ?? healthy;
       const res = await send(gw.port, 'GET', `${B}/Users`, { token });
@@ -255,14 +261,7 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
   t.test('an inactive answer is cached, a failure in between does not poison it', async (t) => {
     // The control for "not cached": the negative cache does work, so the fault tests above
     // really show that failures bypass it.
-    const as = await startFaultyAs();
-    const upstream = await startRecordingUpstream();
-    const gw = await startTestGateway(introspectionConfig(as.endpoint, upstream));
-    t.teardown(async () => {
-      await gw.close();
-      await upstream.close();
-      await as.close();
-    });
+    const { as, upstream, gw } = await faultStack(t);
     const bad = `bad-${randomBytes(12).toString('base64url')}`;
     const first = await send(gw.port, 'GET', `${B}/Users`, { token: bad });
     assertDenied(t, first, 401, INVALID_TOKEN, upstream);
@@ -274,14 +273,7 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
 });
 
 t.test('circuit breaker: fails fast while open, one probe after the cool-down', async (t) => {
-  const as = await startFaultyAs();
-  const upstream = await startRecordingUpstream();
-  const gw = await startTestGateway(introspectionConfig(as.endpoint, upstream));
-  t.teardown(async () => {
-    await gw.close();
-    await upstream.close();
-    await as.close();
-  });
+  const { as, upstream, gw } = await faultStack(t);
   as.handler = status(500, '{"error":"server_error"}');
   const failed: string[] = [];
   let openedAt = 0;
@@ -333,15 +325,8 @@ t.test('circuit breaker: fails fast while open, one probe after the cool-down', 
 });
 
 t.test('flood of random tokens: maxConcurrent bounds the calls, the negative cache absorbs repeats', async (t) => {
-  const as = await startFaultyAs();
-  const upstream = await startRecordingUpstream();
   const maxConcurrent = 16;
-  const gw = await startTestGateway(introspectionConfig(as.endpoint, upstream, { introspection: { maxConcurrent, timeoutMs: 30000 } }));
-  t.teardown(async () => {
-    await gw.close();
-    await upstream.close();
-    await as.close();
-  });
+  const { as, upstream, gw } = await faultStack(t, { introspection: { maxConcurrent, timeoutMs: 30000 } });
   // Hold every call until the flood has been answered, so the bound is what is measured, not
   // how fast the server happens to be.
   const held: Array<() => void> = [];
