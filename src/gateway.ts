@@ -363,7 +363,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
   // Label children bound once per label set, found without building a key string: by
   // operation id, then by status, allowed and denied apart.
   const requestChildren = { allow: new Map<string, Map<number, { inc(): void }>>(), deny: new Map<string, Map<number, { inc(): void }>>() };
-  const durations = { allow: metrics.duration.labels({ decision: 'allow' }), deny: metrics.duration.labels({ decision: 'deny' }) };
+  const durations = { allow: metrics.duration.cell({ decision: 'allow' }), deny: metrics.duration.cell({ decision: 'deny' }) };
   return function onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const d = request.decision;
     if (d) {
@@ -375,7 +375,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
       if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
       let child = byStatus.get(status);
       if (!child) {
-        child = metrics.requests.labels({ operation, decision, status: String(status) });
+        child = metrics.requests.cell({ operation, decision, status: String(status) });
         byStatus.set(status, child);
       }
       child.inc();
@@ -396,7 +396,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
   const { metrics } = options;
   app.decorateRequest('decision', null);
-  const counters: Counters = { cacheHit: metrics.cache.labels({ result: 'hit' }), cacheMiss: metrics.cache.labels({ result: 'miss' }) };
+  const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
 
   // Callback style with a synchronous path: a request whose token is in the cache is decided
   // without a promise.
