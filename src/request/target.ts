@@ -24,6 +24,11 @@ const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const PATH_CHAR = table(/[A-Za-z0-9\-._~!$&'()*+,=:@]/);
 const QUERY_CHAR = table(/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]/);
 const HEX = /^[0-9A-Fa-f]{2}$/;
+// The same classes, `/` added to the path's and `%` left out of both: most targets are only these,
+// and a regular expression decides that several times faster than a loop (the loop then names
+// the problem, or checks the percent-encoding, for the rest).
+const PLAIN_PATH = /^[A-Za-z0-9\-._~!$&'()*+,=:@/]*$/;
+const PLAIN_QUERY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*$/;
 
 function table(re: RegExp): boolean[] {
   return Array.from({ length: 128 }, (_, i) => re.test(String.fromCharCode(i)));
@@ -50,19 +55,34 @@ function refusedEncoded(byte: number): string | undefined {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * The first problem of a segment of `path`, walked in place (no split: this runs on every
+ * request): an empty segment except the one trailing slash (RESTEasy strips it), a dot segment,
+ * or a dot-like one (`...`, `..a`, `a..`: not dot segments to RFC 3986, but a decoder or
+ * normaliser that looks for `/..` or `../` (reply-from does) would read them as one).
+ */
+function checkSegments(path: string): string | undefined {
+  const DOT = 0x2e;
+  for (let start = 1; ;) {
+    const slash = path.indexOf('/', start);
+    const end = slash === -1 ? path.length : slash;
+    const length = end - start;
+    if (length === 0 && slash !== -1) return 'empty path segment (//)';
+    if (length > 0 && length <= 2 && path.charCodeAt(start) === DOT && (length === 1 || path.charCodeAt(start + 1) === DOT)) return 'dot segment';
+    if (length >= 2 && ((path.charCodeAt(start) === DOT && path.charCodeAt(start + 1) === DOT) || (path.charCodeAt(end - 1) === DOT && path.charCodeAt(end - 2) === DOT))) {
+      return 'dot-like segment';
+    }
+    if (slash === -1) return undefined;
+    start = slash + 1;
+  }
+}
+
 /** Checks the path: pchar only, canonical percent-encoding, no dot or empty segments. */
 function checkPath(path: string): string | undefined {
   if (path.charCodeAt(0) !== 0x2f) return 'path must start with /';
-  const segments = path.slice(1).split('/');
-  for (let i = 0; i < segments.length; i++) {
-    const segment = segments[i]!;
-    // An empty segment is refused except as the one trailing slash (RESTEasy strips it).
-    if (segment === '' && i < segments.length - 1) return 'empty path segment (//)';
-    if (segment === '.' || segment === '..') return 'dot segment';
-    // `...`, `..a`, `a..`: not dot segments to RFC 3986, but a decoder or normaliser that looks
-    // for `/..` or `../` (reply-from does) would read them as one.
-    if (segment.startsWith('..') || segment.endsWith('..')) return 'dot-like segment';
-  }
+  const segmentProblem = checkSegments(path);
+  if (segmentProblem) return segmentProblem;
+  if (PLAIN_PATH.test(path)) return undefined;
   for (let i = 1; i < path.length; i++) {
     const c = path.charCodeAt(i);
     if (c === 0x2f) continue;
@@ -101,6 +121,7 @@ function checkPath(path: string): string | undefined {
 
 /** Checks the query: RFC 3986 query characters and well-formed percent-encoding, nothing decoded. */
 function checkQuery(query: string): string | undefined {
+  if (PLAIN_QUERY.test(query)) return undefined;
   for (let i = 0; i < query.length; i++) {
     const c = query.charCodeAt(i);
     if (c === 0x25) {
