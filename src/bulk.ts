@@ -35,16 +35,48 @@ export function isBulk(operation: Operation): boolean {
   return operation.method === 'POST' && operation.path.endsWith('/Bulk');
 }
 
-/** Reads a request body into memory, refusing it past `limit` bytes (413). */
-export async function readBody(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new PayloadTooLarge(`Bulk body over ${limit} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, size);
+/**
+ * Reads a request body into memory, refusing it past `limit` bytes (413). On refusal the stream
+ * is paused, not destroyed, so that the 413 can still be written on its connection (which the
+ * error path then closes), and a client that goes away mid-body is an error, never a short body.
+ */
+export function readBody(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = () => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        finish();
+        stream.pause();
+        reject(new PayloadTooLarge(`body over ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      finish();
+      resolve(Buffer.concat(chunks, size));
+    };
+    const onError = (error: Error) => {
+      finish();
+      reject(error);
+    };
+    const onClose = () => {
+      finish();
+      reject(new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete'));
+    };
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

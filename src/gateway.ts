@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import proxy from '@fastify/http-proxy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
@@ -45,6 +45,8 @@ export interface Decision {
   token?: string;
   required?: readonly string[];
   bulk?: BulkSummary;
+  /** The length of a body read whole before forwarding (one sent chunked): sent as Content-Length. */
+  bodyLength?: number;
 }
 
 declare module 'fastify' {
@@ -265,18 +267,6 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
   return buffer;
 }
 
-/** Counts a streamed body against the limit; the upstream request is aborted past it. */
-function limitStream(limit: number): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      seen += chunk.length;
-      if (seen > limit) callback(new PayloadTooLarge(`streamed body over ${limit} bytes`));
-      else callback(null, chunk);
-    },
-  });
-}
-
 /** Error codes of a connection to the upstream that broke mid-way. */
 const UPSTREAM_BROKEN = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
@@ -345,6 +335,7 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: Record<string, 
     identityHeaders: upstream.identityHeaders,
   });
   d.token = undefined;
+  if (d.bodyLength !== undefined) forwarded['content-length'] = String(d.bodyLength);
   return forwarded;
 }
 
@@ -405,6 +396,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
+      bodyLength: undefined,
     };
     request.decision = decision;
     let pending: Promise<void> | undefined;
@@ -460,18 +452,46 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
       if (request.headers.expect !== undefined && /100-continue/i.test(request.headers.expect)) reply.raw.writeContinue();
       const body = request.body;
+      const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
+      // A body without a declared length (chunked) is read whole, within the limit, before
+      // anything goes upstream: past the limit the upstream must get nothing at all, not a
+      // request cut off mid-body whose first JSON value it may already have acted on.
+      if (!bulk && request.headers['content-length'] === undefined && request.headers['transfer-encoding'] !== undefined) {
+        return forwardChunked(request, reply, d, body);
+      }
       if (body === undefined || body === null) {
-        if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) return forwardBulk(request, reply, d, undefined);
+        if (bulk) return forwardBulk(request, reply, d, undefined);
         return reply.from(d.target!.path, fromOptions);
       }
       // Every content type is parsed as a pass-through stream (above): anything else here
       // would be a body the checks never saw.
       if (typeof (body as { pipe?: unknown }).pipe !== 'function') return reply.send(new InternalError('request body is not a stream'));
-      if (config.bulk.checkOperations && d.operation && isBulk(d.operation)) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
-      if (request.headers['content-length'] === undefined) request.body = (body as NodeJS.ReadableStream).pipe(limitStream(config.limits.bodyBytes));
+      if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
+      // A declared length is within the limit (checked before the body) and Node's parser
+      // holds the body to it: streamed as it comes.
       return reply.from(d.target!.path, fromOptions);
     },
   });
+
+  /**
+   * A chunked body: read whole (bounded by limits.bodyBytes, 413 past it), then forwarded with
+   * its Content-Length. A body Fastify does not hand over for the method (GET, HEAD, DELETE
+   * without a media type) is read the same way, for the limit, and not forwarded, as before.
+   */
+  function forwardChunked(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): FastifyReply {
+    const stream = (body ?? request.raw) as NodeJS.ReadableStream;
+    readBody(stream, d.runtime.config.limits.bodyBytes).then(
+      (buffer) => {
+        if (body !== undefined && body !== null) {
+          d.bodyLength = buffer.length;
+          request.body = Readable.from([buffer], { objectMode: false });
+        }
+        return reply.from(d.target!.path, fromOptions);
+      },
+      (error: unknown) => reply.send(error),
+    );
+    return reply;
+  }
 
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
   function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
