@@ -124,6 +124,13 @@ export class UnsupportedMediaType extends GatewayError {
   readonly detail = 'The request body must be application/scim+json or application/json';
 }
 
+/** An `Expect` other than 100-continue (RFC 9110 section 10.1.1). */
+export class ExpectationFailed extends GatewayError {
+  readonly code = 'expectation_failed';
+  readonly statusCode = 417;
+  readonly detail = 'The only expectation supported is 100-continue';
+}
+
 /** The request-target exceeds `limits.targetBytes`. */
 export class TargetTooLong extends GatewayError {
   readonly code = 'uri_too_long';

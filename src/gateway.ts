@@ -17,7 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
 import {
-  GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  ExpectationFailed, GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { responseHeaders, upstreamHeaders } from './headers.js';
@@ -116,12 +116,20 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
   };
 }
 
+// The Host header: an RFC 3986 authority without userinfo, as Jetty's HostPort accepts it. Its
+// value goes on as X-Forwarded-Host, which Jetty's forwarded module trusts: a value Jetty would
+// refuse as a Host (a path, a `#`, a space) must not reach it by that way either.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]*)(?::(\d{0,5}))?$/;
+
 /**
  * Node's parser already refuses TE with CL, duplicate CL and obs-fold (F01-F04). What it lets by:
  * a coding list ending in `chunked` (`gzip, chunked`) or several Transfer-Encoding headers (the
- * gateway would re-frame such a body and drop the other coding), and a second Host header.
+ * gateway would re-frame such a body and drop the other coding), a second Host header, a Host
+ * that is not an authority, and (the server does not require it, so that the refusal is a SCIM
+ * error) an HTTP/1.1 request without Host.
  */
-function checkFraming(rawHeaders: readonly string[]): void {
+function checkFraming(raw: IncomingMessage): void {
+  const rawHeaders = raw.rawHeaders;
   let codings = 0;
   let hosts = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -130,6 +138,8 @@ function checkFraming(rawHeaders: readonly string[]): void {
       // Node keeps the first of two Host headers; Jetty refuses them (400): so does the gateway.
       hosts += 1;
       if (hosts > 1) throw new InvalidRequest('more than one Host header', 'The request has more than one Host header');
+      const port = HOST.exec(rawHeaders[i + 1]!);
+      if (!port || (port[1] !== undefined && port[1] !== '' && Number(port[1]) > 65535)) throw new InvalidRequest('Host is not a host[:port]', 'The Host header is malformed');
       continue;
     }
     if (name.length !== 17 || name.toLowerCase() !== 'transfer-encoding') continue;
@@ -138,6 +148,20 @@ function checkFraming(rawHeaders: readonly string[]): void {
       throw new InvalidRequest('Transfer-Encoding other than one plain chunked', 'The request framing is ambiguous');
     }
   }
+  if (hosts === 0 && raw.httpVersionMinor >= 1) throw new InvalidRequest('HTTP/1.1 without Host', 'The request has no Host header');
+}
+
+// Node's own test for the expectation it answers with 100 Continue.
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
+
+/** More than one Authorization header, whatever they hold. */
+function repeatedAuthorization(rawHeaders: readonly string[]): boolean {
+  let seen = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization' && ++seen > 1) return true;
+  }
+  return false;
 }
 
 /** A declared body over the limit is refused before a byte of it is read. */
@@ -165,7 +189,7 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   decision.target = target;
   // Only HTTP/1.x is served here: reply-from would take an `HTTP/2.0` request line for an h2 source.
   if (raw.httpVersionMajor !== 1) throw new InvalidRequest(`HTTP/${raw.httpVersion} on an HTTP/1 listener`, 'Unsupported HTTP version');
-  checkFraming(raw.rawHeaders);
+  checkFraming(raw);
   const method = raw.method ?? '';
   if (method === 'OPTIONS') {
     // Answered here, never forwarded, and never an authorisation of anything else (M03).
@@ -179,7 +203,11 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   if (match.kind === 'method') throw new MethodNotAllowed(match.allow);
   const operation = match.operation;
   decision.operation = operation;
+  const expect = raw.headers.expect;
+  if (expect !== undefined && !CONTINUE.test(expect)) throw new ExpectationFailed(`Expect: ${expect.slice(0, 64)}`);
   if (operation.public) {
+    // Not read on a public operation, but two credentials are ambiguous wherever they are sent.
+    if (repeatedAuthorization(raw.rawHeaders)) throw new InvalidBearerRequest('more than one Authorization header', 400);
     checkLength(raw.headers['content-length'], config.limits.bodyBytes);
     decision.allowed = true;
     decision.reason = 'public';
@@ -289,6 +317,8 @@ function toGatewayError(error: unknown): GatewayError {
     return new UpstreamUnavailable(`upstream failed (${why})`, 'other');
   }
   if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new PayloadTooLarge('body over the limit');
+  // Every media type is accepted as a stream: Fastify refuses only one it cannot parse (`;;;`).
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new InvalidRequest('malformed Content-Type', 'The Content-Type header is malformed');
   // The forwarder's own path checks (reply-from, http-proxy) refuse with a bare 400: a target our
   // grammar let by but they would not forward is refused, never a 500.
   if (err.statusCode === 400) return new InvalidTarget(`refused by the forwarder: ${err.message ?? ''}`);
@@ -450,7 +480,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       const d = request.decision!;
       const { config } = d.runtime;
       fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
-      if (request.headers.expect !== undefined && /100-continue/i.test(request.headers.expect)) reply.raw.writeContinue();
+      if (request.headers.expect !== undefined && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
       const body = request.body;
       const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
       // A body without a declared length (chunked) is read whole, within the limit, before

@@ -14,9 +14,24 @@ const REMOVED = new Set([
   // forwarding headers Jetty's ForwardedRequestCustomizer trusts (SECURITY.md 0.2)
   'forwarded', 'x-real-ip', 'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url',
   // method overrides: the method authorised is the method forwarded
-  'x-http-method-override', 'x-http-method', 'x-method-override',
+  'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method',
+  // identities and client certificates other proxies assert (jans reads none of them, but a
+  // custom script or a later hop might): only the gateway names who is calling
+  'remote-user', 'x-remote-user', 'x-authenticated-user', 'x-authenticated-userid', 'x-proxy-user', 'x-user', 'x-userinfo',
+  'x-client-cert', 'x-ssl-cert', 'x-ssl-client-cert', 'ssl_client_cert', 'ssl-client-cert', 'x-client-verify', 'x-ssl-client-verify',
+  'x-client-dn', 'x-ssl-client-dn', 'x-ssl-client-s-dn', 'front-end-https', 'x-url-scheme',
+  'x-oauth-client-id', 'x-oauth-expiration', 'x-authenticated-scope', 'x-authenticated-scopes',
   'authorization',
 ]);
+
+/** Removed by prefix: forwarding headers, the gateway's own, and identity families (jans scripts' `X-Scim-*`, Kong's `X-Consumer-*`, oauth2-proxy's `X-Auth-Request-*`). */
+const REMOVED_PREFIXES = ['x-forwarded-', 'x-scopegate-', 'x-scim-', 'x-consumer-', 'x-auth-request-'];
+
+function removedByPrefix(name: string): boolean {
+  if (name.charCodeAt(0) !== 0x78 || name.charCodeAt(1) !== 0x2d) return false;
+  for (let i = 0; i < REMOVED_PREFIXES.length; i++) if (name.startsWith(REMOVED_PREFIXES[i]!)) return true;
+  return false;
+}
 
 /** What the gateway adds after a decision. */
 export interface ForwardContext {
@@ -58,7 +73,7 @@ export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardCo
   const named = connectionNames(headers.connection);
   const out: Record<string, unknown> = {};
   for (const name in headers) {
-    if (REMOVED.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-scopegate-')) continue;
+    if (REMOVED.has(name) || removedByPrefix(name)) continue;
     if (named !== undefined && named.includes(name)) continue;
     out[name] = headers[name];
   }

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
-import { InvalidRequest, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
+import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import { createRewriteUrl, gateway } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -41,6 +41,17 @@ class HeaderTooLarge extends GatewayError {
   readonly detail = 'The request header block is too large';
 }
 
+/** Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer. */
+function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
+  const body = scimErrorBody(error);
+  socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  options.metrics.requests.inc({ operation: 'none', decision: 'deny', status: String(error.statusCode) });
+  options.access({
+    reqId: randomUUID(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
+    reason, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
+  });
+}
+
 /**
  * Answers a request the HTTP parser refused, on the raw socket, as a SCIM error, and counts it
  * like any other answer of the proxy port (metrics and an access line).
@@ -55,18 +66,12 @@ function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoE
     const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
         : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
-    const body = scimErrorBody(gatewayError);
-    socket.end(`HTTP/1.1 ${gatewayError.statusCode} ${STATUS_CODES[gatewayError.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    options.metrics.requests.inc({ operation: 'none', decision: 'deny', status: String(gatewayError.statusCode) });
-    options.access({
-      reqId: randomUUID(), method: undefined, path: '(unparsed)', operation: null, status: gatewayError.statusCode, decision: 'deny',
-      reason: `refused by the HTTP parser: ${gatewayError.reason}`, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
-    });
+    answerOnSocket(socket, gatewayError, options, undefined, `refused by the HTTP parser: ${gatewayError.reason}`);
   };
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
-function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, onClientError: (error: NodeJS.ErrnoException, socket: Socket) => void): Server {
+function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions): Server {
   const options = {
     maxHeaderSize: config.limits.headerBytes,
     requestTimeout: config.limits.requestTimeoutMs,
@@ -77,6 +82,8 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
     // Node's strict parser stays on (SECURITY.md F01-F04): never insecureHTTPParser.
     insecureHTTPParser: false,
     joinDuplicateHeaders: false,
+    // A missing Host is refused by the steps (a SCIM 400 in the access log), not by Node's bare 400.
+    requireHostHeader: false,
   };
   const server = config.listen.tls
     ? createHttpsServer({ ...options, cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) }, handler)
@@ -84,7 +91,15 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);
-  server.on('clientError', onClientError);
+  // Any other expectation: to the steps too, which answer 417 in their order (not Node's bare 417
+  // before the table is consulted).
+  server.on('checkExpectation', handler);
+  server.on('clientError', createClientErrorHandler(serverOptions));
+  // CONNECT (authority-form) never reaches the request handler: without this listener Node would
+  // close the connection without a word.
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    answerOnSocket(socket, new InvalidTarget('CONNECT (authority-form request-target)'), serverOptions, 'CONNECT', 'CONNECT is not served');
+  });
   return server as Server;
 }
 
@@ -113,7 +128,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     },
   });
   const proxy = Fastify({
-    serverFactory: (handler) => createProxyServer(config, handler, createClientErrorHandler(options)),
+    serverFactory: (handler) => createProxyServer(config, handler, options),
     loggerInstance: options.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: createRequestIds(),

@@ -60,7 +60,9 @@ export function isCompactJws(token: string): boolean {
  * in the query would also reach the upstream and its logs.
  */
 export function queryHasToken(query: string | undefined): boolean {
-  if (query === undefined || !/access(_|%5f)token/i.test(query)) return false;
+  // Only a query that names it as written or holds a percent-encoding (`%61ccess_token`) needs
+  // its names decoded.
+  if (query === undefined || (!query.includes('access_token') && !query.includes('%'))) return false;
   for (const pair of query.split('&')) {
     const name = pair.split('=', 1)[0]!;
     let decoded = name;

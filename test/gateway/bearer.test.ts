@@ -96,6 +96,12 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
     assertDenied(t, await get(['Authorization: Basic dXNlcjpwYXNz', `authorization: Bearer ${token}`]), 400, INVALID_REQUEST, up);
   });
 
+  t.test('two Authorization headers on a public operation: 400 too (never read there, but ambiguous)', async (t) => {
+    assertDenied(t, await get(['Authorization: Bearer a', 'Authorization: Bearer b'], `${B}/Schemas`), 400, INVALID_REQUEST, up);
+    assertDenied(t, await get([`Authorization: Bearer ${token}`, 'Authorization: Basic dXNlcjpwYXNz'], `${B}/ServiceProviderConfig`), 400, INVALID_REQUEST, up);
+    assertForwarded(t, await get(['Authorization: Bearer a'], `${B}/Schemas`), undefined);
+  });
+
   t.test('a token in the query and no header: 401', async (t) => {
     assertDenied(t, await get([], `${USERS}?access_token=${token}`), 401, BARE_CHALLENGE, up);
   });
@@ -103,7 +109,9 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
   // SECURITY.md rule 5: "a token in the query or the body too: 400/401" (RFC 6750 section 2:
   // a client MUST NOT use more than one method to transmit the token).
   t.test('a token in the query as well as the header: refused', async (t) => {
-    for (const query of [`access_token=${token}`, `count=1&access_token=${token}`, 'access_token=other']) {
+    // The name percent-encoded anywhere is the same parameter to a server that decodes it.
+    for (const query of [`access_token=${token}`, `count=1&access_token=${token}`, 'access_token=other', `%61ccess_token=${token}`,
+      `access_to%6Ben=${token}`, `count=1&%61ccess%5Ftoken=${token}`, `access%5ftoken=${token}`]) {
       const res = await get([`Authorization: Bearer ${token}`], `${USERS}?${query}`);
       assertDenied(t, res, res.status === 401 ? 401 : 400, INVALID_REQUEST, up);
     }
@@ -175,7 +183,12 @@ t.test('forwarding and override headers sent by the client are replaced or remov
     'X-Forwarded-For: 6.6.6.6', 'X-Forwarded-Host: evil.example', 'X-Forwarded-Proto: https', 'X-Forwarded-Port: 443',
     'X-Forwarded-Server: evil.example', 'Forwarded: for=6.6.6.6;host=evil.example;proto=https', 'X-Real-IP: 6.6.6.6',
     'X-Proxied-Https: on', 'Proxy-Ssl-Id: abc', 'Proxy-Auth-Cert: abc', 'X-HTTP-Method-Override: DELETE', 'X-HTTP-Method: DELETE',
-    'X-Method-Override: DELETE',
+    'X-Method-Override: DELETE', 'X-Original-Method: DELETE',
+    // identities and certificates other proxies assert
+    'Remote-User: admin', 'X-Remote-User: admin', 'X-Authenticated-User: admin', 'X-Proxy-User: admin', 'X-User: admin',
+    'X-Scim-Client-Id: admin-client', 'X-Scim-Scopes: https://jans.io/scim/all-resources', 'X-Consumer-Username: admin',
+    'X-Auth-Request-User: admin', 'X-OAuth-Client-ID: admin-client', 'X-Authenticated-Scope: https://jans.io/scim/all-resources',
+    'X-Client-Cert: abc', 'X-SSL-Cert: abc', 'SSL_CLIENT_CERT: abc', 'Front-End-Https: on', 'X-Url-Scheme: https',
   ];
   for (const [what, headers, target] of [
     ['protected', [`Authorization: Bearer ${token}`, ...sent], USERS],
@@ -186,7 +199,9 @@ t.test('forwarding and override headers sent by the client are replaced or remov
     t.same(rawValues(got, 'x-forwarded-proto'), ['http'], `${what}: X-Forwarded-Proto is the listener's`);
     t.same(rawValues(got, 'x-forwarded-host'), ['127.0.0.1'], `${what}: X-Forwarded-Host is the Host received`);
     for (const name of ['x-forwarded-port', 'x-forwarded-server', 'forwarded', 'x-real-ip', 'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert',
-      'x-http-method-override', 'x-http-method', 'x-method-override']) {
+      'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method', 'remote-user', 'x-remote-user',
+      'x-authenticated-user', 'x-proxy-user', 'x-user', 'x-scim-client-id', 'x-scim-scopes', 'x-consumer-username', 'x-auth-request-user',
+      'x-oauth-client-id', 'x-authenticated-scope', 'x-client-cert', 'x-ssl-cert', 'ssl_client_cert', 'front-end-https', 'x-url-scheme']) {
       t.same(rawValues(got, name), [], `${what}: ${name} removed`);
     }
     t.equal(got?.method, 'GET', `${what}: the method checked is the method forwarded`);

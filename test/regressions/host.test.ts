@@ -1,22 +1,87 @@
-// Two Host headers: Node keeps the first, Jetty answers 400 (RFC7230 compliance). The gateway
-// refuses them too. And every error of the gateway is `application/scim+json`, exactly.
-import t from 'tap';
-import { B, bearer, send, startStack } from '../helpers/stack.js';
+// The Host header and the request line's odd forms: everything the gateway refuses is its own
+// SCIM error (`application/scim+json`, exactly), in the order of the steps, with nothing upstream.
+// Two Host headers: Node keeps the first, Jetty answers 400 (RFC7230 compliance): refused. A Host
+// that is not an authority would go on as X-Forwarded-Host, which Jetty's forwarded module trusts:
+// refused. A missing Host on HTTP/1.1, an unknown expectation, CONNECT: Node would answer them
+// itself (a bare 400, a 417 before the table, a closed connection): the gateway does.
+import t, { type Test } from 'tap';
+import { B, bearer, exchange, send, settle, startStack, type Stack } from '../helpers/stack.js';
+
+let stack: Stack;
+t.before(async () => {
+  stack = await startStack();
+});
+t.teardown(() => stack.close());
+
+async function refused(t: Test, bytes: string, status: number, what: string): Promise<void> {
+  stack.up.reset();
+  const res = await send(stack, bytes);
+  t.equal(res.status, status, `${what}: ${status}`);
+  t.equal(res.headers['content-type'], 'application/scim+json', `${what}: SCIM error`);
+  t.match(res.body, new RegExp(`"status":"${status}"`), `${what}: SCIM body`);
+  await settle(30);
+  t.equal(stack.up.requests.length, 0, `${what}: nothing upstream`);
+}
 
 t.test('duplicate Host, and the exact error media type', async (t) => {
-  const stack = await startStack();
-  t.teardown(() => stack.close());
   for (const hosts of [['127.0.0.1', '127.0.0.1'], ['127.0.0.1', 'evil.example'], ['evil.example', '127.0.0.1']]) {
-    stack.up.reset();
-    const res = await send(stack, `GET ${B}/Users HTTP/1.1\r\n${hosts.map((h) => `Host: ${h}`).join('\r\n')}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`);
-    t.equal(res.status, 400, `Host: ${hosts.join(', ')}`);
-    t.equal(res.headers['content-type'], 'application/scim+json');
-    t.match(res.body, /"status":"400"/);
-    t.equal(stack.up.requests.length, 0, 'nothing upstream');
+    await refused(t, `GET ${B}/Users HTTP/1.1\r\n${hosts.map((h) => `Host: ${h}`).join('\r\n')}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`, 400, `Host: ${hosts.join(', ')}`);
   }
   const denied = await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
   t.equal(denied.status, 401);
   t.equal(denied.headers['content-type'], 'application/scim+json', 'no charset parameter appended');
   const allowed = await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`);
   t.equal(allowed.status, 200, 'one Host is fine');
+});
+
+t.test('a Host that is not host[:port] -> 400, on public and protected operations alike', async (t) => {
+  const bad = ['127.0.0.1/jans-scim/restv1/v2/Users/abc#', 'a b', 'x\\y', '[::1', '127.0.0.1:99999', '127.0.0.1:80:80', 'user@127.0.0.1', 'h?x', 'h#', '%41'];
+  for (const host of bad) {
+    for (const target of [`${B}/Schemas`, `${B}/Users`]) {
+      await refused(t, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`, 400, `Host: ${host} on ${target}`);
+    }
+  }
+  for (const host of ['127.0.0.1', '127.0.0.1:8080', 'scim.example.org', 'scim.example.org:443', '[::1]:8080', '[::1]', 'localhost:']) {
+    stack.up.reset();
+    const res = await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: ${host}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`);
+    t.equal(res.status, 200, `Host: ${host}: forwarded`);
+    t.equal(stack.up.requests[0]?.headers['x-forwarded-host'], host, `Host: ${host}: X-Forwarded-Host`);
+  }
+});
+
+t.test('HTTP/1.1 without Host -> a SCIM 400; HTTP/1.0 without Host is served', async (t) => {
+  await refused(t, `GET ${B}/Users HTTP/1.1\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`, 400, 'HTTP/1.1, no Host');
+  stack.up.reset();
+  const res = await send(stack, `GET ${B}/Users HTTP/1.0\r\n${bearer(stack.all)}\r\n\r\n`);
+  t.equal(res.status, 200, 'HTTP/1.0, no Host');
+  t.equal(stack.up.requests[0]?.headers['x-forwarded-host'], undefined, 'no X-Forwarded-Host');
+});
+
+t.test('an expectation other than 100-continue -> 417 after the table, before the token', async (t) => {
+  const body = '{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}';
+  const post = (target: string, expect: string, auth: string[]) => `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n${[...auth, `Expect: ${expect}`].join('\r\n')}\r\nContent-Type: application/scim+json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
+  await refused(t, post(`${B}/Nope`, 'foo', []), 404, 'not in the table');
+  await refused(t, post(`${B}/Users/.search`, 'foo', []), 417, 'no token');
+  await refused(t, post(`${B}/Users/.search`, 'foo', [bearer(stack.all)]), 417, 'with a token');
+  await refused(t, post(`${B}/Users/.search`, '200-ok', [bearer(stack.all)]), 417, '200-ok');
+  stack.up.reset();
+  const res = await send(stack, post(`${B}/Users/.search`, '100-continue', [bearer(stack.all)]));
+  t.equal(res.status, 200, '100-continue is served');
+});
+
+t.test('CONNECT -> a SCIM 400, then the connection closes', async (t) => {
+  stack.up.reset();
+  const res = await exchange(stack.gw.port, 'CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n');
+  t.equal(res.status, 400);
+  t.equal(res.headers['content-type'], 'application/scim+json');
+  t.match(res.body, /"status":"400"/);
+  t.equal(res.headers.connection, 'close', 'Connection: close');
+  t.equal(stack.up.requests.length, 0);
+});
+
+t.test('a Content-Type that cannot be parsed -> a SCIM 400, not a 500', async (t) => {
+  const body = '{}';
+  for (const type of [';;;', '/', 'application/', ';charset=utf-8']) {
+    await refused(t, `POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`, 400, `Content-Type: ${type}`);
+  }
 });
