@@ -151,6 +151,16 @@ export class AuthServerUnavailable extends GatewayError {
   }
 }
 
+/** The gateway is stopping: a request that arrives on a kept-alive connection meanwhile. */
+export class ShuttingDown extends GatewayError {
+  readonly code = 'shutting_down';
+  readonly statusCode = 503;
+  readonly detail = 'The gateway is shutting down; retry on another connection';
+  override headers(): Record<string, string> {
+    return { 'retry-after': '1', connection: 'close' };
+  }
+}
+
 /** The upstream refused the connection or failed mid-way. */
 export class UpstreamUnavailable extends GatewayError {
   readonly code = 'upstream_unavailable';

@@ -17,7 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
 import {
-  ExpectationFailed, GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound,
+  ExpectationFailed, GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound, ShuttingDown,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { responseHeaders, upstreamHeaders } from './headers.js';
@@ -421,6 +421,15 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
 
   // Callback style with a synchronous path: a request whose token is in the cache is decided
   // without a promise.
+  // Once the gateway is closing, a request that still arrives (on a kept-alive connection) is
+  // answered 503 by the steps, as a SCIM error with Retry-After, counted and logged like any
+  // other: not Fastify's own JSON 503, which would be neither.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+
   app.addHook('onRequest', (request, _reply, done) => {
     // Every field from the start: one object shape for every request.
     const decision: Decision = {
@@ -431,6 +440,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     request.decision = decision;
     let pending: Promise<void> | undefined;
     try {
+      if (closing) throw new ShuttingDown('request after the gateway began to close');
       pending = decide(request, decision, counters);
     } catch (error) {
       done(error as Error);

@@ -136,7 +136,8 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     childLoggerFactory: (logger) => logger,
     requestIdHeader: false,
     rewriteUrl: createRewriteUrl(options.current),
-    return503OnClosing: true,
+    // The gateway answers such requests itself (src/gateway.ts, ShuttingDown).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     bodyLimit: config.limits.bodyBytes,
     routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },

@@ -1,0 +1,50 @@
+// SIGTERM while a kept-alive connection is busy: the request in flight finishes, and a request
+// that comes after it on the same connection is the gateway's own 503 (a SCIM error with
+// Retry-After and Connection: close), counted in the access log like any other answer: never
+// Fastify's JSON 503, never forwarded.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
+import { startServe } from '../helpers/process.js';
+import { converse, settle } from '../helpers/stack.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
+
+t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, not forwarded', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
+      res.end('{}');
+    }, 600);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-shutdown-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
+  }));
+  const serve = await startServe(file);
+  t.teardown(() => up.close());
+  const c = await converse(serve.port);
+  c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  while (up.requests.length === 0) await settle(10);
+  serve.child.kill('SIGTERM');
+  await settle(100);
+  c.write(`GET ${B}/ServiceProviderConfig HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  t.ok(await c.waitFor(/HTTP\/1\.1 200 [^]*\r\n\r\n\{\}HTTP\/1\.1 \d{3}[^]*\r\n\r\n[^]*\}/, 5000), 'both answered');
+  const second = c.data.slice(c.data.indexOf('{}HTTP/1.1') + 2);
+  t.match(second, /^HTTP\/1\.1 503 /, 'the second: 503');
+  t.match(second, /\r\ncontent-type: application\/scim\+json\r\n/i, 'a SCIM error');
+  t.match(second, /\r\nretry-after: \d+\r\n/i, 'Retry-After');
+  t.match(second, /\r\nconnection: close\r\n/i, 'the connection closes');
+  t.match(second, /"status":"503"/);
+  t.equal(up.requests.length, 1, 'only the first reached the upstream');
+  t.equal(await serve.exited, 0, 'exit code 0');
+  const access = serve.lines.filter((l) => l.includes('"msg":"access"'));
+  t.equal(access.length, 2, 'one access line each');
+  t.match(access[1], /"status":503/);
+  c.end();
+});
