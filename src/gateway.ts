@@ -94,6 +94,8 @@ function requirementOf(table: Table, operation: Operation, rootRequiresReadScope
   return requirement;
 }
 
+const NO_SCOPES: ReadonlySet<string> = new Set();
+
 const kTarget = Symbol('scopegate.target');
 type WithTarget = IncomingMessage & { [kTarget]?: Target | GatewayError };
 
@@ -456,6 +458,12 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     if (decision) {
       decision.allowed = gatewayError instanceof OptionsAnswer;
       decision.reason = gatewayError.reason;
+      // Refused before the scopes were weighed (no token, an invalid one, the AS down): the line
+      // still names what the operation needs.
+      const { operation, runtime } = decision;
+      if (decision.required === undefined && operation !== undefined && !operation.public) {
+        decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
+      }
     }
     const kind = upstreamKind(gatewayError);
     if (kind) metrics.upstreamErrors.inc({ kind });
