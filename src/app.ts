@@ -3,6 +3,7 @@
  * The process boundary (argv, signals, exit codes) stays in cli.ts.
  */
 import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, Logger } from 'pino';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
@@ -37,6 +38,18 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
   return `${tls ? 'https' : 'http'}://${host}:${address.port}`;
 }
 
+/** Binds `server` to the address of `key` ('listen' or 'admin'); a failure names the key and the address. */
+async function listenOn(server: FastifyInstance, address: { host: string; port: number }, key: 'listen' | 'admin'): Promise<void> {
+  try {
+    await server.listen({ host: address.host, port: address.port });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+    const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
+    throw new Error(`${key}.port: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
+  }
+}
+
 /** Builds the runtime of a config (discovery included). */
 async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined): Promise<Runtime> {
   const endpoints = await resolveEndpoints(config);
@@ -63,12 +76,24 @@ export async function startGateway(configFile: string, options: StartOptions = {
       onEvent: (event) => metrics.redis.inc({ event }),
     })
     : undefined;
-  if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
-  runtime = await runtimeOf(config, metrics, logger, shared);
   const current = () => runtime!;
-  const servers: Servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
-  await servers.proxy.listen({ host: config.listen.host, port: config.listen.port });
-  await servers.admin.listen({ host: config.admin.host, port: config.admin.port });
+  let servers: Servers | undefined;
+  try {
+    if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
+    runtime = await runtimeOf(config, metrics, logger, shared);
+    servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
+    await listenOn(servers.proxy, config.listen, 'listen');
+    await listenOn(servers.admin, config.admin, 'admin');
+  } catch (error) {
+    // A gateway that cannot start stops everything it started (the proxy port included), so that
+    // the process exits instead of serving without its admin listener.
+    logger.fatal({ reason: (error as Error).message }, 'cannot start');
+    await servers?.close();
+    runtime?.close();
+    await shared?.close();
+    await logging.flush();
+    throw error;
+  }
   const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;

@@ -284,8 +284,23 @@ function crossCheck(c: Config): string[] {
     }
   }
   if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
-  if (c.admin.port !== 0 && c.admin.port === c.listen.port && c.admin.host === c.listen.host) problems.push('admin.port: must differ from listen.port');
+  if (sameSocket(c.admin, c.listen)) problems.push(`admin.port: must differ from listen.port: admin ${c.admin.host}:${c.admin.port} and listen ${c.listen.host}:${c.listen.port} cannot both be bound`);
   return problems;
+}
+
+/** Hosts that bind every address: a listener there takes the port on every other host too. */
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '::0', '0:0:0:0:0:0:0:0']);
+const LOOPBACK_NAMES: Record<string, string> = { localhost: '127.0.0.1' };
+
+/** True when two listeners would ask for the same port on overlapping addresses (EADDRINUSE). */
+function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  if (typeof a.port !== 'number' || a.port === 0 || a.port !== b.port || typeof a.host !== 'string' || typeof b.host !== 'string') return false;
+  const norm = (host: string) => {
+    const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+    return LOOPBACK_NAMES[h] ?? h;
+  };
+  const [x, y] = [norm(a.host), norm(b.host)];
+  return x === y || WILDCARD_HOSTS.has(x) || WILDCARD_HOSTS.has(y);
 }
 
 /** Reads a secret file's first line; problems name the key, never the content. */
