@@ -7,6 +7,7 @@ import { request } from 'undici';
 import type { Config } from './config.js';
 import { ConfigError, InvalidToken } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { createIntrospectionReadiness } from './readiness.js';
 import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
 import { createTable, type Table } from './scopes/table.js';
 import { isCompactJws } from './token/bearer.js';
@@ -20,7 +21,10 @@ export interface Runtime {
   readonly config: Config;
   readonly table: Table;
   readonly verifier: CachedVerifier;
-  /** True when token validation can work (JWKS fetched, introspection endpoint answered). */
+  /**
+   * True when token validation can work now: the JWKS fetched; the introspection endpoint answered
+   * within the last few seconds and its circuit breaker is closed.
+   */
   ready(): Promise<boolean>;
   /** Stops background work (the JWKS refresh) once the runtime is replaced or the gateway stops. */
   close(): void;
@@ -102,7 +106,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   const verifier = withCache(route, { ...cache, now, ...(options.secondLevel ? { secondLevel: options.secondLevel } : {}) });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
 
-  let introspectionReady = false;
+  const introspectionReady = introspect ? createIntrospectionReadiness(introspect, { now }) : undefined;
   return Object.freeze({
     config,
     table,
@@ -115,8 +119,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
         await verifyJwt.reload().catch(() => undefined);
         if (!verifyJwt.ready()) return false;
       }
-      if (introspect && !introspectionReady) introspectionReady = await introspect.probe();
-      return !introspect || introspectionReady;
+      return introspectionReady ? introspectionReady() : true;
     },
   });
 }
