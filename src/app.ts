@@ -65,6 +65,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const config = loadConfig(configFile, env);
   const logging = createLogging(config.log.level, options.logDestination);
   const { logger } = logging;
+  for (const warning of config.warnings) logger.warn({ problem: warning }, 'configuration warning');
   let runtime: Runtime | undefined;
   const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
   const redis = config.token.cache.redis;

@@ -45,8 +45,11 @@ function formatScopes(requirement: readonly (readonly string[])[], isPublic: boo
   return requirement.map((alt) => (alt.length === 0 ? '(any valid token)' : alt.join(' + '))).join(' | ');
 }
 
+/** Loads the config; what was ignored but may be a mistake goes to stderr (stdout stays the answer). */
 function load(given: string | undefined): Config {
-  return loadConfig(configPath(given), process.env);
+  const config = loadConfig(configPath(given), process.env);
+  for (const warning of config.warnings) console.error(`scopegate: warning: ${warning}`);
+  return config;
 }
 
 function check(values: { config?: string }): number {
@@ -185,6 +188,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     if (error instanceof ConfigError) {
+      for (const warning of error.warnings) console.error(`scopegate: warning: ${warning}`);
       console.error(`scopegate: invalid configuration:\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
       process.exitCode = 2;
     } else if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

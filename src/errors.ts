@@ -179,7 +179,8 @@ export class InternalError extends GatewayError {
 /** A config problem: the process exits 2. */
 export class ConfigError extends Error {
   readonly code = 'config_error';
-  constructor(readonly problems: readonly string[]) {
+  /** `warnings`: what was ignored but may be a mistake, printed with the problems. */
+  constructor(readonly problems: readonly string[], readonly warnings: readonly string[] = []) {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }

@@ -176,15 +176,43 @@ t.test('SCOPEGATE_* environment variables override the file', async (t) => {
   }
 });
 
-t.test('environment problems are problems, with the variable named', async (t) => {
+t.test('bad values from the environment are problems naming the key and the variable', async (t) => {
   const cases: Array<[env: Record<string, string>, expected: string[]]> = [
-    [{ SCOPEGATE_LISTEN_PROT: '1' }, ['SCOPEGATE_LISTEN_PROT: unknown environment variable (did you mean SCOPEGATE_LISTEN_PORT?)']],
-    [{ SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: '1' }, ['SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: unknown environment variable']],
-    [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port: must be a port number (0-65535)']],
-    [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders: must be true or false']],
-    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience: must be a list of non-empty strings']],
+    [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port (SCOPEGATE_LISTEN_PORT): must be a port number (0-65535)']],
+    [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders (SCOPEGATE_UPSTREAM_IDENTITY_HEADERS): must be true or false']],
+    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience (SCOPEGATE_TOKEN_JWT_AUDIENCE): must be a list of non-empty strings']],
+    [{ SCOPEGATE_ADMIN_PORT: '8080', SCOPEGATE_LISTEN_PORT: '8080' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must differ from listen.port: admin 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both be bound']],
+    // A Service named scopegate-admin would inject this: a known key, a bad value, and a hint.
+    [{ SCOPEGATE_ADMIN_PORT: 'tcp://10.0.0.12:9090' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must be a port number (0-65535) (SCOPEGATE_ADMIN_PORT looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)']],
   ];
   for (const [env, expected] of cases) t.same(problems(t, { token: JWT }, env), expected, Object.keys(env).join(', '));
+  t.same(problems(t, { listen: { port: 'abc' }, token: JWT }), ['listen.port: must be a port number (0-65535)'], 'a value from the file names no variable');
+});
+
+t.test('unknown SCOPEGATE_* variables are warnings, never applied', async (t) => {
+  // The variables Kubernetes injects for deploy/kubernetes/redis.yaml's Service scopegate-redis.
+  const serviceLinks = {
+    SCOPEGATE_REDIS_SERVICE_HOST: '10.0.0.11',
+    SCOPEGATE_REDIS_SERVICE_PORT: '6379',
+    SCOPEGATE_REDIS_PORT: 'tcp://10.0.0.11:6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP: 'tcp://10.0.0.11:6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP_PROTO: 'tcp',
+    SCOPEGATE_REDIS_PORT_6379_TCP_PORT: '6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP_ADDR: '10.0.0.11',
+  };
+  const file = write({ token: { ...JWT, cache: { redis: { url: 'redis://scopegate-redis:6379' } } } });
+  const config = loadConfig(file, { ...serviceLinks, SCOPEGATE_LISTEN_PROT: '1', SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: '1', SCOPEGATE_CONFIG: file });
+  t.same(config.token.cache.redis, { url: 'redis://scopegate-redis:6379', keyPrefix: 'scopegate:' }, 'SCOPEGATE_REDIS_PORT is not read as a token.cache.redis key');
+  t.equal(config.listen.port, 8080, 'nothing applied to listen.port');
+  const link = '(a Kubernetes service link? enableServiceLinks: false in the pod spec turns them off)';
+  t.same([...config.warnings].sort(), [
+    ...Object.keys(serviceLinks).map((name) => `${name}: unknown environment variable, ignored ${link}`),
+    'SCOPEGATE_LISTEN_PROT: unknown environment variable, ignored (did you mean SCOPEGATE_LISTEN_PORT?)',
+    'SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: unknown environment variable, ignored',
+  ].sort());
+  t.same(loadConfig(file, {}).warnings, [], 'no warning without such variables');
+  const refused = configError(t, () => loadConfig(file, { SCOPEGATE_LISTEN_PROT: '1', SCOPEGATE_LISTEN_PORT: 'x' }));
+  t.same(refused.warnings, ['SCOPEGATE_LISTEN_PROT: unknown environment variable, ignored (did you mean SCOPEGATE_LISTEN_PORT?)'], 'a refused config carries its warnings too');
 });
 
 t.test('unknown keys are refused, with the nearest known key suggested', async (t) => {
@@ -233,13 +261,13 @@ t.test('every problem of a file is listed at once', async (t) => {
     '  jwt: { jwksUri: "https://as.example/jwks", issuer: "https://as.example", clockToleranceSeconds: 9999 }',
     '',
   ].join('\n');
-  t.same([...problems(t, content, { SCOPEGATE_NOPE: '1' })].sort(), [
-    'SCOPEGATE_NOPE: unknown environment variable',
+  t.same([...problems(t, content, { SCOPEGATE_UPSTREAM_TIMEOUT_MS: 'soon' })].sort(), [
     'lisen: unknown key (did you mean listen?)',
     'listen.port: must be a port number (0-65535)',
     'token.introspecton: unknown key (did you mean token.introspection?)',
     'token.jwt.clockToleranceSeconds: must be an integer from 0 to 300',
     'upstream.forwardAuthorization: must be true or false',
+    'upstream.timeoutMs (SCOPEGATE_UPSTREAM_TIMEOUT_MS): must be an integer >= 1',
     'upstream.url: must be a URL',
   ].sort());
 });
@@ -278,15 +306,18 @@ t.test('a secret never appears in a problem', async (t) => {
     ['syntax error in JSON', `{"token": {"introspection": {"clientSecret": "${SECRET}" "clientId": 1}}`],
     ['both clientSecret and clientSecretFile', introspection(`    clientSecret: ${SECRET}\n    clientSecretFile: /etc/hostname\n    endpoint: https://as.example/i\n    clientId: gw\n`)],
     ['the secret from the environment', `listen: {port: abc}\n${introspection('    endpoint: nope\n')}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: SECRET, SCOPEGATE_LISTEN_PORT: 'x' }],
-    ['the secret in a misspelled variable', `token: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
+    ['the secret in a misspelled variable, next to a problem', `listen: {port: abc}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
     ['the secret as a tls key path that is wrong', `listen: {tls: {keyFile: ${SECRET}}}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`],
   ];
   for (const [name, content, env] of cases) {
     const error = configError(t, () => loadConfig(write(content), env ?? {}));
     t.ok(error.problems.length > 0, `${name}: refused`);
-    const text = [String(error), error.stack ?? '', ...error.problems].join('\n');
+    const text = [String(error), error.stack ?? '', ...error.problems, ...error.warnings].join('\n');
     t.notMatch(text, SECRET, `${name}: the secret is not in the error`);
   }
+  const warned = loadConfig(write(`token: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`), { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET });
+  t.equal(warned.warnings.length, 1, 'a misspelled variable is a warning');
+  t.notMatch(warned.warnings.join('\n'), SECRET, 'the warning names the variable, never its value');
 
   const secretFile = write(`${SECRET}\n`, 'secret.txt');
   const error = configError(t, () => loadConfig(write({ listen: { port: 'abc' }, token: { introspection: { endpoint: 'nope', clientId: 'gw', clientSecretFile: secretFile } } }), {}));
