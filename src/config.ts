@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
+import { checkPemFiles } from './pem.js';
 import { envName, fromEnv, leaves, nearest, validate, type Section } from './schema.js';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
@@ -382,7 +383,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   let config = { ...(result.value as object), file, warnings: Object.freeze(fromEnv.warnings) } as Config;
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
-  problems.push(...crossCheck(config).filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
+  problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
   if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings);
   const more: string[] = [];
   const introspection = config.token.introspection;

@@ -12,6 +12,7 @@ import { configReference, loadConfig, schema, type Config } from '../src/config.
 import { ConfigError } from '../src/errors.js';
 import { leaves } from '../src/schema.js';
 import { OWN_OPENAPI } from './helpers/gateway.js';
+import { pki, writePem } from './helpers/pki.js';
 
 /** The smallest valid token section. */
 const JWT = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
@@ -68,6 +69,8 @@ t.test('every optional key takes the default of the reference', async (t) => {
     listen: { tls: { certFile: 'tls/cert.pem', keyFile: 'tls/key.pem' } },
     token: { issuer: 'https://as.example', introspection: { clientId: 'gateway', clientSecret: 'not-a-default' }, jwt: {}, cache: { redis: { url: 'redis://127.0.0.1:6379' } } },
   });
+  writePem(join(dirname(file), 'tls', 'cert.pem'), pki().cert);
+  writePem(join(dirname(file), 'tls', 'key.pem'), pki().key);
   const config = loadConfig(file, {});
   const kinds = new Map(leaves(schema).map(([key, leaf]) => [key, leaf.kind]));
   let defaults = 0;
@@ -94,18 +97,21 @@ t.test('every optional key takes the default of the reference', async (t) => {
 
 t.test('relative paths resolve against the config file\'s folder, not the working directory', async (t) => {
   const secret = write('from-file\n', 'secrets/client.txt');
+  const absoluteKey = writePem(join(tmp, 'absolute', 'key.pem'), pki().key);
   const file = write({
-    listen: { tls: { certFile: 'tls/cert.pem', keyFile: '/etc/scopegate/key.pem' } },
+    listen: { tls: { certFile: 'tls/cert.pem', keyFile: absoluteKey } },
     upstream: { caFile: '../ca.pem' },
     openapi: { file: './api/scim.yaml' },
     token: { introspection: { endpoint: 'https://as.example/introspect', clientId: 'gw', clientSecretFile: secret } },
   });
   const dir = dirname(file);
+  writePem(join(dir, 'tls', 'cert.pem'), pki().cert);
+  writePem(join(dir, '..', 'ca.pem'), pki().cert);
   t.not(dir, process.cwd());
   const config = loadConfig(file, {});
   const cases: Array<[key: string, expected: string]> = [
     ['listen.tls.certFile', join(dir, 'tls', 'cert.pem')],
-    ['listen.tls.keyFile', '/etc/scopegate/key.pem'],
+    ['listen.tls.keyFile', absoluteKey],
     ['upstream.caFile', resolve(dir, '..', 'ca.pem')],
     ['openapi.file', join(dir, 'api', 'scim.yaml')],
     ['token.introspection.clientSecretFile', secret],
@@ -345,9 +351,40 @@ t.test('clientSecretFile is read (first line, trimmed), and its problems name th
   }
 });
 
+t.test('the PEM files of listen.tls and upstream.caFile are read and parsed at load', async (t) => {
+  const dir = join(tmp, 'pem');
+  const cert = writePem(join(dir, 'cert.pem'), pki().cert);
+  const key = writePem(join(dir, 'key.pem'), pki().key);
+  const chain = writePem(join(dir, 'chain.pem'), pki().cert + pki().cert);
+  const other = writePem(join(dir, 'other.pem'), pki().otherKey);
+  const garbage = writePem(join(dir, 'garbage.pem'), '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
+  const text = writePem(join(dir, 'text.pem'), 'hello\n');
+  const missing = join(dir, 'missing.pem');
+  const config = (tls: object | undefined, caFile?: string) => ({ ...(tls ? { listen: { tls } } : {}), ...(caFile ? { upstream: { caFile } } : {}), token: JWT });
+  t.ok(loadConfig(write(config({ certFile: chain, keyFile: key }, chain)), {}), 'a chain and its key, a CA bundle');
+  const cases: Array<[name: string, content: object, expected: string[]]> = [
+    ['missing certificate', config({ certFile: missing, keyFile: key }), [`listen.tls.certFile: cannot read ${missing} (ENOENT)`]],
+    ['missing key', config({ certFile: cert, keyFile: missing }), [`listen.tls.keyFile: cannot read ${missing} (ENOENT)`]],
+    ['garbage certificate', config({ certFile: garbage, keyFile: key }), [`listen.tls.certFile: certificate 1 of ${garbage} cannot be parsed`]],
+    ['no certificate at all', config({ certFile: text, keyFile: key }), [`listen.tls.certFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
+    ['a certificate as the key', config({ certFile: cert, keyFile: cert }), [`listen.tls.keyFile: ${cert} holds no PEM private key that can be read without a passphrase`]],
+    ['the key of another certificate', config({ certFile: cert, keyFile: other }), ['listen.tls.keyFile: does not match the certificate of listen.tls.certFile']],
+    ['missing CA file', config(undefined, missing), [`upstream.caFile: cannot read ${missing} (ENOENT)`]],
+    ['garbage CA file', config(undefined, text), [`upstream.caFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
+  ];
+  for (const [name, content, expected] of cases) t.same(problems(t, content), expected, name);
+  t.same(problems(t, { listen: { port: 'abc', tls: { certFile: missing, keyFile: key } }, token: JWT }).slice().sort(), [
+    'listen.port: must be a port number (0-65535)',
+    `listen.tls.certFile: cannot read ${missing} (ENOENT)`,
+  ], 'listed with the other problems');
+  t.same(problems(t, config({ certFile: missing, keyFile: key }), { SCOPEGATE_LISTEN_TLS_CERT_FILE: missing }), [`listen.tls.certFile (SCOPEGATE_LISTEN_TLS_CERT_FILE): cannot read ${missing} (ENOENT)`], 'naming the variable that set the path');
+  const keyText = pki().key;
+  for (const listed of [problems(t, config({ certFile: key, keyFile: cert }))]) t.notMatch(listed.join('\n'), keyText.split('\n')[1]!, 'no key material in a problem');
+});
+
 t.test('the result is frozen, all the way down', async (t) => {
   const config = loadConfig(write({
-    listen: { tls: { certFile: 'c.pem', keyFile: 'k.pem' } },
+    listen: { tls: { certFile: writePem(join(tmp, 'frozen', 'c.pem'), pki().cert), keyFile: writePem(join(tmp, 'frozen', 'k.pem'), pki().key) } },
     openapi: { extra: [{ method: 'GET', path: '/x', scopes: ['s'] }] },
     token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: write('s\n', 's.txt') }, ...JWT, cache: { redis: { url: 'redis://r:6379' } } },
   }), {});
