@@ -28,7 +28,7 @@ export interface Gateway {
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   logDestination?: DestinationStream;
-  /** Bound on the graceful close. */
+  /** Bound on the graceful close; default: the config's listen.shutdownTimeoutMs. */
   closeTimeoutMs?: number;
 }
 
@@ -110,7 +110,9 @@ export async function startGateway(configFile: string, options: StartOptions = {
         const next = loadConfig(configFile, env);
         const fixed = ['listen', 'admin', 'upstream'] as const;
         if (JSON.stringify(next.token.cache.redis) !== JSON.stringify(config.token.cache.redis)) logger.warn('reload: token.cache.redis takes effect only after a restart');
-        const changed = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
+        // listen.shutdownTimeoutMs is read at shutdown, from the runtime in use: it needs no restart.
+        const settled = (c: Config, k: typeof fixed[number]) => JSON.stringify(k === 'listen' ? { ...c.listen, shutdownTimeoutMs: 0 } : c[k]);
+        const changed = fixed.filter((k) => settled(next, k) !== settled(config, k));
         if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
         const built = await runtimeOf(next, metrics, logger, shared);
         const previous = runtime;
@@ -127,17 +129,24 @@ export async function startGateway(configFile: string, options: StartOptions = {
       }
     },
     async close() {
-      const timeout = options.closeTimeoutMs ?? 10000;
+      const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
+      const proxyClosed = new Promise<void>((resolve) => servers.proxy.server.once('close', () => resolve()));
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        servers.close(),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            servers.proxy.server.closeAllConnections();
-            resolve();
-          }, timeout);
+      const finished = await Promise.race([
+        servers.close().then(() => true),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), timeoutMs);
         }),
       ]);
+      if (!finished) {
+        // Requests still in flight at the deadline: their connections are closed, and each still
+        // gets its access line (written as its connection closes; waited for here, briefly).
+        logger.warn({ shutdownTimeoutMs: timeoutMs }, 'shutdown deadline reached: closing the connections of requests still in flight');
+        servers.proxy.server.closeAllConnections();
+        await Promise.race([proxyClosed, new Promise((resolve) => {
+          timer = setTimeout(resolve, 1000);
+        })]);
+      }
       clearTimeout(timer);
       runtime?.close();
       await shared?.close();

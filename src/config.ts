@@ -75,6 +75,7 @@ export const schema: Section = {
       fields: {
         host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
+        shutdownTimeoutMs: { kind: 'int', min: 0, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
         tls: {
           kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
           fields: {
@@ -191,7 +192,7 @@ export const schema: Section = {
 /** The validated, frozen configuration. */
 export interface Config {
   readonly file: string;
-  readonly listen: { host: string; port: number; tls?: { certFile: string; keyFile: string } };
+  readonly listen: { host: string; port: number; shutdownTimeoutMs: number; tls?: { certFile: string; keyFile: string } };
   readonly admin: { host: string; port: number };
   readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
   readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number };
@@ -385,6 +386,10 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
   if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings);
+  // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
+  if (config.listen.shutdownTimeoutMs === undefined) {
+    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: config.upstream.timeoutMs + 5000 }) };
+  }
   const more: string[] = [];
   const introspection = config.token.introspection;
   if (introspection?.clientSecretFile) {

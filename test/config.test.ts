@@ -82,6 +82,11 @@ t.test('every optional key takes the default of the reference', async (t) => {
       continue;
     }
     t.not(row.default, '(required)', `${row.key}: a required key is given above`);
+    if (row.key === 'listen.shutdownTimeoutMs') {
+      t.equal(value, 30000 + 5000, 'listen.shutdownTimeoutMs defaults to upstream.timeoutMs + 5000');
+      defaults++;
+      continue;
+    }
     if (row.key === 'openapi.file') {
       t.equal(value, OWN_OPENAPI, 'openapi.file defaults to the bundled config/scim-openapi.yaml, wherever the config is');
       defaults++;
@@ -124,6 +129,14 @@ t.test('relative paths resolve against the config file\'s folder, not the workin
   t.equal(loadConfig(relativeSecret, {}).token.introspection?.clientSecret, 'next-to-the-config', 'a relative clientSecretFile is read from the config folder');
 });
 
+t.test('listen.shutdownTimeoutMs: by default long enough for any request the upstream may answer', async (t) => {
+  t.equal(loadConfig(write({ upstream: { timeoutMs: 60000 }, token: JWT }), {}).listen.shutdownTimeoutMs, 65000, 'upstream.timeoutMs + 5000');
+  t.equal(loadConfig(write({ upstream: { timeoutMs: 60000 }, token: JWT }), { SCOPEGATE_UPSTREAM_TIMEOUT_MS: '1000' }).listen.shutdownTimeoutMs, 6000, 'from the upstream.timeoutMs in effect');
+  t.equal(loadConfig(write({ listen: { shutdownTimeoutMs: 0 }, token: JWT }), {}).listen.shutdownTimeoutMs, 0, 'set: taken as is');
+  t.equal(loadConfig(write({ token: JWT }), { SCOPEGATE_LISTEN_SHUTDOWN_TIMEOUT_MS: '1500' }).listen.shutdownTimeoutMs, 1500, 'from the environment');
+  t.same(problems(t, { listen: { shutdownTimeoutMs: -1 }, token: JWT }), ['listen.shutdownTimeoutMs: must be an integer >= 0']);
+});
+
 t.test('YAML and JSON files load to the same config', async (t) => {
   const content = {
     listen: { host: '0.0.0.0', port: 8443 },
@@ -139,7 +152,7 @@ t.test('YAML and JSON files load to the same config', async (t) => {
   t.match(jsonFile, /c\.json$/);
   t.same(yamlRest, jsonRest);
   t.same(yamlApi.extra, jsonApi.extra);
-  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443 });
+  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443, shutdownTimeoutMs: 35000 });
   t.same(yamlApi.extra, [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'], public: false }]);
 
   const handWritten = write([
