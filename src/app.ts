@@ -38,6 +38,21 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
   return `${tls ? 'https' : 'http'}://${host}:${address.port}`;
 }
 
+/**
+ * Keys read once, when the listeners, the upstream pool and the shared cache are built: a reload
+ * cannot change them. Every other key takes effect at a reload (listen.shutdownTimeoutMs at the
+ * next shutdown, log.level at once).
+ */
+const RESTART_KEYS = [
+  'listen.host', 'listen.port', 'listen.tls', 'admin.host', 'admin.port',
+  'upstream.url', 'upstream.timeoutMs', 'upstream.caFile', 'upstream.connections',
+  'limits.headerBytes', 'limits.requestTimeoutMs', 'token.cache.redis',
+] as const;
+
+function valueAt(config: Config, path: string): unknown {
+  return path.split('.').reduce<unknown>((node, key) => (node === undefined || node === null ? undefined : (node as Record<string, unknown>)[key]), config);
+}
+
 /** Binds `server` to the address of `key` ('listen' or 'admin'); a failure names the key and the address. */
 async function listenOn(server: FastifyInstance, address: { host: string; port: number }, key: 'listen' | 'admin'): Promise<void> {
   try {
@@ -108,18 +123,17 @@ export async function startGateway(configFile: string, options: StartOptions = {
     async reload() {
       try {
         const next = loadConfig(configFile, env);
-        const fixed = ['listen', 'admin', 'upstream'] as const;
-        if (JSON.stringify(next.token.cache.redis) !== JSON.stringify(config.token.cache.redis)) logger.warn('reload: token.cache.redis takes effect only after a restart');
-        // listen.shutdownTimeoutMs is read at shutdown, from the runtime in use: it needs no restart.
-        const settled = (c: Config, k: typeof fixed[number]) => JSON.stringify(k === 'listen' ? { ...c.listen, shutdownTimeoutMs: 0 } : c[k]);
-        const changed = fixed.filter((k) => settled(next, k) !== settled(config, k));
-        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
         const built = await runtimeOf(next, metrics, logger, shared);
         const previous = runtime;
         runtime = built;
         previous?.close();
+        const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
+        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
+        // Logged before the change, so that it shows at the old level when it hides info at the new one.
+        if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
+        logging.setLevel(next.log.level);
         metrics.reloads.inc({ outcome: 'ok' });
-        logger.info({ operations: built.table.operations.length }, 'reloaded config and OpenAPI file');
+        logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
         return { ok: true };
       } catch (error) {
         metrics.reloads.inc({ outcome: 'failed' });
