@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { parseTarget } from './request/target.js';
-import { loadTable } from './runtime.js';
+import { loadTable, tableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
 
 const HELP: Record<string, string> = {
@@ -53,7 +53,14 @@ function load(given: string | undefined): Config {
 }
 
 function check(values: { config?: string }): number {
-  const config = load(values.config);
+  let config: Config;
+  try {
+    config = load(values.config);
+  } catch (error) {
+    // The OpenAPI file's problems are printed with the config's when the keys naming it are valid.
+    const more = error instanceof ConfigError ? tableProblems(error) : [];
+    throw more.length > 0 ? new ConfigError([...(error as ConfigError).problems, ...more], (error as ConfigError).warnings) : error;
+  }
   const table = loadTable(config);
   const ops = table.operations;
   const scoped = ops.filter((o) => !o.public).length;

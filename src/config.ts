@@ -385,7 +385,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
-  if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings);
+  if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
   if (config.listen.shutdownTimeoutMs === undefined) {
     config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: config.upstream.timeoutMs + 5000 }) };
@@ -397,7 +397,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
     if (secret.problem) more.push(secret.problem);
     else config = { ...config, token: Object.freeze({ ...config.token, introspection: Object.freeze({ ...introspection, clientSecret: secret.value }) }) };
   }
-  if (more.length > 0) throw new ConfigError(nameSources(more, fromEnv.sources), fromEnv.warnings);
+  if (more.length > 0) throw new ConfigError(nameSources(more, fromEnv.sources), fromEnv.warnings, config);
   return Object.freeze(config);
 }
 

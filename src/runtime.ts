@@ -36,6 +36,23 @@ export function loadTable(config: Config): Table {
   return createTable(operations, config.limits.targetBytes);
 }
 
+/**
+ * The problems of the OpenAPI file named by a config that has problems of its own, when the keys
+ * the table needs did validate (INTERFACE.md: `check` prints every problem); [] otherwise.
+ */
+export function tableProblems(error: ConfigError): string[] {
+  const needs = /^(openapi|limits\.targetBytes)[.:\s[]/;
+  if (error.problems.some((p) => needs.test(p))) return [];
+  const validated = error.validated as { openapi?: { file?: unknown; extra?: unknown }; limits?: { targetBytes?: unknown } } | undefined;
+  if (typeof validated?.openapi?.file !== 'string' || !Array.isArray(validated.openapi.extra) || typeof validated.limits?.targetBytes !== 'number') return [];
+  try {
+    loadTable(validated as Config);
+    return [];
+  } catch (problem) {
+    return problem instanceof ConfigError ? [...problem.problems] : [`openapi.file: ${(problem as Error).message}`];
+  }
+}
+
 /** Endpoints after discovery: `token.issuer`'s openid-configuration fills what the config lacks. */
 export interface Endpoints {
   introspection?: string;

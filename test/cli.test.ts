@@ -92,6 +92,23 @@ t.test('check prints every problem at once, each with its key path', async (t) =
   ]);
 });
 
+t.test('check prints the OpenAPI file\'s problems with the config\'s', async (t) => {
+  const problemsOf = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim()).sort();
+  const missing = writeTmp('api-missing.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN });
+  const both = await runCli(['check', '--config', missing], { env: { SCOPEGATE_LISTEN_PORT: 'abc' } });
+  t.equal(both.code, 2);
+  t.same(problemsOf(both.stderr), [
+    'listen.port (SCOPEGATE_LISTEN_PORT): must be a port number (0-65535)',
+    `openapi.file: cannot read ${join(tmp, 'absent-openapi.yaml')} (ENOENT)`,
+  ], 'a bad variable and a missing OpenAPI file, together');
+  const swagger = writeTmp('api-swagger.yaml', { listen: { port: 'abc' }, openapi: { file: writeTmp('swagger-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN });
+  const broken = await runCli(['check', '--config', swagger]);
+  t.match(broken.stderr, /^ {2}listen\.port: must be a port number/m);
+  t.match(broken.stderr, /^ {2}openapi\.file: Swagger 2\.0 is not supported/m, 'a broken OpenAPI file, with a config problem');
+  const unusable = await runCli(['check', '--config', writeTmp('api-bad-extra.yaml', { openapi: { file: './absent-openapi.yaml', extra: 'nope' }, token: TOKEN })]);
+  t.same(problemsOf(unusable.stderr), ['openapi.extra: must be a list of {method, path, scopes}'], 'not read when the keys it needs are wrong themselves');
+});
+
 t.test('routes prints the 31 rows of the table', async (t) => {
   const { code, stdout, stderr } = await runCli(['routes']);
   t.equal(code, 0, stderr);
