@@ -3,6 +3,7 @@
  * The process boundary (argv, signals, exit codes) stays in cli.ts.
  */
 import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, Logger } from 'pino';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
@@ -27,7 +28,7 @@ export interface Gateway {
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   logDestination?: DestinationStream;
-  /** Bound on the graceful close. */
+  /** Bound on the graceful close; default: the config's listen.shutdownTimeoutMs. */
   closeTimeoutMs?: number;
 }
 
@@ -35,6 +36,33 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
   if (!address || typeof address === 'string') return String(address);
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return `${tls ? 'https' : 'http'}://${host}:${address.port}`;
+}
+
+/**
+ * Keys read once, when the listeners, the upstream pool and the shared cache are built: a reload
+ * cannot change them. Every other key takes effect at a reload (listen.shutdownTimeoutMs at the
+ * next shutdown, log.level at once).
+ */
+const RESTART_KEYS = [
+  'listen.host', 'listen.port', 'listen.tls', 'admin.host', 'admin.port',
+  'upstream.url', 'upstream.timeoutMs', 'upstream.caFile', 'upstream.connections',
+  'limits.headerBytes', 'limits.requestTimeoutMs', 'token.cache.redis',
+] as const;
+
+function valueAt(config: Config, path: string): unknown {
+  return path.split('.').reduce<unknown>((node, key) => (node === undefined || node === null ? undefined : (node as Record<string, unknown>)[key]), config);
+}
+
+/** Binds `server` to the address of `key` ('listen' or 'admin'); a failure names the key and the address. */
+async function listenOn(server: FastifyInstance, address: { host: string; port: number }, key: 'listen' | 'admin'): Promise<void> {
+  try {
+    await server.listen({ host: address.host, port: address.port });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+    const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
+    throw new Error(`${key}.port: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
+  }
 }
 
 /** Builds the runtime of a config (discovery included). */
@@ -52,6 +80,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const config = loadConfig(configFile, env);
   const logging = createLogging(config.log.level, options.logDestination);
   const { logger } = logging;
+  for (const warning of config.warnings) logger.warn({ problem: warning }, 'configuration warning');
   let runtime: Runtime | undefined;
   const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
   const redis = config.token.cache.redis;
@@ -63,12 +92,24 @@ export async function startGateway(configFile: string, options: StartOptions = {
       onEvent: (event) => metrics.redis.inc({ event }),
     })
     : undefined;
-  if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
-  runtime = await runtimeOf(config, metrics, logger, shared);
   const current = () => runtime!;
-  const servers: Servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
-  await servers.proxy.listen({ host: config.listen.host, port: config.listen.port });
-  await servers.admin.listen({ host: config.admin.host, port: config.admin.port });
+  let servers: Servers | undefined;
+  try {
+    if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
+    runtime = await runtimeOf(config, metrics, logger, shared);
+    servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
+    await listenOn(servers.proxy, config.listen, 'listen');
+    await listenOn(servers.admin, config.admin, 'admin');
+  } catch (error) {
+    // A gateway that cannot start stops everything it started (the proxy port included), so that
+    // the process exits instead of serving without its admin listener.
+    logger.fatal({ reason: (error as Error).message }, 'cannot start');
+    await servers?.close();
+    runtime?.close();
+    await shared?.close();
+    await logging.flush();
+    throw error;
+  }
   const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;
@@ -82,16 +123,17 @@ export async function startGateway(configFile: string, options: StartOptions = {
     async reload() {
       try {
         const next = loadConfig(configFile, env);
-        const fixed = ['listen', 'admin', 'upstream'] as const;
-        if (JSON.stringify(next.token.cache.redis) !== JSON.stringify(config.token.cache.redis)) logger.warn('reload: token.cache.redis takes effect only after a restart');
-        const changed = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
-        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: listener and upstream settings take effect only after a restart');
         const built = await runtimeOf(next, metrics, logger, shared);
         const previous = runtime;
         runtime = built;
         previous?.close();
+        const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
+        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
+        // Logged before the change, so that it shows at the old level when it hides info at the new one.
+        if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
+        logging.setLevel(next.log.level);
         metrics.reloads.inc({ outcome: 'ok' });
-        logger.info({ operations: built.table.operations.length }, 'reloaded config and OpenAPI file');
+        logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
         return { ok: true };
       } catch (error) {
         metrics.reloads.inc({ outcome: 'failed' });
@@ -101,17 +143,24 @@ export async function startGateway(configFile: string, options: StartOptions = {
       }
     },
     async close() {
-      const timeout = options.closeTimeoutMs ?? 10000;
+      const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
+      const proxyClosed = new Promise<void>((resolve) => servers.proxy.server.once('close', () => resolve()));
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        servers.close(),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            servers.proxy.server.closeAllConnections();
-            resolve();
-          }, timeout);
+      const finished = await Promise.race([
+        servers.close().then(() => true),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), timeoutMs);
         }),
       ]);
+      if (!finished) {
+        // Requests still in flight at the deadline: their connections are closed, and each still
+        // gets its access line (written as its connection closes; waited for here, briefly).
+        logger.warn({ shutdownTimeoutMs: timeoutMs }, 'shutdown deadline reached: closing the connections of requests still in flight');
+        servers.proxy.server.closeAllConnections();
+        await Promise.race([proxyClosed, new Promise((resolve) => {
+          timer = setTimeout(resolve, 1000);
+        })]);
+      }
       clearTimeout(timer);
       runtime?.close();
       await shared?.close();

@@ -9,7 +9,7 @@ import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { parseTarget } from './request/target.js';
-import { loadTable } from './runtime.js';
+import { loadTable, tableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
 
 const HELP: Record<string, string> = {
@@ -45,12 +45,22 @@ function formatScopes(requirement: readonly (readonly string[])[], isPublic: boo
   return requirement.map((alt) => (alt.length === 0 ? '(any valid token)' : alt.join(' + '))).join(' | ');
 }
 
+/** Loads the config; what was ignored but may be a mistake goes to stderr (stdout stays the answer). */
 function load(given: string | undefined): Config {
-  return loadConfig(configPath(given), process.env);
+  const config = loadConfig(configPath(given), process.env);
+  for (const warning of config.warnings) console.error(`scopegate: warning: ${warning}`);
+  return config;
 }
 
 function check(values: { config?: string }): number {
-  const config = load(values.config);
+  let config: Config;
+  try {
+    config = load(values.config);
+  } catch (error) {
+    // The OpenAPI file's problems are printed with the config's when the keys naming it are valid.
+    const more = error instanceof ConfigError ? tableProblems(error) : [];
+    throw more.length > 0 ? new ConfigError([...(error as ConfigError).problems, ...more], (error as ConfigError).warnings) : error;
+  }
   const table = loadTable(config);
   const ops = table.operations;
   const scoped = ops.filter((o) => !o.public).length;
@@ -137,7 +147,9 @@ async function serve(values: { config?: string }): Promise<number> {
     process.once('SIGINT', stop);
   });
   await gateway.close();
-  return 0;
+  // Past the shutdown deadline an upstream call may still hold a socket for a client that is gone
+  // already: nothing is left worth waiting for (the logs are flushed), so the process ends now.
+  process.exit(0);
 }
 
 async function demo(values: { port?: string }): Promise<number> {
@@ -185,6 +197,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     if (error instanceof ConfigError) {
+      for (const warning of error.warnings) console.error(`scopegate: warning: ${warning}`);
       console.error(`scopegate: invalid configuration:\n${error.problems.map((p) => `  ${p}`).join('\n')}`);
       process.exitCode = 2;
     } else if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

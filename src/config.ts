@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
+import { checkPemFiles } from './pem.js';
 import { envName, fromEnv, leaves, nearest, validate, type Section } from './schema.js';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
@@ -74,6 +75,7 @@ export const schema: Section = {
       fields: {
         host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
+        shutdownTimeoutMs: { kind: 'int', min: 0, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
         tls: {
           kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
           fields: {
@@ -190,7 +192,7 @@ export const schema: Section = {
 /** The validated, frozen configuration. */
 export interface Config {
   readonly file: string;
-  readonly listen: { host: string; port: number; tls?: { certFile: string; keyFile: string } };
+  readonly listen: { host: string; port: number; shutdownTimeoutMs: number; tls?: { certFile: string; keyFile: string } };
   readonly admin: { host: string; port: number };
   readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
   readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number };
@@ -211,10 +213,32 @@ export interface Config {
     cache: { maxEntries: number; maxTtlSeconds: number; negativeTtlSeconds: number; redis?: { url: string; keyPrefix: string } };
   };
   readonly log: { level: string };
+  /** What was ignored but may be a mistake (unknown `SCOPEGATE_*` variables): printed by check, logged by serve. */
+  readonly warnings: readonly string[];
 }
 
 /** The environment variables that are not config keys but are still ours. */
 const OTHER_ENV = new Set(['SCOPEGATE_CONFIG']);
+
+/**
+ * The variables Kubernetes injects for a Service (`enableServiceLinks`): a Service named
+ * scopegate-redis gives SCOPEGATE_REDIS_SERVICE_HOST, SCOPEGATE_REDIS_PORT=tcp://10.0.0.11:6379,
+ * SCOPEGATE_REDIS_PORT_6379_TCP_ADDR, ...
+ */
+const SERVICE_LINK_NAME = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$/;
+const SERVICE_LINK_VALUE = /^(tcp|udp|sctp):\/\/[^/\s]+:\d+$/;
+
+function isServiceLink(name: string, value: string): boolean {
+  return SERVICE_LINK_NAME.test(name) || (name.endsWith('_PORT') && SERVICE_LINK_VALUE.test(value));
+}
+
+/** What the environment did to a raw config. */
+interface EnvResult {
+  problems: string[];
+  warnings: string[];
+  /** Key path -> the variable that set it, so that a bad value names both. */
+  sources: Map<string, { name: string; value: string }>;
+}
 
 function setPath(target: Record<string, unknown>, path: string, value: unknown): string | undefined {
   const parts = path.split('.');
@@ -229,22 +253,42 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown):
   return undefined;
 }
 
-/** Applies `SCOPEGATE_*` overrides to a raw config; unknown variables are problems too. */
-function applyEnv(raw: Record<string, unknown>, env: Record<string, string | undefined>): string[] {
-  const problems: string[] = [];
+/**
+ * Applies `SCOPEGATE_*` overrides to a raw config. An unknown `SCOPEGATE_*` variable is a warning,
+ * not a problem: Kubernetes injects service-link variables (SCOPEGATE_REDIS_PORT=tcp://...) for any
+ * Service whose name starts with scopegate-, and refusing to start on them would take the gateway
+ * down for a Service it never reads. Only exact key names are applied.
+ */
+function applyEnv(raw: Record<string, unknown>, env: Record<string, string | undefined>): EnvResult {
+  const result: EnvResult = { problems: [], warnings: [], sources: new Map() };
   const byName = new Map(leaves(schema).map(([path, leaf]) => [envName(path), [path, leaf] as const]));
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SCOPEGATE_') || value === undefined || OTHER_ENV.has(name)) continue;
     const entry = byName.get(name);
     if (!entry) {
       const suggestion = nearest(name, [...byName.keys()]);
-      problems.push(`${name}: unknown environment variable${suggestion ? ` (did you mean ${suggestion}?)` : ''}`);
+      const hint = isServiceLink(name, value) ? ' (a Kubernetes service link? enableServiceLinks: false in the pod spec turns them off)'
+        : suggestion ? ` (did you mean ${suggestion}?)` : '';
+      result.warnings.push(`${name}: unknown environment variable, ignored${hint}`);
       continue;
     }
+    result.sources.set(entry[0], { name, value });
     const problem = setPath(raw, entry[0], fromEnv(entry[1], value));
-    if (problem) problems.push(problem);
+    if (problem) result.problems.push(problem);
   }
-  return problems;
+  return result;
+}
+
+/** `listen.port: ...` -> `listen.port (SCOPEGATE_LISTEN_PORT): ...` when the variable set the key. */
+function nameSources(problems: readonly string[], sources: EnvResult['sources']): string[] {
+  return problems.map((problem) => {
+    const key = problem.slice(0, problem.indexOf(':'));
+    const source = sources.get(key);
+    if (!source) return problem;
+    const link = SERVICE_LINK_VALUE.test(source.value)
+      ? ` (${source.name} looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)` : '';
+    return `${key} (${source.name})${problem.slice(key.length)}${link}`;
+  });
 }
 
 /** Parses YAML or JSON text; a syntax error names the file, line and column. */
@@ -284,8 +328,23 @@ function crossCheck(c: Config): string[] {
     }
   }
   if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
-  if (c.admin.port !== 0 && c.admin.port === c.listen.port && c.admin.host === c.listen.host) problems.push('admin.port: must differ from listen.port');
+  if (sameSocket(c.admin, c.listen)) problems.push(`admin.port: must differ from listen.port: admin ${c.admin.host}:${c.admin.port} and listen ${c.listen.host}:${c.listen.port} cannot both be bound`);
   return problems;
+}
+
+/** Hosts that bind every address: a listener there takes the port on every other host too. */
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '::0', '0:0:0:0:0:0:0:0']);
+const LOOPBACK_NAMES: Record<string, string> = { localhost: '127.0.0.1' };
+
+/** True when two listeners would ask for the same port on overlapping addresses (EADDRINUSE). */
+function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  if (typeof a.port !== 'number' || a.port === 0 || a.port !== b.port || typeof a.host !== 'string' || typeof b.host !== 'string') return false;
+  const norm = (host: string) => {
+    const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+    return LOOPBACK_NAMES[h] ?? h;
+  };
+  const [x, y] = [norm(a.host), norm(b.host)];
+  return x === y || WILDCARD_HOSTS.has(x) || WILDCARD_HOSTS.has(y);
 }
 
 /** Reads a secret file's first line; problems name the key, never the content. */
@@ -317,15 +376,20 @@ export function loadConfig(file: string, env: Record<string, string | undefined>
 export function configFromValue(parsed: unknown, file: string, env: Record<string, string | undefined> = {}): Config {
   const raw: Record<string, unknown> = parsed === null || parsed === undefined ? {} : (structuredClone(parsed) as Record<string, unknown>);
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${file}: must be a mapping of keys`]);
-  const problems = applyEnv(raw, env);
+  const fromEnv = applyEnv(raw, env);
+  const problems = fromEnv.problems;
   const base = dirname(file);
   const result = validate(schema, raw, (p) => resolve(base, p));
   problems.push(...result.problems);
-  let config = { ...(result.value as object), file } as Config;
+  let config = { ...(result.value as object), file, warnings: Object.freeze(fromEnv.warnings) } as Config;
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
-  problems.push(...crossCheck(config).filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
-  if (problems.length > 0) throw new ConfigError(problems);
+  problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
+  if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings, config);
+  // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
+  if (config.listen.shutdownTimeoutMs === undefined) {
+    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: config.upstream.timeoutMs + 5000 }) };
+  }
   const more: string[] = [];
   const introspection = config.token.introspection;
   if (introspection?.clientSecretFile) {
@@ -333,7 +397,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
     if (secret.problem) more.push(secret.problem);
     else config = { ...config, token: Object.freeze({ ...config.token, introspection: Object.freeze({ ...introspection, clientSecret: secret.value }) }) };
   }
-  if (more.length > 0) throw new ConfigError(more);
+  if (more.length > 0) throw new ConfigError(nameSources(more, fromEnv.sources), fromEnv.warnings, config);
   return Object.freeze(config);
 }
 

@@ -196,7 +196,11 @@ export class InternalError extends GatewayError {
 /** A config problem: the process exits 2. */
 export class ConfigError extends Error {
   readonly code = 'config_error';
-  constructor(readonly problems: readonly string[]) {
+  /**
+   * `warnings`: what was ignored but may be a mistake, printed with the problems. `validated`: the
+   * keys that did validate, so that `check` can still read the OpenAPI file they name.
+   */
+  constructor(readonly problems: readonly string[], readonly warnings: readonly string[] = [], readonly validated?: unknown) {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }

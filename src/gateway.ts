@@ -415,6 +415,26 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
   };
 }
 
+/**
+ * The access line of a request whose connection closed before its response was complete (the
+ * client went away, or the shutdown deadline closed it): status 499, as nginx logs it. No metric:
+ * the proxy port answered nothing.
+ */
+function createOnAbort(access: (line: AccessLine) => void) {
+  return function onRequestAbort(request: FastifyRequest, done: () => void): void {
+    const d = request.decision;
+    if (d) {
+      access({
+        reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+        status: 499, decision: d.allowed ? 'allow' : 'deny', reason: `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`,
+        clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null, fingerprint: d.fingerprint ?? null,
+        requiredScopes: d.required ?? null, durationMs: Math.round((performance.now() - d.started) * 1000) / 1000,
+      });
+    }
+    done();
+  };
+}
+
 /** Registers the steps and the forwarder on `app`. */
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
   const { metrics } = options;
@@ -477,6 +497,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   });
 
   app.addHook('onResponse', createOnResponse(metrics, options.access));
+  app.addHook('onRequestAbort', createOnAbort(options.access));
 
   // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
   // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).

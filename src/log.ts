@@ -30,6 +30,8 @@ export interface Logging {
   access(line: AccessLine): void;
   /** Writes every pending line after any write in flight (so in order); resolves once out, or after 2 s. */
   flush(): Promise<void>;
+  /** Changes the least level written, for the logger (and its children) and the access line (SIGHUP). */
+  setLevel(level: string): void;
 }
 
 const INFO = 30;
@@ -58,13 +60,19 @@ export function createLogging(level: string, destination?: DestinationStream): L
   });
   // Lines still in memory are written when the process ends, however it ends.
   if (sink) process.once('exit', () => sink.flushSync());
-  const accessEnabled = pino.levels.values[level] !== undefined && pino.levels.values[level]! <= INFO;
+  // The access line is written at info: on when info would be.
+  const accessOn = (least: string) => pino.levels.values[least] !== undefined && pino.levels.values[least]! <= INFO;
+  let accessEnabled = accessOn(level);
   return {
     logger,
     access(line) {
       if (accessEnabled) stream.write(formatAccessLine(line));
     },
     flush,
+    setLevel(least) {
+      logger.level = least;
+      accessEnabled = accessOn(least);
+    },
   };
 }
 

@@ -7,6 +7,7 @@ import { request } from 'undici';
 import type { Config } from './config.js';
 import { ConfigError, InvalidToken } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { createIntrospectionReadiness } from './readiness.js';
 import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
 import { createTable, type Table } from './scopes/table.js';
 import { isCompactJws } from './token/bearer.js';
@@ -20,7 +21,10 @@ export interface Runtime {
   readonly config: Config;
   readonly table: Table;
   readonly verifier: CachedVerifier;
-  /** True when token validation can work (JWKS fetched, introspection endpoint answered). */
+  /**
+   * True when token validation can work now: the JWKS fetched; the introspection endpoint answered
+   * within the last few seconds and its circuit breaker is closed.
+   */
   ready(): Promise<boolean>;
   /** Stops background work (the JWKS refresh) once the runtime is replaced or the gateway stops. */
   close(): void;
@@ -30,6 +34,23 @@ export interface Runtime {
 export function loadTable(config: Config): Table {
   const operations = operationsFrom(readOpenApiFile(config.openapi.file), { basePath: config.openapi.basePath, extra: config.openapi.extra });
   return createTable(operations, config.limits.targetBytes);
+}
+
+/**
+ * The problems of the OpenAPI file named by a config that has problems of its own, when the keys
+ * the table needs did validate (INTERFACE.md: `check` prints every problem); [] otherwise.
+ */
+export function tableProblems(error: ConfigError): string[] {
+  const needs = /^(openapi|limits\.targetBytes)[.:\s[]/;
+  if (error.problems.some((p) => needs.test(p))) return [];
+  const validated = error.validated as { openapi?: { file?: unknown; extra?: unknown }; limits?: { targetBytes?: unknown } } | undefined;
+  if (typeof validated?.openapi?.file !== 'string' || !Array.isArray(validated.openapi.extra) || typeof validated.limits?.targetBytes !== 'number') return [];
+  try {
+    loadTable(validated as Config);
+    return [];
+  } catch (problem) {
+    return problem instanceof ConfigError ? [...problem.problems] : [`openapi.file: ${(problem as Error).message}`];
+  }
 }
 
 /** Endpoints after discovery: `token.issuer`'s openid-configuration fills what the config lacks. */
@@ -102,7 +123,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   const verifier = withCache(route, { ...cache, now, ...(options.secondLevel ? { secondLevel: options.secondLevel } : {}) });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
 
-  let introspectionReady = false;
+  const introspectionReady = introspect ? createIntrospectionReadiness(introspect, { now }) : undefined;
   return Object.freeze({
     config,
     table,
@@ -115,8 +136,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
         await verifyJwt.reload().catch(() => undefined);
         if (!verifyJwt.ready()) return false;
       }
-      if (introspect && !introspectionReady) introspectionReady = await introspect.probe();
-      return !introspect || introspectionReady;
+      return introspectionReady ? introspectionReady() : true;
     },
   });
 }

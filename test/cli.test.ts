@@ -44,7 +44,7 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['unknown key', ['check', '--config', writeTmp('unknown.yaml', { token: { ...TOKEN, introspecton: {} } })], /^ {2}token\.introspecton: unknown key \(did you mean token\.introspection\?\)$/m],
     ['wrong type', ['check', '--config', writeTmp('type.yaml', { listen: { port: 'abc' }, token: TOKEN })], /^ {2}listen\.port: must be a port number/m],
     ['no token section', ['check', '--config', writeTmp('notoken.yaml', { listen: { port: 1 } })], /^ {2}token: /m],
-    ['unknown environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}SCOPEGATE_LISTEN_PROT: unknown environment variable/m, { SCOPEGATE_LISTEN_PROT: '1' }],
+    ['bad value of an environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}listen\.port \(SCOPEGATE_LISTEN_PORT\): must be a port number/m, { SCOPEGATE_LISTEN_PORT: 'tcp://10.0.0.1:8080' }],
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
   ];
@@ -54,6 +54,23 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     t.match(stderr, expected, name);
     t.equal(stdout, '', `${name}: nothing on stdout`);
   }
+});
+
+t.test('unknown SCOPEGATE_* variables (Kubernetes service links) are warnings on stderr, not errors', async (t) => {
+  const env = {
+    SCOPEGATE_REDIS_SERVICE_HOST: '10.0.0.11', SCOPEGATE_REDIS_PORT: 'tcp://10.0.0.11:6379', SCOPEGATE_REDIS_PORT_6379_TCP_ADDR: '10.0.0.11',
+    SCOPEGATE_LISTEN_PROT: '1',
+  };
+  const { code, stdout, stderr } = await runCli(['check', '--config', DEFAULT_CONFIG], { env });
+  t.equal(code, 0, 'valid');
+  t.match(stdout, /^ok: /);
+  t.match(stderr, /^scopegate: warning: SCOPEGATE_REDIS_PORT: unknown environment variable, ignored \(a Kubernetes service link\?/m);
+  t.match(stderr, /^scopegate: warning: SCOPEGATE_REDIS_SERVICE_HOST: /m);
+  t.match(stderr, /^scopegate: warning: SCOPEGATE_LISTEN_PROT: unknown environment variable, ignored \(did you mean SCOPEGATE_LISTEN_PORT\?\)$/m);
+  const invalid = await runCli(['check', '--config', writeTmp('warn-invalid.yaml', { listen: { port: 'abc' }, token: TOKEN })], { env });
+  t.equal(invalid.code, 2, 'a bad config is still refused');
+  t.match(invalid.stderr, /warning: SCOPEGATE_LISTEN_PROT: /, 'with the warnings');
+  t.match(invalid.stderr, /^ {2}listen\.port: must be a port number/m);
 });
 
 t.test('a YAML syntax error names its line', async (t) => {
@@ -73,6 +90,23 @@ t.test('check prints every problem at once, each with its key path', async (t) =
     'listen.port: must be a port number (0-65535)',
     'upstream.forwardAuthorization: must be true or false',
   ]);
+});
+
+t.test('check prints the OpenAPI file\'s problems with the config\'s', async (t) => {
+  const problemsOf = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim()).sort();
+  const missing = writeTmp('api-missing.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN });
+  const both = await runCli(['check', '--config', missing], { env: { SCOPEGATE_LISTEN_PORT: 'abc' } });
+  t.equal(both.code, 2);
+  t.same(problemsOf(both.stderr), [
+    'listen.port (SCOPEGATE_LISTEN_PORT): must be a port number (0-65535)',
+    `openapi.file: cannot read ${join(tmp, 'absent-openapi.yaml')} (ENOENT)`,
+  ], 'a bad variable and a missing OpenAPI file, together');
+  const swagger = writeTmp('api-swagger.yaml', { listen: { port: 'abc' }, openapi: { file: writeTmp('swagger-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN });
+  const broken = await runCli(['check', '--config', swagger]);
+  t.match(broken.stderr, /^ {2}listen\.port: must be a port number/m);
+  t.match(broken.stderr, /^ {2}openapi\.file: Swagger 2\.0 is not supported/m, 'a broken OpenAPI file, with a config problem');
+  const unusable = await runCli(['check', '--config', writeTmp('api-bad-extra.yaml', { openapi: { file: './absent-openapi.yaml', extra: 'nope' }, token: TOKEN })]);
+  t.same(problemsOf(unusable.stderr), ['openapi.extra: must be a list of {method, path, scopes}'], 'not read when the keys it needs are wrong themselves');
 });
 
 t.test('routes prints the 31 rows of the table', async (t) => {

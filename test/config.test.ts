@@ -12,6 +12,7 @@ import { configReference, loadConfig, schema, type Config } from '../src/config.
 import { ConfigError } from '../src/errors.js';
 import { leaves } from '../src/schema.js';
 import { OWN_OPENAPI } from './helpers/gateway.js';
+import { pki, writePem } from './helpers/pki.js';
 
 /** The smallest valid token section. */
 const JWT = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
@@ -68,6 +69,8 @@ t.test('every optional key takes the default of the reference', async (t) => {
     listen: { tls: { certFile: 'tls/cert.pem', keyFile: 'tls/key.pem' } },
     token: { issuer: 'https://as.example', introspection: { clientId: 'gateway', clientSecret: 'not-a-default' }, jwt: {}, cache: { redis: { url: 'redis://127.0.0.1:6379' } } },
   });
+  writePem(join(dirname(file), 'tls', 'cert.pem'), pki().cert);
+  writePem(join(dirname(file), 'tls', 'key.pem'), pki().key);
   const config = loadConfig(file, {});
   const kinds = new Map(leaves(schema).map(([key, leaf]) => [key, leaf.kind]));
   let defaults = 0;
@@ -79,6 +82,11 @@ t.test('every optional key takes the default of the reference', async (t) => {
       continue;
     }
     t.not(row.default, '(required)', `${row.key}: a required key is given above`);
+    if (row.key === 'listen.shutdownTimeoutMs') {
+      t.equal(value, 30000 + 5000, 'listen.shutdownTimeoutMs defaults to upstream.timeoutMs + 5000');
+      defaults++;
+      continue;
+    }
     if (row.key === 'openapi.file') {
       t.equal(value, OWN_OPENAPI, 'openapi.file defaults to the bundled config/scim-openapi.yaml, wherever the config is');
       defaults++;
@@ -94,18 +102,21 @@ t.test('every optional key takes the default of the reference', async (t) => {
 
 t.test('relative paths resolve against the config file\'s folder, not the working directory', async (t) => {
   const secret = write('from-file\n', 'secrets/client.txt');
+  const absoluteKey = writePem(join(tmp, 'absolute', 'key.pem'), pki().key);
   const file = write({
-    listen: { tls: { certFile: 'tls/cert.pem', keyFile: '/etc/scopegate/key.pem' } },
+    listen: { tls: { certFile: 'tls/cert.pem', keyFile: absoluteKey } },
     upstream: { caFile: '../ca.pem' },
     openapi: { file: './api/scim.yaml' },
     token: { introspection: { endpoint: 'https://as.example/introspect', clientId: 'gw', clientSecretFile: secret } },
   });
   const dir = dirname(file);
+  writePem(join(dir, 'tls', 'cert.pem'), pki().cert);
+  writePem(join(dir, '..', 'ca.pem'), pki().cert);
   t.not(dir, process.cwd());
   const config = loadConfig(file, {});
   const cases: Array<[key: string, expected: string]> = [
     ['listen.tls.certFile', join(dir, 'tls', 'cert.pem')],
-    ['listen.tls.keyFile', '/etc/scopegate/key.pem'],
+    ['listen.tls.keyFile', absoluteKey],
     ['upstream.caFile', resolve(dir, '..', 'ca.pem')],
     ['openapi.file', join(dir, 'api', 'scim.yaml')],
     ['token.introspection.clientSecretFile', secret],
@@ -116,6 +127,14 @@ t.test('relative paths resolve against the config file\'s folder, not the workin
   const relativeSecret = write({ token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: 'client.txt' } } });
   writeFileSync(join(dirname(relativeSecret), 'client.txt'), 'next-to-the-config\n');
   t.equal(loadConfig(relativeSecret, {}).token.introspection?.clientSecret, 'next-to-the-config', 'a relative clientSecretFile is read from the config folder');
+});
+
+t.test('listen.shutdownTimeoutMs: by default long enough for any request the upstream may answer', async (t) => {
+  t.equal(loadConfig(write({ upstream: { timeoutMs: 60000 }, token: JWT }), {}).listen.shutdownTimeoutMs, 65000, 'upstream.timeoutMs + 5000');
+  t.equal(loadConfig(write({ upstream: { timeoutMs: 60000 }, token: JWT }), { SCOPEGATE_UPSTREAM_TIMEOUT_MS: '1000' }).listen.shutdownTimeoutMs, 6000, 'from the upstream.timeoutMs in effect');
+  t.equal(loadConfig(write({ listen: { shutdownTimeoutMs: 0 }, token: JWT }), {}).listen.shutdownTimeoutMs, 0, 'set: taken as is');
+  t.equal(loadConfig(write({ token: JWT }), { SCOPEGATE_LISTEN_SHUTDOWN_TIMEOUT_MS: '1500' }).listen.shutdownTimeoutMs, 1500, 'from the environment');
+  t.same(problems(t, { listen: { shutdownTimeoutMs: -1 }, token: JWT }), ['listen.shutdownTimeoutMs: must be an integer >= 0']);
 });
 
 t.test('YAML and JSON files load to the same config', async (t) => {
@@ -133,7 +152,7 @@ t.test('YAML and JSON files load to the same config', async (t) => {
   t.match(jsonFile, /c\.json$/);
   t.same(yamlRest, jsonRest);
   t.same(yamlApi.extra, jsonApi.extra);
-  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443 });
+  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443, shutdownTimeoutMs: 35000 });
   t.same(yamlApi.extra, [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'], public: false }]);
 
   const handWritten = write([
@@ -176,15 +195,43 @@ t.test('SCOPEGATE_* environment variables override the file', async (t) => {
   }
 });
 
-t.test('environment problems are problems, with the variable named', async (t) => {
+t.test('bad values from the environment are problems naming the key and the variable', async (t) => {
   const cases: Array<[env: Record<string, string>, expected: string[]]> = [
-    [{ SCOPEGATE_LISTEN_PROT: '1' }, ['SCOPEGATE_LISTEN_PROT: unknown environment variable (did you mean SCOPEGATE_LISTEN_PORT?)']],
-    [{ SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: '1' }, ['SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: unknown environment variable']],
-    [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port: must be a port number (0-65535)']],
-    [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders: must be true or false']],
-    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience: must be a list of non-empty strings']],
+    [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port (SCOPEGATE_LISTEN_PORT): must be a port number (0-65535)']],
+    [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders (SCOPEGATE_UPSTREAM_IDENTITY_HEADERS): must be true or false']],
+    [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience (SCOPEGATE_TOKEN_JWT_AUDIENCE): must be a list of non-empty strings']],
+    [{ SCOPEGATE_ADMIN_PORT: '8080', SCOPEGATE_LISTEN_PORT: '8080' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must differ from listen.port: admin 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both be bound']],
+    // A Service named scopegate-admin would inject this: a known key, a bad value, and a hint.
+    [{ SCOPEGATE_ADMIN_PORT: 'tcp://10.0.0.12:9090' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must be a port number (0-65535) (SCOPEGATE_ADMIN_PORT looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)']],
   ];
   for (const [env, expected] of cases) t.same(problems(t, { token: JWT }, env), expected, Object.keys(env).join(', '));
+  t.same(problems(t, { listen: { port: 'abc' }, token: JWT }), ['listen.port: must be a port number (0-65535)'], 'a value from the file names no variable');
+});
+
+t.test('unknown SCOPEGATE_* variables are warnings, never applied', async (t) => {
+  // The variables Kubernetes injects for deploy/kubernetes/redis.yaml's Service scopegate-redis.
+  const serviceLinks = {
+    SCOPEGATE_REDIS_SERVICE_HOST: '10.0.0.11',
+    SCOPEGATE_REDIS_SERVICE_PORT: '6379',
+    SCOPEGATE_REDIS_PORT: 'tcp://10.0.0.11:6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP: 'tcp://10.0.0.11:6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP_PROTO: 'tcp',
+    SCOPEGATE_REDIS_PORT_6379_TCP_PORT: '6379',
+    SCOPEGATE_REDIS_PORT_6379_TCP_ADDR: '10.0.0.11',
+  };
+  const file = write({ token: { ...JWT, cache: { redis: { url: 'redis://scopegate-redis:6379' } } } });
+  const config = loadConfig(file, { ...serviceLinks, SCOPEGATE_LISTEN_PROT: '1', SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: '1', SCOPEGATE_CONFIG: file });
+  t.same(config.token.cache.redis, { url: 'redis://scopegate-redis:6379', keyPrefix: 'scopegate:' }, 'SCOPEGATE_REDIS_PORT is not read as a token.cache.redis key');
+  t.equal(config.listen.port, 8080, 'nothing applied to listen.port');
+  const link = '(a Kubernetes service link? enableServiceLinks: false in the pod spec turns them off)';
+  t.same([...config.warnings].sort(), [
+    ...Object.keys(serviceLinks).map((name) => `${name}: unknown environment variable, ignored ${link}`),
+    'SCOPEGATE_LISTEN_PROT: unknown environment variable, ignored (did you mean SCOPEGATE_LISTEN_PORT?)',
+    'SCOPEGATE_NOTHING_LIKE_IT_AT_ALL: unknown environment variable, ignored',
+  ].sort());
+  t.same(loadConfig(file, {}).warnings, [], 'no warning without such variables');
+  const refused = configError(t, () => loadConfig(file, { SCOPEGATE_LISTEN_PROT: '1', SCOPEGATE_LISTEN_PORT: 'x' }));
+  t.same(refused.warnings, ['SCOPEGATE_LISTEN_PROT: unknown environment variable, ignored (did you mean SCOPEGATE_LISTEN_PORT?)'], 'a refused config carries its warnings too');
 });
 
 t.test('unknown keys are refused, with the nearest known key suggested', async (t) => {
@@ -233,13 +280,13 @@ t.test('every problem of a file is listed at once', async (t) => {
     '  jwt: { jwksUri: "https://as.example/jwks", issuer: "https://as.example", clockToleranceSeconds: 9999 }',
     '',
   ].join('\n');
-  t.same([...problems(t, content, { SCOPEGATE_NOPE: '1' })].sort(), [
-    'SCOPEGATE_NOPE: unknown environment variable',
+  t.same([...problems(t, content, { SCOPEGATE_UPSTREAM_TIMEOUT_MS: 'soon' })].sort(), [
     'lisen: unknown key (did you mean listen?)',
     'listen.port: must be a port number (0-65535)',
     'token.introspecton: unknown key (did you mean token.introspection?)',
     'token.jwt.clockToleranceSeconds: must be an integer from 0 to 300',
     'upstream.forwardAuthorization: must be true or false',
+    'upstream.timeoutMs (SCOPEGATE_UPSTREAM_TIMEOUT_MS): must be an integer >= 1',
     'upstream.url: must be a URL',
   ].sort());
 });
@@ -278,15 +325,18 @@ t.test('a secret never appears in a problem', async (t) => {
     ['syntax error in JSON', `{"token": {"introspection": {"clientSecret": "${SECRET}" "clientId": 1}}`],
     ['both clientSecret and clientSecretFile', introspection(`    clientSecret: ${SECRET}\n    clientSecretFile: /etc/hostname\n    endpoint: https://as.example/i\n    clientId: gw\n`)],
     ['the secret from the environment', `listen: {port: abc}\n${introspection('    endpoint: nope\n')}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: SECRET, SCOPEGATE_LISTEN_PORT: 'x' }],
-    ['the secret in a misspelled variable', `token: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
+    ['the secret in a misspelled variable, next to a problem', `listen: {port: abc}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
     ['the secret as a tls key path that is wrong', `listen: {tls: {keyFile: ${SECRET}}}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`],
   ];
   for (const [name, content, env] of cases) {
     const error = configError(t, () => loadConfig(write(content), env ?? {}));
     t.ok(error.problems.length > 0, `${name}: refused`);
-    const text = [String(error), error.stack ?? '', ...error.problems].join('\n');
+    const text = [String(error), error.stack ?? '', ...error.problems, ...error.warnings].join('\n');
     t.notMatch(text, SECRET, `${name}: the secret is not in the error`);
   }
+  const warned = loadConfig(write(`token: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`), { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET });
+  t.equal(warned.warnings.length, 1, 'a misspelled variable is a warning');
+  t.notMatch(warned.warnings.join('\n'), SECRET, 'the warning names the variable, never its value');
 
   const secretFile = write(`${SECRET}\n`, 'secret.txt');
   const error = configError(t, () => loadConfig(write({ listen: { port: 'abc' }, token: { introspection: { endpoint: 'nope', clientId: 'gw', clientSecretFile: secretFile } } }), {}));
@@ -314,9 +364,40 @@ t.test('clientSecretFile is read (first line, trimmed), and its problems name th
   }
 });
 
+t.test('the PEM files of listen.tls and upstream.caFile are read and parsed at load', async (t) => {
+  const dir = join(tmp, 'pem');
+  const cert = writePem(join(dir, 'cert.pem'), pki().cert);
+  const key = writePem(join(dir, 'key.pem'), pki().key);
+  const chain = writePem(join(dir, 'chain.pem'), pki().cert + pki().cert);
+  const other = writePem(join(dir, 'other.pem'), pki().otherKey);
+  const garbage = writePem(join(dir, 'garbage.pem'), '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
+  const text = writePem(join(dir, 'text.pem'), 'hello\n');
+  const missing = join(dir, 'missing.pem');
+  const config = (tls: object | undefined, caFile?: string) => ({ ...(tls ? { listen: { tls } } : {}), ...(caFile ? { upstream: { caFile } } : {}), token: JWT });
+  t.ok(loadConfig(write(config({ certFile: chain, keyFile: key }, chain)), {}), 'a chain and its key, a CA bundle');
+  const cases: Array<[name: string, content: object, expected: string[]]> = [
+    ['missing certificate', config({ certFile: missing, keyFile: key }), [`listen.tls.certFile: cannot read ${missing} (ENOENT)`]],
+    ['missing key', config({ certFile: cert, keyFile: missing }), [`listen.tls.keyFile: cannot read ${missing} (ENOENT)`]],
+    ['garbage certificate', config({ certFile: garbage, keyFile: key }), [`listen.tls.certFile: certificate 1 of ${garbage} cannot be parsed`]],
+    ['no certificate at all', config({ certFile: text, keyFile: key }), [`listen.tls.certFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
+    ['a certificate as the key', config({ certFile: cert, keyFile: cert }), [`listen.tls.keyFile: ${cert} holds no PEM private key that can be read without a passphrase`]],
+    ['the key of another certificate', config({ certFile: cert, keyFile: other }), ['listen.tls.keyFile: does not match the certificate of listen.tls.certFile']],
+    ['missing CA file', config(undefined, missing), [`upstream.caFile: cannot read ${missing} (ENOENT)`]],
+    ['garbage CA file', config(undefined, text), [`upstream.caFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
+  ];
+  for (const [name, content, expected] of cases) t.same(problems(t, content), expected, name);
+  t.same(problems(t, { listen: { port: 'abc', tls: { certFile: missing, keyFile: key } }, token: JWT }).slice().sort(), [
+    'listen.port: must be a port number (0-65535)',
+    `listen.tls.certFile: cannot read ${missing} (ENOENT)`,
+  ], 'listed with the other problems');
+  t.same(problems(t, config({ certFile: missing, keyFile: key }), { SCOPEGATE_LISTEN_TLS_CERT_FILE: missing }), [`listen.tls.certFile (SCOPEGATE_LISTEN_TLS_CERT_FILE): cannot read ${missing} (ENOENT)`], 'naming the variable that set the path');
+  const keyText = pki().key;
+  for (const listed of [problems(t, config({ certFile: key, keyFile: cert }))]) t.notMatch(listed.join('\n'), keyText.split('\n')[1]!, 'no key material in a problem');
+});
+
 t.test('the result is frozen, all the way down', async (t) => {
   const config = loadConfig(write({
-    listen: { tls: { certFile: 'c.pem', keyFile: 'k.pem' } },
+    listen: { tls: { certFile: writePem(join(tmp, 'frozen', 'c.pem'), pki().cert), keyFile: writePem(join(tmp, 'frozen', 'k.pem'), pki().key) } },
     openapi: { extra: [{ method: 'GET', path: '/x', scopes: ['s'] }] },
     token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: write('s\n', 's.txt') }, ...JWT, cache: { redis: { url: 'redis://r:6379' } } },
   }), {});

@@ -7,6 +7,7 @@
 import { request, type Dispatcher } from 'undici';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
 import { createBreaker } from './breaker.js';
+import type { IntrospectionHealth } from '../readiness.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
 
 /** Options of the introspection verifier. */
@@ -48,9 +49,10 @@ async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string
 }
 
 /** Creates the verifier; a bound on concurrent calls and a circuit breaker protect the server. */
-export function createIntrospectionVerifier(options: IntrospectionOptions): TokenVerifier & { probe(): Promise<boolean> } {
+export function createIntrospectionVerifier(options: IntrospectionOptions): TokenVerifier & IntrospectionHealth {
   const now = options.now ?? Date.now;
   const breaker = createBreaker(5, 5000, now);
+  let answeredAt = -Infinity;
   const basic = options.authMethod === 'client_secret_basic'
     ? `Basic ${Buffer.from(`${formEncode(options.clientId ?? '')}:${formEncode(options.clientSecret ?? '')}`).toString('base64')}`
     : undefined;
@@ -116,11 +118,13 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
       const { status, text } = await call(token);
       const principal = interpret(status, text);
       breaker.success();
+      answeredAt = now();
       options.onCall?.(performance.now() - started, 'active');
       return principal;
     } catch (error) {
       if (error instanceof InvalidToken) {
         breaker.success();
+        answeredAt = now();
         options.onCall?.(performance.now() - started, 'inactive');
       } else {
         breaker.failure();
@@ -132,16 +136,24 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     }
   }
 
-  /** Readiness: the endpoint answers a well-formed introspection for a token that is no token. */
+  /**
+   * Readiness: the endpoint answers a well-formed introspection for a token that is no token. The
+   * outcome feeds the breaker too: a probe that succeeds closes a circuit that no request would
+   * close while the gateway is out of the load balancer because it is not ready.
+   */
   async function probe(): Promise<boolean> {
+    let ok: boolean;
     try {
       const { status, text } = await call(`scopegate-readiness-${Date.now()}`);
-      if (options.authMethod === 'bearer_token') return status === 200 || status === 401;
-      return status === 200 && typeof (JSON.parse(text) as { active?: unknown }).active === 'boolean';
+      if (options.authMethod === 'bearer_token') ok = status === 200 || status === 401;
+      else ok = status === 200 && typeof (JSON.parse(text) as { active?: unknown }).active === 'boolean';
     } catch {
-      return false;
+      ok = false;
     }
+    if (ok) breaker.success();
+    else breaker.failure();
+    return ok;
   }
 
-  return Object.assign(verify, { probe });
+  return Object.assign(verify, { probe, circuit: () => breaker.state, lastAnsweredAt: () => answeredAt });
 }

@@ -81,3 +81,32 @@ t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
   t.match(await response.body.text(), /ListResponse/);
   t.equal(await serve.exited, 0, 'exit code 0');
 });
+
+t.test('SIGTERM: a request still in flight at listen.shutdownTimeoutMs is cut, logged, and the process exits 0', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json' });
+      res.end('{}');
+    }, 4000);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-deadline-'));
+  const file = join(dir, 'scopegate.json');
+  const config = baseConfig(up.origin);
+  writeFileSync(file, JSON.stringify({ ...config, listen: { ...config.listen, shutdownTimeoutMs: 300 }, upstream: { url: up.origin, timeoutMs: 10000 } }));
+  const serve = await startServe(file);
+  t.teardown(() => up.close());
+  const inFlight = request(`${serve.proxyUrl}${B}/Schemas`).then((r) => r.statusCode, (error: Error & { code?: string }) => error.code ?? error.message);
+  while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+  const started = Date.now();
+  serve.child.kill('SIGTERM');
+  t.equal(await inFlight, 'UND_ERR_SOCKET', 'the connection is closed, without a response');
+  t.ok(Date.now() - started < 2500, 'at the deadline, not when the upstream answers');
+  t.equal(await serve.exited, 0, 'exit code 0');
+  t.ok(Date.now() - started < 3500, 'the process does not wait for the upstream either');
+  const lines = serve.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.ok(lines.some((l) => l.msg === 'shutdown deadline reached: closing the connections of requests still in flight' && l.shutdownTimeoutMs === 300), 'the deadline is logged');
+  const access = lines.filter((l) => l.msg === 'access');
+  t.equal(access.length, 1, 'one access line');
+  t.match(access[0], { path: `${B}/Schemas`, operation: 'get-schemas', status: 499, reason: /^connection closed before the response was complete/ });
+});

@@ -1,14 +1,15 @@
 // HTTPS termination (listen.tls) and a verified https upstream (upstream.caFile): without the CA
 // the upstream's certificate is refused (502), never silently accepted.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
-import { B, startTestGateway } from '../helpers/gateway.js';
+import { ensureBuilt, runCli } from '../helpers/cli.js';
+import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'scopegate-tls-'));
 const cert = join(dir, 'cert.pem');
@@ -41,4 +42,25 @@ t.test('https on the proxy port and to the upstream, verified with caFile', asyn
   t.equal(refused.statusCode, 502, 'an unverifiable upstream certificate is refused');
   t.match(await refused.body.text(), /"status":"502"/);
   await dispatcher.close();
+});
+
+t.test('check and serve refuse a missing or garbage PEM file with exit 2, naming the key', async (t) => {
+  await ensureBuilt();
+  const garbage = join(dir, 'garbage.pem');
+  writeFileSync(garbage, 'not a certificate\n');
+  const cases: Array<[name: string, config: object, expected: RegExp]> = [
+    ['missing certFile', { listen: { tls: { certFile: join(dir, 'absent.pem'), keyFile: key } } }, /^ {2}listen\.tls\.certFile: cannot read .*absent\.pem \(ENOENT\)$/m],
+    ['garbage keyFile', { listen: { tls: { certFile: cert, keyFile: garbage } } }, /^ {2}listen\.tls\.keyFile: .*garbage\.pem holds no PEM private key/m],
+    ['garbage caFile', { upstream: { caFile: garbage } }, /^ {2}upstream\.caFile: .*garbage\.pem holds no PEM certificate/m],
+  ];
+  for (const [name, config, expected] of cases) {
+    const file = join(dir, 'scopegate.json');
+    writeFileSync(file, JSON.stringify({ ...config, listen: { host: '127.0.0.1', port: 0, ...(config as { listen?: object }).listen }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI }, token }));
+    for (const command of ['check', 'serve']) {
+      const { code, stderr } = await runCli([command, '--config', file]);
+      t.equal(code, 2, `${command}, ${name}: exit 2`);
+      t.match(stderr, expected, `${command}, ${name}: names the key`);
+      t.notMatch(stderr, /error:[0-9A-F]{8}|ENOENT: no such file/, `${command}, ${name}: no raw OpenSSL or fs message`);
+    }
+  }
 });

@@ -1,0 +1,71 @@
+/**
+ * The PEM files the config names (listen.tls.certFile/keyFile, upstream.caFile), read and parsed
+ * when the config is loaded, so that `check` refuses what `serve` would fail on, by key path. A
+ * problem names the key and the file, never the file's content.
+ */
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+/** The keys that name PEM files, as far as validation got (any may be absent). */
+interface PemKeys {
+  listen?: { tls?: { certFile?: string; keyFile?: string } };
+  upstream?: { caFile?: string };
+}
+
+const CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+function read(path: string, key: string, problems: string[]): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    problems.push(`${key}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+}
+
+/** Every certificate of a PEM bundle, or a problem when there is none or one does not parse. */
+function certificates(path: string, key: string, problems: string[]): X509Certificate[] | undefined {
+  const text = read(path, key, problems);
+  if (text === undefined) return undefined;
+  const blocks = text.match(CERTIFICATE) ?? [];
+  if (blocks.length === 0) {
+    problems.push(`${key}: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    return undefined;
+  }
+  const parsed: X509Certificate[] = [];
+  for (const [i, block] of blocks.entries()) {
+    try {
+      parsed.push(new X509Certificate(block));
+    } catch {
+      problems.push(`${key}: certificate ${i + 1} of ${path} cannot be parsed`);
+      return undefined;
+    }
+  }
+  return parsed;
+}
+
+function privateKey(path: string, key: string, problems: string[]): KeyObject | undefined {
+  const text = read(path, key, problems);
+  if (text === undefined) return undefined;
+  try {
+    return createPrivateKey(text);
+  } catch {
+    problems.push(`${key}: ${path} holds no PEM private key that can be read without a passphrase`);
+    return undefined;
+  }
+}
+
+/** Problems of the PEM files named in `config`; an empty list when they are all usable. */
+export function checkPemFiles(config: PemKeys): string[] {
+  const problems: string[] = [];
+  const tls = config.listen?.tls;
+  if (tls?.certFile && tls.keyFile) {
+    const chain = certificates(tls.certFile, 'listen.tls.certFile', problems);
+    const key = privateKey(tls.keyFile, 'listen.tls.keyFile', problems);
+    // The first certificate is the server's own: the key must be its key.
+    if (chain && key && !chain[0]!.checkPrivateKey(key)) problems.push('listen.tls.keyFile: does not match the certificate of listen.tls.certFile');
+  }
+  const caFile = config.upstream?.caFile;
+  if (caFile) certificates(caFile, 'upstream.caFile', problems);
+  return problems;
+}

@@ -1,0 +1,99 @@
+// /readyz follows the authorization server: 200 while introspection can work, 503 once it stops
+// answering (a probe older than a few seconds is repeated; an open circuit breaker is checked at
+// once), 200 again when it is back. A real oidc-provider is stopped and restarted on its port; the
+// admin listener is the real one, around a runtime whose clock the test moves.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { pino } from 'pino';
+import { request } from 'undici';
+import { buildAdmin } from '../../src/admin.js';
+import { loadConfig } from '../../src/config.js';
+import { createMetrics } from '../../src/metrics.js';
+import { READY_MAX_AGE_MS } from '../../src/readiness.js';
+import { createRuntime } from '../../src/runtime.js';
+import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
+import { SHARED_OPENAPI } from '../helpers/gateway.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'scopegate-ready-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function readyz(url: string): Promise<number> {
+  const response = await request(`${url}/readyz`);
+  await response.body.text();
+  return response.statusCode;
+}
+
+t.test('/readyz: 200, then 503 while the authorization server is down, then 200 again', async (t) => {
+  const clientSecret = 'readiness-secret';
+  let auth: AuthServer = await startAuthServer({ clientSecret });
+  const port = Number(new URL(auth.issuer).port);
+  const file = join(tmp, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    openapi: { file: SHARED_OPENAPI },
+    token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret, timeoutMs: 1000 } },
+  }));
+  const config = loadConfig(file, {});
+  let clock = Date.now();
+  const runtime = createRuntime(config, { introspection: auth.introspectionEndpoint }, createMetrics(() => 0, false), { now: () => clock });
+  const admin = buildAdmin({ current: () => runtime, metrics: createMetrics(() => 0, false), logger: pino({ level: 'silent' }) });
+  await admin.listen({ host: '127.0.0.1', port: 0 });
+  const { port: adminPort } = admin.server.address() as { port: number };
+  const url = `http://127.0.0.1:${adminPort}`;
+  t.teardown(async () => {
+    await admin.close();
+    runtime.close();
+    await auth.close();
+  });
+  const calls = () => auth.counts.introspection;
+
+  t.equal(await readyz(url), 200, 'ready: the endpoint answered the probe');
+  t.equal(calls(), 1, 'one probe');
+  t.same(await Promise.all(Array.from({ length: 20 }, () => readyz(url))), Array(20).fill(200), 'still ready');
+  t.equal(calls(), 1, 'a fresh probe is reused: no call for 20 checks');
+  clock += READY_MAX_AGE_MS;
+  t.same(await Promise.all(Array.from({ length: 20 }, () => readyz(url))), Array(20).fill(200), 'ready after a new probe');
+  t.equal(calls(), 2, 'concurrent checks share one probe');
+
+  // The authorization server goes away: noticed at the next probe, a few seconds later at most.
+  await auth.close();
+  clock += READY_MAX_AGE_MS;
+  t.equal(await readyz(url), 503, 'not ready once the endpoint stops answering');
+  t.equal(await readyz(url), 503, 'still not ready (the failed probe is believed for a while)');
+
+  // Back on the same port: ready at the next probe.
+  auth = await startAuthServer({ clientSecret, port });
+  t.equal(await readyz(url), 503, 'a failed probe is not repeated at once (no flood of the AS)');
+  t.equal(calls(), 0, 'no call yet to the restarted server');
+  clock += READY_MAX_AGE_MS;
+  t.equal(await readyz(url), 200, 'ready again');
+  t.equal(calls(), 1);
+
+  // Real introspections fail: after five in a row the breaker opens, and /readyz says so at once,
+  // without waiting for the age of the last good probe.
+  const token = await auth.issueToken(['https://jans.io/scim/users.read']);
+  t.ok((await runtime.verifier.verify(token)).principal, 'a real introspection succeeds');
+  await auth.close();
+  for (let i = 0; i < 5; i++) await runtime.verifier.verify(`not-cached-${i}`).catch(() => undefined);
+  t.equal(await readyz(url), 503, 'an open circuit breaker: not ready at once');
+  auth = await startAuthServer({ clientSecret, port });
+  clock += READY_MAX_AGE_MS;
+  t.equal(await readyz(url), 200, 'the probe that succeeds closes the breaker: ready');
+  t.ok((await runtime.verifier.verify(await auth.issueToken(['https://jans.io/scim/users.read']))).principal, 'and requests are introspected again');
+});
+
+t.test('/readyz is 503 when the gateway\'s own credentials are refused', async (t) => {
+  const auth = await startAuthServer();
+  const file = join(tmp, 'refused.json');
+  writeFileSync(file, JSON.stringify({
+    openapi: { file: SHARED_OPENAPI },
+    token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: 'wrong' } },
+  }));
+  const runtime = createRuntime(loadConfig(file, {}), { introspection: auth.introspectionEndpoint }, createMetrics(() => 0, false));
+  t.teardown(async () => {
+    runtime.close();
+    await auth.close();
+  });
+  t.equal(await runtime.ready(), false, 'token validation cannot work');
+});

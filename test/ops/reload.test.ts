@@ -1,0 +1,61 @@
+// SIGHUP (Gateway.reload, which the signal calls): log.level takes effect at once, for the logger
+// and the access line; keys read only when the listeners and the upstream pool are built are named
+// in a warning, and only those.
+import { readFileSync, writeFileSync } from 'node:fs';
+import t from 'tap';
+import { request } from 'undici';
+import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
+
+const token = { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } };
+
+t.test('a reload applies log.level and names the keys that need a restart', async (t) => {
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+  });
+  const rewrite = (change: (config: Record<string, Record<string, unknown>>) => void) => {
+    const config = JSON.parse(readFileSync(gw.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    change(config);
+    writeFileSync(gw.configFile, JSON.stringify(config));
+  };
+  const get = async () => {
+    const r = await request(`${gw.url}${B}/Schemas`);
+    await r.body.text();
+    return r.statusCode;
+  };
+  const parsed = () => gw.logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  t.equal(await get(), 200);
+  t.equal(accessLines(gw.logs).length, 1, 'info: the access line is written');
+
+  rewrite((c) => {
+    c.log = { level: 'warn' };
+    c.listen!.port = 1;
+    c.limits = { headerBytes: 4096, bodyBytes: 1000 };
+    c.upstream!.identityHeaders = false;
+    c.upstream!.timeoutMs = 1234;
+  });
+  const before = gw.logs.length;
+  t.same(await gw.gateway.reload(), { ok: true });
+  const warned = parsed().slice(before).filter((l) => l.level === 40);
+  t.equal(warned.length, 1, 'one warning');
+  t.same(warned[0]?.keys, ['listen.port', 'upstream.timeoutMs', 'limits.headerBytes'], 'naming exactly the keys that need a restart');
+  t.ok(parsed().some((l) => l.msg === 'reload: log level changed' && l.from === 'info' && l.to === 'warn'), 'the change is logged at the old level');
+  t.equal(gw.gateway.logger.level, 'warn');
+  const quiet = gw.logs.length;
+  t.equal(await get(), 200, 'the listener is the one of startup');
+  gw.gateway.logger.info('an info line');
+  t.equal(gw.logs.length, quiet, 'warn: neither the access line nor info lines are written');
+
+  rewrite((c) => {
+    c.log = { level: 'debug' };
+  });
+  t.same(await gw.gateway.reload(), { ok: true });
+  t.equal(gw.gateway.logger.level, 'debug');
+  t.equal(await get(), 200);
+  t.equal(accessLines(gw.logs).length, 2, 'debug: the access line again');
+  t.ok(parsed().some((l) => l.msg === 'reloaded config and OpenAPI file' && l.logLevel === 'debug'));
+});
