@@ -136,13 +136,35 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
 
 async function serve(values: { config?: string }): Promise<number> {
   const { startGateway } = await import('./app.js');
-  const gateway = await startGateway(configPath(values.config), { env: process.env });
+  // Signals that arrive while the gateway starts (discovery, the wait for Redis) are held rather
+  // than fatal (SIGTERM's and SIGHUP's default is to kill): a stop is carried out as soon as it
+  // has started, and a reload is moot, since the config is being read at that moment.
+  let held: string | undefined;
+  const hold = (signal: string) => {
+    held ??= signal;
+  };
+  const ignore = () => undefined;
+  process.on('SIGTERM', hold);
+  process.on('SIGINT', hold);
+  process.on('SIGHUP', ignore);
+  let gateway: Awaited<ReturnType<typeof startGateway>>;
+  try {
+    gateway = await startGateway(configPath(values.config), { env: process.env });
+  } finally {
+    process.off('SIGTERM', hold);
+    process.off('SIGINT', hold);
+    process.off('SIGHUP', ignore);
+  }
   process.on('SIGHUP', () => void gateway.reload());
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       gateway.logger.info({ signal }, 'stopping: finishing in-flight requests');
       resolve();
     };
+    if (held !== undefined) {
+      stop(held);
+      return;
+    }
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });

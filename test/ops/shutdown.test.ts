@@ -2,12 +2,15 @@
 // that comes after it on the same connection is the gateway's own 503 (a SCIM error with
 // Retry-After and Connection: close), counted in the access log like any other answer: never
 // Fastify's JSON 503, never forwarded.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
-import { startServe } from '../helpers/process.js';
+import { CLI, startServe } from '../helpers/process.js';
 import { converse, settle } from '../helpers/stack.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
@@ -47,4 +50,38 @@ t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, 
   t.equal(access.length, 2, 'one access line each');
   t.match(access[1], /"status":503/);
   c.end();
+});
+
+t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, then a clean stop with exit 0', async (t) => {
+  // A discovery document that takes 1.5 s to come: the signals arrive before the gateway listens.
+  let asked = 0;
+  const discovery = createServer((_req, res) => {
+    asked += 1;
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ issuer: 'https://issuer.test', jwks_uri: 'http://127.0.0.1:1/jwks' }));
+    }, 1500);
+  });
+  await new Promise<void>((resolve) => discovery.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => discovery.close());
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-startsignal-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI },
+    token: { issuer: `http://127.0.0.1:${(discovery.address() as AddressInfo).port}`, jwt: {} },
+  }));
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  while (asked === 0) await settle(20);
+  child.kill('SIGHUP');
+  child.kill('SIGTERM');
+  const { code, signal } = await exited;
+  t.equal(signal, null, 'not killed by a signal');
+  t.equal(code, 0, 'exit code 0');
+  t.match(out, /"scopegate listening"/, 'it started');
+  t.match(out, /"signal":"SIGTERM"[^\n]*stopping/, 'then stopped on the held SIGTERM');
 });
