@@ -236,6 +236,18 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   return runtime.verifier.verify(token, key).then(({ principal }) => authorize(request, decision, operation, principal));
 }
 
+const kClosing = Symbol('scopegate.closing');
+const kParserAnswered = Symbol('scopegate.parserAnswered');
+type MarkedSocket = Socket & { [kClosing]?: boolean; [kParserAnswered]?: boolean };
+
+/**
+ * The HTTP parser's own refusal was written on `socket` (src/server.ts): the request it cut short
+ * has had its access line, so its abort writes none.
+ */
+export function markParserAnswered(socket: Socket): void {
+  (socket as MarkedSocket)[kParserAnswered] = true;
+}
+
 const kLastKey = Symbol('scopegate.lastKey');
 type KeyedSocket = Socket & { [kLastKey]?: { token: string; key: string } };
 
@@ -341,6 +353,9 @@ function sendError(reply: FastifyReply, error: GatewayError, realm: string): Fas
   // A body the gateway did not read is not drained to keep the connection: it is closed.
   const raw = reply.request.raw;
   if (!raw.complete && (raw.headers['transfer-encoding'] !== undefined || (raw.headers['content-length'] ?? '0') !== '0')) reply.header('connection', 'close');
+  // After an answer with `Connection: close`, no later request of the connection is processed
+  // (RFC 9112 section 9.6): one pipelined behind it is refused, never forwarded unseen.
+  if (reply.getHeader('connection') === 'close') (raw.socket as MarkedSocket)[kClosing] = true;
   if (error.statusCode === 204) return reply.send();
   // A Buffer, so that the media type goes exactly as RFC 7644 names it (no charset appended).
   return reply.header('content-type', 'application/scim+json').send(Buffer.from(scimErrorBody(error)));
@@ -423,7 +438,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
 function createOnAbort(access: (line: AccessLine) => void) {
   return function onRequestAbort(request: FastifyRequest, done: () => void): void {
     const d = request.decision;
-    if (d) {
+    if (d && !(request.raw.socket as MarkedSocket)[kParserAnswered]) {
       access({
         reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
         status: 499, decision: d.allowed ? 'allow' : 'deny', reason: `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`,
@@ -463,6 +478,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
+      if ((request.raw.socket as MarkedSocket)[kClosing]) throw new InvalidRequest('request pipelined behind an answer with Connection: close', 'The connection is closing');
       pending = decide(request, decision, counters);
     } catch (error) {
       done(error as Error);
@@ -519,7 +535,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       const d = request.decision!;
       const { config } = d.runtime;
       fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
-      if (request.headers.expect !== undefined && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
+      // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
+      if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
       const body = request.body;
       const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
       // A body without a declared length (chunked) is read whole, within the limit, before

@@ -20,15 +20,23 @@ const REMOVED = new Set([
   'remote-user', 'x-remote-user', 'x-authenticated-user', 'x-authenticated-userid', 'x-proxy-user', 'x-user', 'x-userinfo',
   'x-client-cert', 'x-ssl-cert', 'x-ssl-client-cert', 'ssl_client_cert', 'ssl-client-cert', 'x-client-verify', 'x-ssl-client-verify',
   'x-client-dn', 'x-ssl-client-dn', 'x-ssl-client-s-dn', 'front-end-https', 'x-url-scheme',
-  'x-oauth-client-id', 'x-oauth-expiration', 'x-authenticated-scope', 'x-authenticated-scopes',
+  'x-oauth-client-id', 'x-oauth-expiration', 'x-authenticated-scope', 'x-authenticated-scopes', 'x-oauth-scopes', 'x-scopes',
+  'x-auth-user', 'x-webauth-user', 'x-user-id', 'x-email', 'x-roles', 'x-groups', 'x-authenticated-groups',
+  'x-jwt-assertion', 'x-id-token', 'x-access-token', 'x-auth-token', 'dpop',
+  'x-arr-clientcert', 'x-client-certificate', 'x-ssl-client-subject',
   'authorization',
 ]);
 
 /** Removed by prefix: forwarding headers, the gateway's own, and identity families (jans scripts' `X-Scim-*`, Kong's `X-Consumer-*`, oauth2-proxy's `X-Auth-Request-*`). */
-const REMOVED_PREFIXES = ['x-forwarded-', 'x-scopegate-', 'x-scim-', 'x-consumer-', 'x-auth-request-'];
+const REMOVED_PREFIXES = [
+  'x-forwarded-', 'x-scopegate-', 'x-scim-', 'x-consumer-', 'x-auth-request-',
+  // cloud proxies' identity headers (AWS ALB, Azure App Service, Google IAP), client-certificate families
+  'x-amzn-oidc-', 'x-ms-client-principal', 'x-goog-authenticated-user-', 'x-ssl-client-', 'ssl-client-',
+];
 
 function removedByPrefix(name: string): boolean {
-  if (name.charCodeAt(0) !== 0x78 || name.charCodeAt(1) !== 0x2d) return false;
+  const first = name.charCodeAt(0);
+  if (first !== 0x78 && first !== 0x73) return false;
   for (let i = 0; i < REMOVED_PREFIXES.length; i++) if (name.startsWith(REMOVED_PREFIXES[i]!)) return true;
   return false;
 }

@@ -14,7 +14,7 @@ import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
-import { createRewriteUrl, gateway } from './gateway.js';
+import { createRewriteUrl, gateway, markParserAnswered } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
@@ -43,6 +43,7 @@ class HeaderTooLarge extends GatewayError {
 
 /** Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer. */
 function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
+  markParserAnswered(socket);
   const body = scimErrorBody(error);
   socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   options.metrics.requests.inc({ operation: 'none', decision: 'deny', status: String(error.statusCode) });

@@ -189,6 +189,9 @@ t.test('forwarding and override headers sent by the client are replaced or remov
     'X-Scim-Client-Id: admin-client', 'X-Scim-Scopes: https://jans.io/scim/all-resources', 'X-Consumer-Username: admin',
     'X-Auth-Request-User: admin', 'X-OAuth-Client-ID: admin-client', 'X-Authenticated-Scope: https://jans.io/scim/all-resources',
     'X-Client-Cert: abc', 'X-SSL-Cert: abc', 'SSL_CLIENT_CERT: abc', 'Front-End-Https: on', 'X-Url-Scheme: https',
+    'X-Amzn-Oidc-Identity: admin', 'X-MS-Client-Principal-Name: admin', 'X-Goog-Authenticated-User-Email: admin@example.org',
+    'X-Auth-User: admin', 'X-WEBAUTH-USER: admin', 'X-Roles: admin', 'X-Scopes: https://jans.io/scim/all-resources',
+    'X-Access-Token: abc', 'X-ARR-ClientCert: abc', 'Ssl-Client-S-Dn: CN=admin', 'DPoP: abc',
   ];
   for (const [what, headers, target] of [
     ['protected', [`Authorization: Bearer ${token}`, ...sent], USERS],
@@ -201,7 +204,9 @@ t.test('forwarding and override headers sent by the client are replaced or remov
     for (const name of ['x-forwarded-port', 'x-forwarded-server', 'forwarded', 'x-real-ip', 'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert',
       'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method', 'remote-user', 'x-remote-user',
       'x-authenticated-user', 'x-proxy-user', 'x-user', 'x-scim-client-id', 'x-scim-scopes', 'x-consumer-username', 'x-auth-request-user',
-      'x-oauth-client-id', 'x-authenticated-scope', 'x-client-cert', 'x-ssl-cert', 'ssl_client_cert', 'front-end-https', 'x-url-scheme']) {
+      'x-oauth-client-id', 'x-authenticated-scope', 'x-client-cert', 'x-ssl-cert', 'ssl_client_cert', 'front-end-https', 'x-url-scheme',
+      'x-amzn-oidc-identity', 'x-ms-client-principal-name', 'x-goog-authenticated-user-email', 'x-auth-user', 'x-webauth-user', 'x-roles',
+      'x-scopes', 'x-access-token', 'x-arr-clientcert', 'ssl-client-s-dn', 'dpop']) {
       t.same(rawValues(got, name), [], `${what}: ${name} removed`);
     }
     t.equal(got?.method, 'GET', `${what}: the method checked is the method forwarded`);
