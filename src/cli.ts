@@ -136,38 +136,19 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
 
 async function serve(values: { config?: string }): Promise<number> {
   const { startGateway } = await import('./app.js');
-  // Signals that arrive while the gateway starts (discovery, the wait for Redis) are held rather
-  // than fatal (SIGTERM's and SIGHUP's default is to kill): a stop is carried out as soon as it
-  // has started, and a reload is moot, since the config is being read at that moment.
-  let held: string | undefined;
-  const hold = (signal: string) => {
-    held ??= signal;
-  };
-  const ignore = () => undefined;
-  process.on('SIGTERM', hold);
-  process.on('SIGINT', hold);
-  process.on('SIGHUP', ignore);
-  let gateway: Awaited<ReturnType<typeof startGateway>>;
-  try {
-    gateway = await startGateway(configPath(values.config), { env: process.env });
-  } finally {
-    process.off('SIGTERM', hold);
-    process.off('SIGINT', hold);
-    process.off('SIGHUP', ignore);
-  }
-  process.on('SIGHUP', () => void gateway.reload());
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      gateway.logger.info({ signal }, 'stopping: finishing in-flight requests');
-      resolve();
-    };
-    if (held !== undefined) {
-      stop(held);
-      return;
-    }
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+  // The stop signals are listened for from the start: one that arrives while the gateway starts
+  // (discovery, the wait for Redis) is carried out as soon as it has started, rather than killing
+  // it (their default). A SIGHUP meanwhile has nothing to reload: the config is being read.
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
   });
+  let reload = (): void => undefined;
+  process.on('SIGHUP', () => reload());
+  const gateway = await startGateway(configPath(values.config), { env: process.env });
+  reload = () => void gateway.reload();
+  const signal = await stopped;
+  gateway.logger.info({ signal }, 'stopping: finishing in-flight requests');
   await gateway.close();
   // Past the shutdown deadline an upstream call may still hold a socket for a client that is gone
   // already: nothing is left worth waiting for (the logs are flushed), so the process ends now.

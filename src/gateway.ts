@@ -28,7 +28,7 @@ import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
 import type { Table } from './scopes/table.js';
 import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
-import { checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
+import { authorizationValue, checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
 import type { Principal } from './token/principal.js';
 
@@ -156,16 +156,6 @@ function checkFraming(raw: IncomingMessage): void {
 // Node's own test for the expectation it answers with 100 Continue.
 const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
 
-/** More than one Authorization header, whatever they hold. */
-function repeatedAuthorization(rawHeaders: readonly string[]): boolean {
-  let seen = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!;
-    if (name.length === 13 && name.toLowerCase() === 'authorization' && ++seen > 1) return true;
-  }
-  return false;
-}
-
 /** A declared body over the limit is refused before a byte of it is read. */
 function checkLength(length: string | undefined, limit: number): void {
   if (length !== undefined && Number(length) > limit) throw new PayloadTooLarge(`content-length ${length}`);
@@ -209,7 +199,7 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   if (expect !== undefined && !CONTINUE.test(expect)) throw new ExpectationFailed(`Expect: ${expect.slice(0, 64)}`);
   if (operation.public) {
     // Not read on a public operation, but two credentials are ambiguous wherever they are sent.
-    if (repeatedAuthorization(raw.rawHeaders)) throw new InvalidBearerRequest('more than one Authorization header', 400);
+    authorizationValue(raw.rawHeaders);
     checkLength(raw.headers['content-length'], config.limits.bodyBytes);
     decision.allowed = true;
     decision.reason = 'public';
@@ -396,6 +386,17 @@ function noRetry(): null {
   return null;
 }
 
+/** The access line of `request`, from what the steps decided. */
+function accessLineOf(request: FastifyRequest, d: Decision, status: number, reason: string, durationMs: number): AccessLine {
+  const line: AccessLine = {
+    reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+    status, decision: d.allowed ? 'allow' : 'deny', reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
+    fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, durationMs: Math.round(durationMs * 1000) / 1000,
+  };
+  if (d.bulk) line.bulk = d.bulk;
+  return line;
+}
+
 /** Writes the access line and the request metrics once the response is sent. */
 function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) {
   // Label children bound once per label set, found without building a key string: by
@@ -418,13 +419,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
       }
       child.inc();
       durations[decision].observe(durationMs / 1000);
-      const line: AccessLine = {
-        reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
-        status, decision, reason: d.reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
-        fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, durationMs: Math.round(durationMs * 1000) / 1000,
-      };
-      if (d.bulk) line.bulk = d.bulk;
-      access(line);
+      access(accessLineOf(request, d, status, d.reason, durationMs));
     }
     done();
   };
@@ -439,12 +434,8 @@ function createOnAbort(access: (line: AccessLine) => void) {
   return function onRequestAbort(request: FastifyRequest, done: () => void): void {
     const d = request.decision;
     if (d && !(request.raw.socket as MarkedSocket)[kParserAnswered]) {
-      access({
-        reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
-        status: 499, decision: d.allowed ? 'allow' : 'deny', reason: `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`,
-        clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null, fingerprint: d.fingerprint ?? null,
-        requiredScopes: d.required ?? null, durationMs: Math.round((performance.now() - d.started) * 1000) / 1000,
-      });
+      const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
+      access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
     }
     done();
   };
@@ -456,8 +447,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   app.decorateRequest('decision', null);
   const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
 
-  // Callback style with a synchronous path: a request whose token is in the cache is decided
-  // without a promise.
   // Once the gateway is closing, a request that still arrives (on a kept-alive connection) is
   // answered 503 by the steps, as a SCIM error with Retry-After, counted and logged like any
   // other: not Fastify's own JSON 503, which would be neither.
@@ -467,6 +456,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     done();
   });
 
+  // Callback style with a synchronous path: a request whose token is in the cache is decided
+  // without a promise.
   app.addHook('onRequest', (request, _reply, done) => {
     // Every field from the start: one object shape for every request.
     const decision: Decision = {

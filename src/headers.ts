@@ -18,12 +18,11 @@ const REMOVED = new Set([
   // identities and client certificates other proxies assert (jans reads none of them, but a
   // custom script or a later hop might): only the gateway names who is calling
   'remote-user', 'x-remote-user', 'x-authenticated-user', 'x-authenticated-userid', 'x-proxy-user', 'x-user', 'x-userinfo',
-  'x-client-cert', 'x-ssl-cert', 'x-ssl-client-cert', 'ssl_client_cert', 'ssl-client-cert', 'x-client-verify', 'x-ssl-client-verify',
-  'x-client-dn', 'x-ssl-client-dn', 'x-ssl-client-s-dn', 'front-end-https', 'x-url-scheme',
+  'x-client-cert', 'x-ssl-cert', 'ssl_client_cert', 'x-client-verify', 'x-client-dn', 'front-end-https', 'x-url-scheme',
   'x-oauth-client-id', 'x-oauth-expiration', 'x-authenticated-scope', 'x-authenticated-scopes', 'x-oauth-scopes', 'x-scopes',
   'x-auth-user', 'x-webauth-user', 'x-user-id', 'x-email', 'x-roles', 'x-groups', 'x-authenticated-groups',
   'x-jwt-assertion', 'x-id-token', 'x-access-token', 'x-auth-token', 'dpop',
-  'x-arr-clientcert', 'x-client-certificate', 'x-ssl-client-subject',
+  'x-arr-clientcert', 'x-client-certificate',
   'authorization',
 ]);
 

@@ -20,6 +20,14 @@ function target(t: Test): { fd: number; read: () => string } {
   return { fd, read: () => readFileSync(file, 'utf8') };
 }
 
+/** Writes just enough 100-byte lines of `char` to fill a batch, which starts its write at once. */
+function fillBatch(sink: ReturnType<typeof createLineSink>, char: string): { line: string; count: number } {
+  const line = `${char.repeat(99)}\n`;
+  const count = Math.ceil(BATCH / line.length);
+  for (let i = 0; i < count; i++) sink.write(line);
+  return { line, count };
+}
+
 const flushed = (sink: ReturnType<typeof createLineSink>) => new Promise<void>((resolve, reject) => sink.flush((e) => (e ? reject(e) : resolve())));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -41,9 +49,7 @@ t.test('batches: what arrives while a batch is being written waits for the next 
   const { fd, read } = target(t);
   // The timer is out of the way: only a full batch or a flush writes.
   const sink = createLineSink(fd, { intervalMs: 10_000 });
-  const line = `${'a'.repeat(99)}\n`;
-  const first = Math.ceil(BATCH / line.length);
-  for (let i = 0; i < first; i++) sink.write(line);
+  const { line, count: first } = fillBatch(sink, 'a');
   // A full batch is on its way; this line arrives during its write.
   sink.write('late\n');
   await sleep(100);
@@ -58,9 +64,7 @@ t.test('batches: what arrives while a batch is being written waits for the next 
 t.test('a flush during a write in flight waits for it: the lines stay in order', async (t) => {
   const { fd, read } = target(t);
   const sink = createLineSink(fd, { intervalMs: 10_000 });
-  const line = `${'b'.repeat(99)}\n`;
-  const first = Math.ceil(BATCH / line.length);
-  for (let i = 0; i < first; i++) sink.write(line);
+  const { line, count: first } = fillBatch(sink, 'b');
   sink.write('tail\n');
   await flushed(sink);
   t.equal(read(), `${line.repeat(first)}tail\n`, 'the batch in flight, then the tail');

@@ -9,13 +9,11 @@ const SCHEME = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)(.*)$/s;
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
 /**
- * The bearer token of a request: undefined when there is no Bearer credential at all (401 with
- * a bare challenge); throws InvalidBearerRequest when the credential is malformed or repeated.
- * `rawHeaders` is Node's flat [name, value, ...] list, which keeps duplicates that
- * `req.headers` would hide. The token's characters are checked by checkB64Token, which a token
- * found in the cache has already passed.
+ * The value of the request's one Authorization header, undefined without one; throws
+ * InvalidBearerRequest (400) for two, whatever they hold: two credentials are ambiguous on any
+ * operation, public ones included.
  */
-export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: number): string | undefined {
+export function authorizationValue(rawHeaders: readonly string[]): string | undefined {
   let value: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
@@ -23,6 +21,18 @@ export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: numb
     if (value !== undefined) throw new InvalidBearerRequest('more than one Authorization header', 400);
     value = rawHeaders[i + 1]!;
   }
+  return value;
+}
+
+/**
+ * The bearer token of a request: undefined when there is no Bearer credential at all (401 with
+ * a bare challenge); throws InvalidBearerRequest when the credential is malformed or repeated.
+ * `rawHeaders` is Node's flat [name, value, ...] list, which keeps duplicates that
+ * `req.headers` would hide. The token's characters are checked by checkB64Token, which a token
+ * found in the cache has already passed.
+ */
+export function extractBearer(rawHeaders: readonly string[], maxTokenBytes: number): string | undefined {
+  const value = authorizationValue(rawHeaders);
   if (value === undefined || value === '') return undefined;
   let token: string;
   const first = value.charCodeAt(7);

@@ -64,11 +64,10 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   const maxTtlMs = options.maxTtlSeconds * 1000;
   const negativeTtlMs = options.negativeTtlSeconds * 1000;
 
-  /** Milliseconds an entry may live in the shared second level. */
-  const ttlOf = (entry: Entry): number => {
-    if (entry instanceof Refusal) return negativeTtlMs;
-    const exp = entry.expiresAt;
-    return exp === undefined ? maxTtlMs : Math.min(maxTtlMs, exp * 1000 - now());
+  /** The end of an entry's reuse when stored at `at`: maxTtlSeconds or negativeTtlSeconds later, or its token's exp. */
+  const untilOf = (entry: Entry, at: number): number => {
+    if (entry instanceof Refusal) return at + negativeTtlMs;
+    return entry.expiresAt === undefined ? at + maxTtlMs : Math.min(at + maxTtlMs, entry.expiresAt * 1000);
   };
 
   /**
@@ -80,9 +79,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
    * its answer, no later one does. (A TTL of 0 would mean "never stale" to lru-cache.)
    */
   const lifetimeOf = (entry: Entry, at: number): { ttl: number; start: number } => {
-    let until: number;
-    if (entry instanceof Refusal) until = at + negativeTtlMs;
-    else until = entry.expiresAt === undefined ? at + maxTtlMs : Math.min(at + maxTtlMs, entry.expiresAt * 1000);
+    const until = untilOf(entry, at);
     const start = Math.min(at, until - 2);
     return { ttl: until - 1 - start, start };
   };
@@ -106,7 +103,9 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
           if (!(error instanceof InvalidToken)) throw error;
           entry = new Refusal(error.reason);
         }
-        const ttl = ttlOf(entry);
+        // The shared level keeps it as long as this one would.
+        const at = now();
+        const ttl = untilOf(entry, at) - at;
         if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
       }
       // The entry's lifetime ends at the token's exp, and lru-cache checks it on every get: the

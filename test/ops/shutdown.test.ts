@@ -44,6 +44,7 @@ t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, 
   t.match(second, /\r\nretry-after: \d+\r\n/i, 'Retry-After');
   t.match(second, /\r\nconnection: close\r\n/i, 'the connection closes');
   t.match(second, /"status":"503"/);
+  t.notMatch(second, /\r\nwww-authenticate:/i, 'no challenge');
   t.equal(up.requests.length, 1, 'only the first reached the upstream');
   t.equal(await serve.exited, 0, 'exit code 0');
   const access = serve.lines.filter((l) => l.includes('"msg":"access"'));

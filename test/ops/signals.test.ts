@@ -3,7 +3,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
 import { startServe } from '../helpers/process.js';
@@ -60,19 +60,25 @@ t.test('SIGHUP reloads a valid config and keeps the running one when the new one
   t.equal(serve.child.exitCode, null, 'still running');
 });
 
-t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
+/** `scopegate serve` in front of an upstream that answers `body` after `delayMs`; `patch` is merged over the config. */
+async function serveSlowUpstream(t: Test, delayMs: number, body: string, patch: (config: ReturnType<typeof baseConfig>, origin: string) => object = (c) => c) {
   const up = await startRecordingUpstream();
   up.respond = (_req, res) => {
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'application/scim+json' });
-      res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0}');
-    }, 700);
+      res.end(body);
+    }, delayMs);
   };
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-term-'));
   const file = join(dir, 'scopegate.json');
-  writeFileSync(file, JSON.stringify(baseConfig(up.origin)));
+  writeFileSync(file, JSON.stringify(patch(baseConfig(up.origin), up.origin)));
   const serve = await startServe(file);
   t.teardown(() => up.close());
+  return { up, serve };
+}
+
+t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
+  const { up, serve } = await serveSlowUpstream(t, 700, '{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0}');
   const inFlight = request(`${serve.proxyUrl}${B}/Schemas`);
   while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
   serve.child.kill('SIGTERM');
@@ -83,19 +89,9 @@ t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
 });
 
 t.test('SIGTERM: a request still in flight at listen.shutdownTimeoutMs is cut, logged, and the process exits 0', async (t) => {
-  const up = await startRecordingUpstream();
-  up.respond = (_req, res) => {
-    setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/scim+json' });
-      res.end('{}');
-    }, 4000);
-  };
-  const dir = mkdtempSync(join(tmpdir(), 'scopegate-deadline-'));
-  const file = join(dir, 'scopegate.json');
-  const config = baseConfig(up.origin);
-  writeFileSync(file, JSON.stringify({ ...config, listen: { ...config.listen, shutdownTimeoutMs: 300 }, upstream: { url: up.origin, timeoutMs: 10000 } }));
-  const serve = await startServe(file);
-  t.teardown(() => up.close());
+  const { up, serve } = await serveSlowUpstream(t, 4000, '{}', (config, origin) => ({
+    ...config, listen: { ...config.listen, shutdownTimeoutMs: 300 }, upstream: { url: origin, timeoutMs: 10000 },
+  }));
   const inFlight = request(`${serve.proxyUrl}${B}/Schemas`).then((r) => r.statusCode, (error: Error & { code?: string }) => error.code ?? error.message);
   while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
   const started = Date.now();

@@ -218,6 +218,7 @@ t.test('framing over raw TCP', async (t) => {
       t.equal(res.status, 413, `${method} ${target}: 413`);
       t.match(res.headers['content-type'] ?? '', /application\/scim\+json/);
       t.equal(json(res.body)?.status, '413', `${method} ${target}: SCIM error`);
+      t.equal(res.headers['www-authenticate'], undefined, `${method} ${target}: no challenge`);
       t.equal(stack.up.requests.length, 0, `${method} ${target}: nothing reaches the upstream`);
     }
   });
@@ -233,8 +234,10 @@ t.test('framing over raw TCP', async (t) => {
     t.equal(stack.up.requests.length, 0, 'nothing upstream while the body is still coming');
     const pad = ' '.repeat(BODY_LIMIT);
     c.write(`${pad.length.toString(16)}\r\n${pad}\r\n0\r\n\r\n`);
-    t.ok(await c.waitFor(/HTTP\/1\.1 \d{3}[^]*\r\n\r\n/, 3000), 'answered');
+    t.ok(await c.waitFor(/HTTP\/1\.1 \d{3}[^]*\r\n\r\n[^]*\}/, 3000), 'answered');
     t.match(c.data, /^HTTP\/1\.1 413 /);
+    t.match(c.data, /\r\ncontent-type: application\/scim\+json\r\n[^]*"status":"413"/i, 'a SCIM error');
+    t.notMatch(c.data, /\r\nwww-authenticate:/i, 'no challenge');
     await settle(200);
     t.equal(stack.up.requests.length, 0, 'nothing upstream');
     c.end();

@@ -19,6 +19,7 @@ async function refused(t: Test, bytes: string, status: number, what: string): Pr
   t.equal(res.status, status, `${what}: ${status}`);
   t.equal(res.headers['content-type'], 'application/scim+json', `${what}: SCIM error`);
   t.match(res.body, new RegExp(`"status":"${status}"`), `${what}: SCIM body`);
+  t.equal(res.headers['www-authenticate'], undefined, `${what}: no challenge (the token is not at fault)`);
   await settle(30);
   t.equal(stack.up.requests.length, 0, `${what}: nothing upstream`);
 }
@@ -76,6 +77,7 @@ t.test('CONNECT -> a SCIM 400, then the connection closes', async (t) => {
   t.equal(res.headers['content-type'], 'application/scim+json');
   t.match(res.body, /"status":"400"/);
   t.equal(res.headers.connection, 'close', 'Connection: close');
+  t.equal(res.headers['www-authenticate'], undefined, 'no challenge');
   t.equal(stack.up.requests.length, 0);
 });
 

@@ -21,7 +21,9 @@ t.test('a chunked body over the limit: 413 with Connection: close, and what foll
   const c = await converse(stack.gw.port);
   // A 1200-byte chunk, of which 1100 bytes come first: over the limit before the body ends.
   c.write(`POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n4b0\r\n${'x'.repeat(1100)}`);
-  t.ok(await c.waitFor(/HTTP\/1\.1 413 [^]*\r\n\r\n/, 3000), '413');
+  t.ok(await c.waitFor(/HTTP\/1\.1 413 [^]*\r\n\r\n[^]*"status":"413"/, 3000), '413, a SCIM error');
+  t.match(c.data, /\r\ncontent-type: application\/scim\+json\r\n/i);
+  t.notMatch(c.data, /\r\nwww-authenticate:/i, 'no challenge');
   t.match(c.data, /\r\nconnection: close\r\n/i, 'Connection: close');
   c.write(`${'x'.repeat(100)}\r\n0\r\n\r\nDELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
   await settle(300);
@@ -39,6 +41,9 @@ t.test('a DELETE pipelined behind a 401 with an unread body: never forwarded', a
     + `DELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`;
   const res = await send(stack, bytes);
   t.equal(res.status, 401);
+  t.equal(res.headers['www-authenticate'], 'Bearer realm="scopegate"');
+  t.equal(res.headers['content-type'], 'application/scim+json');
+  t.match(res.body, /"status":"401"/);
   await settle(300);
   t.equal(stack.up.requests.length, 0, 'nothing upstream');
 });
@@ -48,7 +53,9 @@ t.test('a chunked body that stalls: the 408 is the one access line of its reques
   const before = accessLines(stack.gw.logs).length;
   const c = await converse(stack.gw.port);
   c.write(`POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('{}')}`);
-  t.ok(await c.waitFor(/HTTP\/1\.1 408 /, 6000), '408');
+  t.ok(await c.waitFor(/HTTP\/1\.1 408 [^]*\r\n\r\n[^]*"status":"408"/, 6000), '408, a SCIM error');
+  t.match(c.data, /\r\ncontent-type: application\/scim\+json\r\n/i);
+  t.notMatch(c.data, /\r\nwww-authenticate:/i, 'no challenge');
   await settle(500);
   const lines = accessLines(stack.gw.logs).slice(before);
   t.equal(lines.length, 1, 'one access line');
