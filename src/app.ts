@@ -144,7 +144,6 @@ export async function startGateway(configFile: string, options: StartOptions = {
     },
     async close() {
       const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
-      const proxyClosed = new Promise<void>((resolve) => servers.proxy.server.once('close', () => resolve()));
       let timer: NodeJS.Timeout | undefined;
       const finished = await Promise.race([
         servers.close().then(() => true),
@@ -154,12 +153,10 @@ export async function startGateway(configFile: string, options: StartOptions = {
       ]);
       if (!finished) {
         // Requests still in flight at the deadline: their connections are closed, and each still
-        // gets its access line (written as its connection closes; waited for here, briefly).
+        // gets its access line, written as its response closes: waited for here, briefly.
         logger.warn({ shutdownTimeoutMs: timeoutMs }, 'shutdown deadline reached: closing the connections of requests still in flight');
         servers.proxy.server.closeAllConnections();
-        await Promise.race([proxyClosed, new Promise((resolve) => {
-          timer = setTimeout(resolve, 1000);
-        })]);
+        await servers.inFlight.settled(1000);
       }
       clearTimeout(timer);
       runtime?.close();

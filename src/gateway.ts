@@ -47,6 +47,8 @@ export interface Decision {
   bulk?: BulkSummary;
   /** The length of a body read whole before forwarding (one sent chunked): sent as Content-Length. */
   bodyLength?: number;
+  /** Its access line is written (by onResponse, or as its response closed unfinished). */
+  logged: boolean;
 }
 
 declare module 'fastify' {
@@ -63,6 +65,48 @@ export interface GatewayOptions {
   dispatcher: Dispatcher;
   /** Writes one access line. */
   access: (line: AccessLine) => void;
+  /** Counts the requests whose response has not closed yet. */
+  inFlight: InFlight;
+}
+
+/**
+ * The requests between their onRequest and the close of their response, when their access line
+ * has been written: what a shutdown waits for after it closed their connections. (The server's
+ * own 'close' is emitted as the last connection is destroyed, before the responses' 'close'.)
+ */
+export class InFlight {
+  #count = 0;
+  #waiters: Array<() => void> = [];
+
+  get count(): number {
+    return this.#count;
+  }
+
+  enter(): void {
+    this.#count++;
+  }
+
+  leave(): void {
+    if (--this.#count === 0 && this.#waiters.length > 0) {
+      for (const wake of this.#waiters.splice(0)) wake();
+    }
+  }
+
+  /** Resolves true once no request is in flight, or false after `timeoutMs`. */
+  settled(timeoutMs: number): Promise<boolean> {
+    if (this.#count === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== wake);
+        resolve(false);
+      }, timeoutMs);
+      this.#waiters.push(wake);
+    });
+  }
 }
 
 // The requirement of each operation under `search.rootRequiresReadScopes`, per table.
@@ -227,15 +271,24 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 }
 
 const kClosing = Symbol('scopegate.closing');
-const kParserAnswered = Symbol('scopegate.parserAnswered');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kParserAnswered]?: boolean };
+const kCurrent = Symbol('scopegate.current');
+type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest };
 
 /**
- * The HTTP parser's own refusal was written on `socket` (src/server.ts): the request it cut short
- * has had its access line, so its abort writes none.
+ * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
+ * was the body of the connection's latest request, still incomplete (cut off, malformed chunks, a
+ * stall to limits.requestTimeoutMs), the refusal is that request's answer: its decision records
+ * it and its one access line is returned. Otherwise (a request whose head could not be parsed)
+ * there is no request yet: undefined.
  */
-export function markParserAnswered(socket: Socket): void {
-  (socket as MarkedSocket)[kParserAnswered] = true;
+export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
+  const request = (socket as MarkedSocket)[kCurrent];
+  const d = request?.decision;
+  if (!request || !d || d.logged || request.raw.complete) return undefined;
+  d.logged = true;
+  d.allowed = false;
+  d.reason = reason;
+  return accessLineOf(request, d, status, reason, performance.now() - d.started);
 }
 
 const kLastKey = Symbol('scopegate.lastKey');
@@ -405,21 +458,28 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
   const durations = { allow: metrics.duration.cell({ decision: 'allow' }), deny: metrics.duration.cell({ decision: 'deny' }) };
   return function onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const d = request.decision;
-    if (d) {
-      const durationMs = performance.now() - d.started;
-      const decision = d.allowed ? 'allow' : 'deny';
-      const operation = d.operation?.id ?? 'none';
-      const status = reply.statusCode;
-      let byStatus = requestChildren[decision].get(operation);
-      if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
-      let child = byStatus.get(status);
-      if (!child) {
-        child = metrics.requests.cell({ operation, decision, status: String(status) });
-        byStatus.set(status, child);
+    // Fastify runs this hook on the response's 'error' too: a response that never finished
+    // was logged as it closed (logAborted), or is now.
+    if (d && !d.logged) {
+      if (!reply.raw.writableFinished) {
+        logAborted(request, d, access);
+      } else {
+        d.logged = true;
+        const durationMs = performance.now() - d.started;
+        const decision = d.allowed ? 'allow' : 'deny';
+        const operation = d.operation?.id ?? 'none';
+        const status = reply.statusCode;
+        let byStatus = requestChildren[decision].get(operation);
+        if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
+        let child = byStatus.get(status);
+        if (!child) {
+          child = metrics.requests.cell({ operation, decision, status: String(status) });
+          byStatus.set(status, child);
+        }
+        child.inc();
+        durations[decision].observe(durationMs / 1000);
+        access(accessLineOf(request, d, status, d.reason, durationMs));
       }
-      child.inc();
-      durations[decision].observe(durationMs / 1000);
-      access(accessLineOf(request, d, status, d.reason, durationMs));
     }
     done();
   };
@@ -430,20 +490,15 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
  * client went away, or the shutdown deadline closed it): status 499, as nginx logs it. No metric:
  * the proxy port answered nothing.
  */
-function createOnAbort(access: (line: AccessLine) => void) {
-  return function onRequestAbort(request: FastifyRequest, done: () => void): void {
-    const d = request.decision;
-    if (d && !(request.raw.socket as MarkedSocket)[kParserAnswered]) {
-      const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
-      access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
-    }
-    done();
-  };
+function logAborted(request: FastifyRequest, d: Decision, access: (line: AccessLine) => void): void {
+  d.logged = true;
+  const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
+  access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
 }
 
 /** Registers the steps and the forwarder on `app`. */
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
-  const { metrics } = options;
+  const { metrics, inFlight } = options;
   app.decorateRequest('decision', null);
   const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
 
@@ -458,18 +513,30 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
 
   // Callback style with a synchronous path: a request whose token is in the cache is decided
   // without a promise.
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', (request, reply, done) => {
     // Every field from the start: one object shape for every request.
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined,
+      bodyLength: undefined, logged: false,
     };
     request.decision = decision;
+    // Every response closes, finished or not (a client that went away, a connection the shutdown
+    // deadline closed, whether or not the request's body had been read). Fastify's onRequestAbort
+    // is not enough: it runs only while the request body is unread.
+    // The connection's latest request: the one a refusal of the HTTP parser may concern.
+    const socket = request.raw.socket as MarkedSocket;
+    socket[kCurrent] = request;
+    inFlight.enter();
+    reply.raw.on('close', () => {
+      if (!decision.logged && !reply.raw.writableFinished) logAborted(request, decision, options.access);
+      if (socket[kCurrent] === request) socket[kCurrent] = undefined;
+      inFlight.leave();
+    });
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
-      if ((request.raw.socket as MarkedSocket)[kClosing]) throw new InvalidRequest('request pipelined behind an answer with Connection: close', 'The connection is closing');
+      if (socket[kClosing]) throw new InvalidRequest('request pipelined behind an answer with Connection: close', 'The connection is closing');
       pending = decide(request, decision, counters);
     } catch (error) {
       done(error as Error);
@@ -504,7 +571,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   });
 
   app.addHook('onResponse', createOnResponse(metrics, options.access));
-  app.addHook('onRequestAbort', createOnAbort(options.access));
 
   // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
   // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).

@@ -14,7 +14,7 @@ import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
-import { createRewriteUrl, gateway, markParserAnswered } from './gateway.js';
+import { createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
@@ -32,6 +32,8 @@ export interface ServerOptions {
 export interface Servers {
   proxy: FastifyInstance;
   admin: FastifyInstance;
+  /** The proxy's requests whose response has not closed yet. */
+  inFlight: InFlight;
   close(): Promise<void>;
 }
 
@@ -41,16 +43,19 @@ class HeaderTooLarge extends GatewayError {
   readonly detail = 'The request header block is too large';
 }
 
-/** Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer. */
+/**
+ * Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer: as the
+ * line of the request whose body the parser refused, or of a request that never got a head.
+ */
 function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
-  markParserAnswered(socket);
   const body = scimErrorBody(error);
   socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-  options.metrics.requests.inc({ operation: 'none', decision: 'deny', status: String(error.statusCode) });
-  options.access({
+  const line = parserRefusalOf(socket, error.statusCode, reason) ?? {
     reqId: randomUUID(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
     reason, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
-  });
+  };
+  options.metrics.requests.inc({ operation: line.operation ?? 'none', decision: 'deny', status: String(error.statusCode) });
+  options.access(line);
 }
 
 /**
@@ -143,11 +148,13 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     bodyLimit: config.limits.bodyBytes,
     routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
   });
-  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access });
+  const inFlight = new InFlight();
+  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, inFlight });
   const admin = buildAdmin({ current: options.current, metrics: options.metrics, logger: options.logger, ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}) });
   return {
     proxy,
     admin,
+    inFlight,
     async close() {
       await Promise.allSettled([proxy.close(), admin.close()]);
       await dispatcher.close().catch(() => undefined);

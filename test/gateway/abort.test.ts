@@ -1,0 +1,108 @@
+/**
+ * A client that goes away before its answer is complete (INTERFACE.md "Logs": one access line per
+ * request): the request still gets exactly one access line, with its method, path and operation:
+ * 499 whether its body had been read whole and forwarded or the answer had begun; the parser's
+ * 400 when the connection ended in the middle of the body.
+ */
+import { connect, type Socket } from 'node:net';
+import t from 'tap';
+import { accessLines, B } from '../helpers/gateway.js';
+import { type GatewayStack, startGatewayStack, until } from './support.js';
+
+const WRITE = 'https://jans.io/scim/users.write';
+const READ = 'https://jans.io/scim/users.read';
+
+let stack: GatewayStack | undefined;
+t.before(async () => {
+  stack = await startGatewayStack();
+});
+t.teardown(() => stack?.close());
+
+const USER = JSON.stringify({ schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName: 'gone' });
+const JSON_TYPE = 'Content-Type: application/scim+json\r\n';
+
+interface Case {
+  name: string;
+  scope: string;
+  method: string;
+  path: string;
+  operation: string;
+  /** Header lines after Authorization, each ending in CRLF. */
+  head: string;
+  body: string;
+  /** The upstream begins its answer (status line, headers, a first chunk) and never ends it. */
+  answerBegins?: boolean;
+  /** When the client goes away. */
+  ready(upstream: { complete: boolean } | undefined, received: string): boolean;
+  /** The line's status and reason, when not 499 for a connection closed early. */
+  status?: number;
+  reason?: RegExp;
+}
+
+const whole = (u: { complete: boolean } | undefined) => u?.complete === true;
+const cases: Case[] = [
+  { name: 'GET', scope: READ, method: 'GET', path: `${B}/Users/abort-get`, operation: 'get-user-by-id', head: '', body: '', ready: (u) => u !== undefined },
+  { name: 'POST with a Content-Length, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length}\r\n`, body: USER, ready: whole },
+  { name: 'POST chunked, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Transfer-Encoding: chunked\r\n`, body: `${USER.length.toString(16)}\r\n${USER}\r\n0\r\n\r\n`, ready: whole },
+  { name: 'POST with a Content-Length, body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length + 100}\r\n`, body: USER, ready: (u) => u !== undefined, status: 400, reason: /^refused by the HTTP parser: HPE_INVALID_EOF_STATE$/ },
+  { name: 'GET whose answer has begun', scope: READ, method: 'GET', path: `${B}/Users/abort-begun`, operation: 'get-user-by-id', head: '', body: '', answerBegins: true, ready: (_u, received) => received.includes('\r\n\r\n') },
+];
+
+for (const c of cases) {
+  t.test(`${c.name}: the client goes away: one access line, ${c.status ?? 499}`, async (t) => {
+    const { auth, up, gw } = stack!;
+    const token = await auth.issueToken([c.scope]);
+    let release: () => void = () => undefined;
+    up.respond = (_req, res) => {
+      if (c.answerBegins) {
+        res.writeHead(200, { 'content-type': 'application/scim+json' });
+        res.write('{"schemas":');
+      }
+      release = () => {
+        if (!res.destroyed) {
+          if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/scim+json' });
+          res.end('{}');
+        }
+      };
+    };
+    up.reset();
+    const before = accessLines(gw.logs).length;
+    const socket: Socket = connect(gw.port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+    socket.on('error', () => undefined);
+    socket.write(`${c.method} ${c.path} HTTP/1.1\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n${c.head}\r\n${c.body}`);
+    t.ok(await until(() => c.ready(up.requests[0], received)), 'the exchange reached the point where the client leaves');
+    t.equal(accessLines(gw.logs).length, before, 'no access line while the request is in flight');
+    socket.destroy();
+    t.ok(await until(() => accessLines(gw.logs).length > before), 'an access line is written');
+    // The upstream answers after all: still one line.
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const lines = accessLines(gw.logs).slice(before);
+    t.equal(lines.length, 1, 'exactly one access line');
+    t.match(lines[0], c.status === undefined
+      ? { method: c.method, path: c.path, operation: c.operation, status: 499, decision: 'allow', reason: /^connection closed before the response was complete \(scopes satisfied\)$/ }
+      : { method: c.method, path: c.path, operation: c.operation, status: c.status, decision: 'deny', reason: c.reason });
+  });
+}
+
+t.test('the requests answered before and after on one connection keep their own lines', async (t) => {
+  const { auth, up, gw } = stack!;
+  up.respond = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
+    res.end('{}');
+  };
+  const token = await auth.issueToken([READ]);
+  const before = accessLines(gw.logs).length;
+  const socket = connect(gw.port, '127.0.0.1');
+  let received = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+  const get = (n: number) => `GET ${B}/Users/keep-${n} HTTP/1.1\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+  socket.write(get(1) + get(2));
+  t.ok(await until(() => (received.match(/HTTP\/1\.1 200/g) ?? []).length === 2), 'both answered');
+  socket.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  const lines = accessLines(gw.logs).slice(before);
+  t.same(lines.map((l) => [l.path, l.status]), [[`${B}/Users/keep-1`, 200], [`${B}/Users/keep-2`, 200]], 'one line each, 200, no 499');
+});
