@@ -9,6 +9,7 @@ import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { createLogging } from './log.js';
 import { createMetrics } from './metrics.js';
+import { BodyBudget } from './request/body.js';
 import { createRuntime, resolveEndpoints, type Runtime } from './runtime.js';
 import { buildServer, type Servers } from './server.js';
 import type { SharedCache } from './token/redis.js';
@@ -82,7 +83,8 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const { logger } = logging;
   for (const warning of config.warnings) logger.warn({ problem: warning }, 'configuration warning');
   let runtime: Runtime | undefined;
-  const metrics = createMetrics(() => runtime?.verifier.size ?? 0);
+  const bodies = new BodyBudget();
+  const metrics = createMetrics({ cacheEntries: () => runtime?.verifier.size ?? 0, bodyBytesHeld: () => bodies.held });
   const redis = config.token.cache.redis;
   // ioredis is loaded only when a shared cache is configured (it costs ~25 MB of RSS otherwise).
   const shared = redis
@@ -97,7 +99,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
   try {
     if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
     runtime = await runtimeOf(config, metrics, logger, shared);
-    servers = await buildServer({ current, metrics, logger, access: logging.access, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
+    servers = await buildServer({ current, metrics, logger, access: logging.access, bodies, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
     await listenOn(servers.proxy, config.listen, 'listen');
     await listenOn(servers.admin, config.admin, 'admin');
   } catch (error) {

@@ -5,7 +5,7 @@
  * table as single requests, and requires `bulk` AND each operation's own scopes. Whatever it
  * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
  */
-import { InvalidRequest, PayloadTooLarge } from './errors.js';
+import { InvalidRequest } from './errors.js';
 import { JsonError, parseStrictJson } from './json.js';
 import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
@@ -33,50 +33,6 @@ const MAX_ALTERNATIVES = 256;
 /** True for the table's POST .../Bulk operation. */
 export function isBulk(operation: Operation): boolean {
   return operation.method === 'POST' && operation.path.endsWith('/Bulk');
-}
-
-/**
- * Reads a request body into memory, refusing it past `limit` bytes (413). On refusal the stream
- * is paused, not destroyed, so that the 413 can still be written on its connection (which the
- * error path then closes), and a client that goes away mid-body is an error, never a short body.
- */
-export function readBody(stream: NodeJS.ReadableStream, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = () => {
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.off('error', onError);
-      stream.off('close', onClose);
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        finish();
-        stream.pause();
-        reject(new PayloadTooLarge(`body over ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      finish();
-      resolve(Buffer.concat(chunks, size));
-    };
-    const onError = (error: Error) => {
-      finish();
-      reject(error);
-    };
-    const onClose = () => {
-      finish();
-      reject(new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete'));
-    };
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('error', onError);
-    stream.on('close', onClose);
-  });
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

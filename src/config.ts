@@ -111,6 +111,7 @@ export const schema: Section = {
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for a client to send its whole request.' },
+        bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },
       },
     },
     bulk: {
@@ -195,7 +196,7 @@ export interface Config {
   readonly listen: { host: string; port: number; shutdownTimeoutMs: number; tls?: { certFile: string; keyFile: string } };
   readonly admin: { host: string; port: number };
   readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
-  readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number };
+  readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number; bufferedBytes: number };
   readonly bulk: { checkOperations: boolean; maxOperations: number };
   readonly search: { rootRequiresReadScopes: boolean };
   readonly openapi: { file: string; basePath?: string; extra: readonly ExtraOperation[] };
@@ -328,6 +329,7 @@ function crossCheck(c: Config): string[] {
     }
   }
   if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
+  if (c.limits && c.limits.bufferedBytes < c.limits.bodyBytes) problems.push(`limits.bufferedBytes: must be at least limits.bodyBytes (${c.limits.bodyBytes}), or no body of the largest size could ever be read`);
   if (sameSocket(c.admin, c.listen)) problems.push(`admin.port: must differ from listen.port: admin ${c.admin.host}:${c.admin.port} and listen ${c.listen.host}:${c.listen.port} cannot both be bound`);
   return problems;
 }

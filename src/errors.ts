@@ -161,6 +161,16 @@ export class ShuttingDown extends GatewayError {
   }
 }
 
+/** The request bodies the gateway holds in memory have reached limits.bufferedBytes. */
+export class GatewayBusy extends GatewayError {
+  readonly code = 'gateway_busy';
+  readonly statusCode = 503;
+  readonly detail = 'The gateway is holding too many request bodies; retry later';
+  override headers(): Record<string, string> {
+    return { 'retry-after': '1' };
+  }
+}
+
 /** The upstream refused the connection or failed mid-way. */
 export class UpstreamUnavailable extends GatewayError {
   readonly code = 'upstream_unavailable';

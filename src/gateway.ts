@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import proxy from '@fastify/http-proxy';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
-import { classifyBulk, isBulk, readBody, type BulkSummary } from './bulk.js';
+import { classifyBulk, isBulk, type BulkSummary } from './bulk.js';
 import {
   ExpectationFailed, GatewayError, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound, ShuttingDown,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
@@ -23,6 +23,7 @@ import {
 import { responseHeaders, upstreamHeaders } from './headers.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
+import { BodyBudget, readBody } from './request/body.js';
 import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
@@ -49,6 +50,8 @@ export interface Decision {
   bodyLength?: number;
   /** Its access line is written (by onResponse, or as its response closed unfinished). */
   logged: boolean;
+  /** Its share of the body budget (options.bodies), given back when its response closes. */
+  heldBytes: number;
 }
 
 declare module 'fastify' {
@@ -67,6 +70,8 @@ export interface GatewayOptions {
   access: (line: AccessLine) => void;
   /** Counts the requests whose response has not closed yet. */
   inFlight: InFlight;
+  /** The bytes of request bodies read whole (chunked, /Bulk) held in memory, all requests together. */
+  bodies: BodyBudget;
 }
 
 /**
@@ -337,12 +342,12 @@ class OptionsAnswer extends GatewayError {
 const BULK_TYPES = /^application\/(scim\+)?json\s*(;|$)/i;
 
 /** Step 5 for /Bulk: read the body (bounded), classify every inner operation, require all scopes. */
-async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJS.ReadableStream | undefined): Promise<Buffer> {
+async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJS.ReadableStream | undefined, bodies: BodyBudget): Promise<Buffer> {
   const { config } = d.runtime;
   // jans-scim reads Bulk only as JSON; a body in another media type cannot be classified.
   if (!BULK_TYPES.test(request.headers['content-type'] ?? '')) throw new UnsupportedMediaType('Bulk body is not JSON');
   if (!stream) throw new InvalidRequest('Bulk: empty body', 'The Bulk request cannot be checked: the body is empty');
-  const buffer = await readBody(stream, config.limits.bodyBytes);
+  const buffer = await readBody(stream, config.limits.bodyBytes, bodies, config.limits.bufferedBytes, d);
   const { summary, requirement } = classifyBulk(buffer, d.runtime, d.operation!, d.principal!);
   d.bulk = summary;
   d.required = closest(requirement, d.principal!.scopes);
@@ -498,7 +503,7 @@ function logAborted(request: FastifyRequest, d: Decision, access: (line: AccessL
 
 /** Registers the steps and the forwarder on `app`. */
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
-  const { metrics, inFlight } = options;
+  const { metrics, inFlight, bodies } = options;
   app.decorateRequest('decision', null);
   const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
 
@@ -518,7 +523,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false,
+      bodyLength: undefined, logged: false, heldBytes: 0,
     };
     request.decision = decision;
     // Every response closes, finished or not (a client that went away, a connection the shutdown
@@ -531,6 +536,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     reply.raw.on('close', () => {
       if (!decision.logged && !reply.raw.writableFinished) logAborted(request, decision, options.access);
       if (socket[kCurrent] === request) socket[kCurrent] = undefined;
+      if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
     });
     let pending: Promise<void> | undefined;
@@ -623,7 +629,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    */
   function forwardChunked(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): FastifyReply {
     const stream = (body ?? request.raw) as NodeJS.ReadableStream;
-    readBody(stream, d.runtime.config.limits.bodyBytes).then(
+    const { limits } = d.runtime.config;
+    readBody(stream, limits.bodyBytes, bodies, limits.bufferedBytes, d).then(
       (buffer) => {
         if (body !== undefined && body !== null) {
           d.bodyLength = buffer.length;
@@ -638,7 +645,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
 
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
   function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
-    checkBulkBody(request, d, stream).then(
+    checkBulkBody(request, d, stream, bodies).then(
       (checked) => reply.from(d.target!.path, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
       (error: unknown) => reply.send(error),
     );

@@ -14,6 +14,7 @@ import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
+import type { BodyBudget } from './request/body.js';
 import { createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -25,6 +26,8 @@ export interface ServerOptions {
   metrics: Metrics;
   logger: Logger;
   access: (line: AccessLine) => void;
+  /** The bytes of request bodies held in memory, all requests together. */
+  bodies: BodyBudget;
   broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
 }
 
@@ -149,7 +152,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
   });
   const inFlight = new InFlight();
-  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, inFlight });
+  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, inFlight, bodies: options.bodies });
   const admin = buildAdmin({ current: options.current, metrics: options.metrics, logger: options.logger, ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}) });
   return {
     proxy,

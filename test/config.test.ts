@@ -137,6 +137,13 @@ t.test('listen.shutdownTimeoutMs: by default long enough for any request the ups
   t.same(problems(t, { listen: { shutdownTimeoutMs: -1 }, token: JWT }), ['listen.shutdownTimeoutMs: must be an integer >= 0']);
 });
 
+t.test('limits.bufferedBytes: at least limits.bodyBytes', async (t) => {
+  t.equal(loadConfig(write({ token: JWT }), {}).limits.bufferedBytes, 64 * 1024 * 1024, '64 MiB by default');
+  t.equal(loadConfig(write({ limits: { bodyBytes: 100, bufferedBytes: 100 }, token: JWT }), {}).limits.bufferedBytes, 100, 'equal is enough');
+  t.same(problems(t, { limits: { bodyBytes: 1000, bufferedBytes: 999 }, token: JWT }), ['limits.bufferedBytes: must be at least limits.bodyBytes (1000), or no body of the largest size could ever be read']);
+  t.same(problems(t, { token: JWT }, { SCOPEGATE_LIMITS_BUFFERED_BYTES: '1024' }), ['limits.bufferedBytes (SCOPEGATE_LIMITS_BUFFERED_BYTES): must be at least limits.bodyBytes (3072000), or no body of the largest size could ever be read'], 'naming the variable');
+});
+
 t.test('YAML and JSON files load to the same config', async (t) => {
   const content = {
     listen: { host: '0.0.0.0', port: 8443 },

@@ -36,8 +36,8 @@ t.test('/readyz: 200, then 503 while the authorization server is down, then 200 
   }));
   const config = loadConfig(file, {});
   let clock = Date.now();
-  const runtime = createRuntime(config, { introspection: auth.introspectionEndpoint }, createMetrics(() => 0, false), { now: () => clock });
-  const admin = buildAdmin({ current: () => runtime, metrics: createMetrics(() => 0, false), logger: pino({ level: 'silent' }) });
+  const runtime = createRuntime(config, { introspection: auth.introspectionEndpoint }, createMetrics({ cacheEntries: () => 0, bodyBytesHeld: () => 0 }, false), { now: () => clock });
+  const admin = buildAdmin({ current: () => runtime, metrics: createMetrics({ cacheEntries: () => 0, bodyBytesHeld: () => 0 }, false), logger: pino({ level: 'silent' }) });
   await admin.listen({ host: '127.0.0.1', port: 0 });
   const { port: adminPort } = admin.server.address() as { port: number };
   const url = `http://127.0.0.1:${adminPort}`;
@@ -90,7 +90,7 @@ t.test('/readyz is 503 when the gateway\'s own credentials are refused', async (
     openapi: { file: SHARED_OPENAPI },
     token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: 'wrong' } },
   }));
-  const runtime = createRuntime(loadConfig(file, {}), { introspection: auth.introspectionEndpoint }, createMetrics(() => 0, false));
+  const runtime = createRuntime(loadConfig(file, {}), { introspection: auth.introspectionEndpoint }, createMetrics({ cacheEntries: () => 0, bodyBytesHeld: () => 0 }, false));
   t.teardown(async () => {
     runtime.close();
     await auth.close();

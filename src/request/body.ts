@@ -1,0 +1,80 @@
+/**
+ * Request bodies the gateway reads whole before forwarding (a chunked body, a /Bulk body): each
+ * bounded by limits.bodyBytes (413), and all of those held at once by limits.bufferedBytes (503),
+ * so that many large bodies at the same moment cannot take the process's memory. Bodies with a
+ * declared length are streamed and hold nothing.
+ */
+import { GatewayBusy, InvalidRequest, PayloadTooLarge } from '../errors.js';
+
+/** The bytes of request bodies held in memory by the whole gateway. */
+export class BodyBudget {
+  #held = 0;
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Takes `bytes` unless the total would pass `max`; false (and nothing taken) then. */
+  take(bytes: number, max: number): boolean {
+    if (this.#held + bytes > max) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/** Where one request's share of the budget is counted, given back when its response closes. */
+export interface BodyAccount {
+  heldBytes: number;
+}
+
+/**
+ * Reads a request body into memory, refusing it past `limit` bytes (413) or when the gateway
+ * holds `budgetMax` bytes of bodies already (503). On refusal the stream is paused, not
+ * destroyed, so that the answer can still be written on its connection (which the error path
+ * then closes), and a client that goes away mid-body is an error, never a short body.
+ */
+export function readBody(stream: NodeJS.ReadableStream, limit: number, budget: BodyBudget, budgetMax: number, account: BodyAccount): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = () => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+    };
+    const refuse = (error: Error) => {
+      finish();
+      stream.pause();
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) return refuse(new PayloadTooLarge(`body over ${limit} bytes`));
+      if (!budget.take(chunk.length, budgetMax)) return refuse(new GatewayBusy(`request bodies held in memory would pass ${budgetMax} bytes`));
+      account.heldBytes += chunk.length;
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      finish();
+      resolve(Buffer.concat(chunks, size));
+    };
+    const onError = (error: Error) => {
+      finish();
+      reject(error);
+    };
+    const onClose = () => {
+      finish();
+      reject(new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete'));
+    };
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}

@@ -1,0 +1,83 @@
+/**
+ * limits.bufferedBytes: the request bodies the gateway reads whole before forwarding (chunked
+ * bodies, /Bulk) are bounded all together, not only one by one. A body that would pass the total
+ * is refused 503 with Retry-After, as a SCIM error, before anything of it goes upstream; the bytes
+ * are given back when the response closes, and the gauge scopegate_request_body_bytes_held shows
+ * them.
+ */
+import t from 'tap';
+import { accessLines } from '../helpers/gateway.js';
+import { B, bearer, converse, settle, startStack, type Conversation, type Stack } from '../helpers/stack.js';
+
+let stack: Stack;
+t.before(async () => {
+  stack = await startStack({ limits: { bodyBytes: 1000, bufferedBytes: 1500 } });
+});
+t.teardown(() => stack.close());
+
+const chunk = (payload: string) => `${payload.length.toString(16)}\r\n${payload}\r\n`;
+const head = (path: string) => `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n`;
+
+async function held(): Promise<number> {
+  const text = await (await fetch(`${stack.gw.adminUrl}/metrics`)).text();
+  return Number(/^scopegate_request_body_bytes_held (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+}
+
+/** Opens a chunked POST and sends `bytes` of its body (a string that is not yet JSON's end). */
+async function begin(path: string, bytes: number): Promise<Conversation> {
+  const c = await converse(stack.gw.port);
+  c.write(head(path) + chunk(`{"x":"${'a'.repeat(bytes - 7)}"`));
+  return c;
+}
+
+t.test('a chunked body that would pass the total: 503, Retry-After, nothing upstream; the bytes come back', async (t) => {
+  stack.up.reset();
+  const before = accessLines(stack.gw.logs).length;
+  // 900 bytes held by the first body (under bodyBytes): 600 left of 1500.
+  const first = await begin(`${B}/Users`, 900);
+  t.ok(await waitHeld(900), 'the first body is held: 900 bytes');
+  const second = await begin(`${B}/Groups`, 700);
+  t.ok(await second.waitFor(/HTTP\/1\.1 503 [^]*\r\n\r\n[^]*"status":"503"/, 3000), 'the second: 503, a SCIM error');
+  const res = second.response();
+  t.equal(res.headers['retry-after'], '1');
+  t.equal(res.headers['content-type'], 'application/scim+json');
+  t.equal(res.headers.connection, 'close', 'its unread body closes the connection');
+  t.equal(res.headers['www-authenticate'], undefined, 'no challenge: the token is not at fault');
+  t.match(JSON.parse(res.body), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '503', detail: /too many request bodies/ });
+  t.ok(await second.waitClose(2000), 'closed');
+  t.equal(await held(), 900, 'the refused body holds nothing');
+
+  // The first body ends: forwarded whole, and its bytes given back.
+  first.write(`${chunk('}')}0\r\n\r\n`);
+  t.ok(await first.waitFor(/HTTP\/1\.1 200 /, 3000), 'the first body is forwarded');
+  t.equal(stack.up.requests.length, 1, 'only the first body reached the upstream');
+  t.equal(stack.up.requests[0]?.url, `${B}/Users`);
+  t.equal(stack.up.requests[0]?.body.length, 901, 'whole');
+  t.ok(await waitHeld(0), 'nothing held once its response closed');
+  first.end();
+
+  // With the bytes back, the same 700-byte body is taken.
+  const third = await begin(`${B}/Groups`, 700);
+  third.write(`${chunk('}')}0\r\n\r\n`);
+  t.ok(await third.waitFor(/HTTP\/1\.1 200 /, 3000), 'a body of the same size is taken now');
+  third.end();
+  await settle(100);
+  const lines = accessLines(stack.gw.logs).slice(before);
+  t.match(lines.find((l) => l.status === 503), { method: 'POST', path: `${B}/Groups`, operation: 'create-group', decision: 'deny', reason: /request bodies held in memory would pass 1500 bytes/ });
+});
+
+t.test('a client that goes away mid-body gives its bytes back', async (t) => {
+  const c = await begin(`${B}/Users`, 800);
+  t.ok(await waitHeld(800), 'held while it is read');
+  c.socket.destroy();
+  t.ok(await waitHeld(0), 'given back when the connection closes');
+});
+
+async function waitHeld(bytes: number): Promise<boolean> {
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline) {
+    if ((await held()) === bytes) return true;
+    await settle(20);
+  }
+  return false;
+}
