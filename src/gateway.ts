@@ -48,6 +48,8 @@ export interface Decision {
   bulk?: BulkSummary;
   /** The length of a body read whole before forwarding (one sent chunked): sent as Content-Length. */
   bodyLength?: number;
+  /** The path template of a path in the table whose method is not (405, OPTIONS): the metric's label. */
+  template?: string;
   /** Its access line is written (by onResponse, or as its response closed unfinished). */
   logged: boolean;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
@@ -236,12 +238,16 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
     // Answered here, never forwarded, and never an authorisation of anything else (M03).
     const match = runtime.table.match('OPTIONS', target.path);
     if (match.kind === 'none') throw new RouteNotFound('OPTIONS on a path not in the table');
+    if (match.kind === 'method') decision.template = match.template;
     const allow = match.kind === 'method' ? match.allow : ['OPTIONS'];
     throw new OptionsAnswer(allow);
   }
   const match = runtime.table.match(method, target.path);
   if (match.kind === 'none') throw new RouteNotFound('path not in the table');
-  if (match.kind === 'method') throw new MethodNotAllowed(match.allow);
+  if (match.kind === 'method') {
+    decision.template = match.template;
+    throw new MethodNotAllowed(match.allow);
+  }
   const operation = match.operation;
   decision.operation = operation;
   const expect = raw.headers.expect;
@@ -472,7 +478,7 @@ function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) 
         d.logged = true;
         const durationMs = performance.now() - d.started;
         const decision = d.allowed ? 'allow' : 'deny';
-        const operation = d.operation?.id ?? 'none';
+        const operation = d.operation?.id ?? d.template ?? 'none';
         const status = reply.statusCode;
         let byStatus = requestChildren[decision].get(operation);
         if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
@@ -522,7 +528,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // Every field from the start: one object shape for every request.
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
-      target: undefined, operation: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
+      target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
       bodyLength: undefined, logged: false, heldBytes: 0,
     };
     request.decision = decision;

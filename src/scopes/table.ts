@@ -9,7 +9,7 @@ import type { Operation } from './openapi.js';
 /** The outcome of matching a method and path against the table. */
 export type Match =
   | { kind: 'found'; operation: Operation; params: Readonly<Record<string, string | undefined>> }
-  | { kind: 'method'; allow: readonly string[] }
+  | { kind: 'method'; allow: readonly string[]; /** The path template the path matched. */ template: string }
   | { kind: 'none' };
 
 /** A matcher over a fixed list of operations. */
@@ -47,11 +47,16 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
       if (path.includes('//') || (path.length > 1 && path.endsWith('/'))) return { kind: 'none' };
       const found = matchOne(method, path) ?? (method === 'HEAD' ? matchOne('GET', path) : null);
       if (found) return { kind: 'found', operation: found.store as Operation, params: found.params };
-      const allow = known.filter((m) => matchOne(m, path) !== null);
-      if (allow.length === 0) return { kind: 'none' };
+      let template: string | undefined;
+      const allow = known.filter((m) => {
+        const other = matchOne(m, path);
+        if (other !== null) template ??= (other.store as Operation).path;
+        return other !== null;
+      });
+      if (template === undefined) return { kind: 'none' };
       if (allow.includes('GET') && !allow.includes('HEAD')) allow.push('HEAD');
       allow.push('OPTIONS');
-      return { kind: 'method', allow };
+      return { kind: 'method', allow, template };
     },
   });
 }
