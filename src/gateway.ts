@@ -52,6 +52,8 @@ export interface Decision {
   template?: string;
   /** Its access line is written (by onResponse, or as its response closed unfinished). */
   logged: boolean;
+  /** The upstream answer's body, once it is relayed. */
+  upstreamBody: Readable | undefined;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
   heldBytes: number;
 }
@@ -461,56 +463,84 @@ function accessLineOf(request: FastifyRequest, d: Decision, status: number, reas
   return line;
 }
 
-/** Writes the access line and the request metrics once the response is sent. */
-function createOnResponse(metrics: Metrics, access: (line: AccessLine) => void) {
+/** How a request ended, for its one access line and its metrics. */
+interface Recorder {
+  /** Its response was sent whole (Fastify's onResponse). */
+  onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void;
+  /** Its response closed before it was complete. */
+  endedEarly(request: FastifyRequest, reply: FastifyReply, d: Decision): void;
+}
+
+function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): Recorder {
   // Label children bound once per label set, found without building a key string: by
   // operation id, then by status, allowed and denied apart.
   const requestChildren = { allow: new Map<string, Map<number, { inc(): void }>>(), deny: new Map<string, Map<number, { inc(): void }>>() };
   const durations = { allow: metrics.duration.cell({ decision: 'allow' }), deny: metrics.duration.cell({ decision: 'deny' }) };
-  return function onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-    const d = request.decision;
-    // Fastify runs this hook on the response's 'error' too: a response that never finished
-    // was logged as it closed (logAborted), or is now.
-    if (d && !d.logged) {
-      if (!reply.raw.writableFinished) {
-        logAborted(request, d, access);
-      } else {
-        d.logged = true;
-        const durationMs = performance.now() - d.started;
-        const decision = d.allowed ? 'allow' : 'deny';
-        const operation = d.operation?.id ?? d.template ?? 'none';
-        const status = reply.statusCode;
-        let byStatus = requestChildren[decision].get(operation);
-        if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
-        let child = byStatus.get(status);
-        if (!child) {
-          child = metrics.requests.cell({ operation, decision, status: String(status) });
-          byStatus.set(status, child);
-        }
-        child.inc();
-        durations[decision].observe(durationMs / 1000);
-        access(accessLineOf(request, d, status, d.reason, durationMs));
-      }
+
+  /** The access line and the request metrics of an answer of the proxy port. */
+  function answered(request: FastifyRequest, d: Decision, status: number, reason: string): void {
+    d.logged = true;
+    const durationMs = performance.now() - d.started;
+    const decision = d.allowed ? 'allow' : 'deny';
+    const operation = d.operation?.id ?? d.template ?? 'none';
+    let byStatus = requestChildren[decision].get(operation);
+    if (!byStatus) requestChildren[decision].set(operation, (byStatus = new Map()));
+    let child = byStatus.get(status);
+    if (!child) {
+      child = metrics.requests.cell({ operation, decision, status: String(status) });
+      byStatus.set(status, child);
     }
-    done();
+    child.inc();
+    durations[decision].observe(durationMs / 1000);
+    access(accessLineOf(request, d, status, reason, durationMs));
+  }
+
+  const recorder: Recorder = {
+    onResponse(request, reply, done) {
+      const d = request.decision;
+      // Fastify runs this hook on the response's 'error' too: a response that never finished
+      // was recorded as it closed, or is now.
+      if (d && !d.logged) {
+        if (reply.raw.writableFinished) answered(request, d, reply.statusCode, d.reason);
+        else recorder.endedEarly(request, reply, d);
+      }
+      done();
+    },
+    endedEarly(request, reply, d) {
+      // The upstream's body failed after its head was relayed (reset, closed, timed out): the
+      // gateway cut the client's response. An answer of the proxy port, with the status sent.
+      const broke = d.upstreamBody?.errored;
+      if (broke) {
+        const error = toGatewayError(broke);
+        metrics.upstreamErrors.inc({ kind: upstreamKind(error) ?? 'other' });
+        answered(request, d, reply.statusCode, `the upstream failed mid-response: ${error.reason}`);
+        return;
+      }
+      // The connection closed first (the client went away, or the shutdown deadline closed it):
+      // status 499, as nginx logs it. No metric: the proxy port answered nothing.
+      d.logged = true;
+      const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
+      access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
+    },
   };
+  return recorder;
 }
 
 /**
- * The access line of a request whose connection closed before its response was complete (the
- * client went away, or the shutdown deadline closed it): status 499, as nginx logs it. No metric:
- * the proxy port answered nothing.
+ * reply-from's own way of relaying the upstream's answer, keeping its body stream on the
+ * decision: if that fails mid-way, the access line says it was the upstream, not the client.
  */
-function logAborted(request: FastifyRequest, d: Decision, access: (line: AccessLine) => void): void {
-  d.logged = true;
-  const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
-  access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
+function relayUpstreamBody(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
+  const stream = (res as { stream: Readable }).stream;
+  request.decision!.upstreamBody = stream;
+  reply.send(stream);
 }
 
 /** Registers the steps and the forwarder on `app`. */
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
   const { metrics, inFlight, bodies } = options;
   app.decorateRequest('decision', null);
+  const recorder = createRecorder(metrics, options.access);
   const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
 
   // Once the gateway is closing, a request that still arrives (on a kept-alive connection) is
@@ -529,7 +559,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false, heldBytes: 0,
+      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
     };
     request.decision = decision;
     // Every response closes, finished or not (a client that went away, a connection the shutdown
@@ -540,7 +570,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     socket[kCurrent] = request;
     inFlight.enter();
     reply.raw.on('close', () => {
-      if (!decision.logged && !reply.raw.writableFinished) logAborted(request, decision, options.access);
+      if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
       if (socket[kCurrent] === request) socket[kCurrent] = undefined;
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
@@ -582,7 +612,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     reply.send(new RouteNotFound('no route'));
   });
 
-  app.addHook('onResponse', createOnResponse(metrics, options.access));
+  app.addHook('onResponse', recorder.onResponse);
 
   // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
   // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).
@@ -603,7 +633,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     handler(request, reply, _dest, replyOptions) {
       const d = request.decision!;
       const { config } = d.runtime;
-      fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry };
+      fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relayUpstreamBody };
       // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
       if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
       const body = request.body;

@@ -9,7 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { accessLines, B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { http11 } from '../helpers/raw.js';
 import { assertScimError, closedPort, until } from '../gateway/support.js';
 import { exchange, send } from './support.js';
@@ -122,6 +122,22 @@ async function gatewayFor(t: Test, upstream: { origin: string }, extra: Record<s
   return gw;
 }
 
+/**
+ * The `count` responses the upstream cut after their head: each one access line with the status
+ * the client got and the upstream named as the cause (not a client gone away), counted in
+ * scopegate_upstream_errors_total.
+ */
+async function assertUpstreamFailedLines(t: Test, gw: TestGateway, count: number, kind: 'timeout' | 'reset'): Promise<void> {
+  const lines = () => accessLines(gw.logs).filter((l) => l.status === 200);
+  t.ok(await until(() => lines().length >= count), `${count} lines`);
+  t.equal(lines().length, count, 'one line per request');
+  for (const line of lines()) t.match(line, { method: 'GET', path: `${B}/Users`, operation: 'get-users', decision: 'allow', reason: /^the upstream failed mid-response: upstream/ });
+  t.equal(accessLines(gw.logs).filter((l) => l.status === 499).length, 0, 'never a client gone away');
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  t.equal(Number(new RegExp(`^scopegate_upstream_errors_total\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]), count, `scopegate_upstream_errors_total{kind="${kind}"}`);
+  t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="get-users",decision="allow",status="200"\\} ${count}$`, 'm'), 'counted as answered');
+}
+
 /** With the upstream healthy again, the same gateway serves a whole 200. */
 async function assertRecovered(t: Test, gw: TestGateway, up: Upstream): Promise<void> {
   up.respond = afterBody(healthy);
@@ -188,6 +204,7 @@ t.test('upstream hangs after the headers, mid-body: the client response is abort
   } else {
     assertScimError(t, res, 504);
   }
+  if (res.status === 200) await assertUpstreamFailedLines(t, gw, 1, 'timeout');
   await assertRecovered(t, gw, up);
 });
 
@@ -213,8 +230,10 @@ for (const kind of ['content-length', 'chunked'] as const) {
       t.teardown(() => up.close());
       const gw = await gatewayFor(t, up);
       up.respond = truncated(kind, how);
+      let cut = 0;
       for (let i = 0; i < 3; i++) {
         const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+        if (res.status === 200) cut++;
         t.notOk(res.status === 200 && res.complete, 'never a short body presented as complete');
         if (res.status === 200) {
           t.ok(res.closedByPeer, 'the connection was closed');
@@ -229,6 +248,7 @@ for (const kind of ['content-length', 'chunked'] as const) {
           assertScimError(t, res, 502);
         }
       }
+      await assertUpstreamFailedLines(t, gw, cut, 'reset');
       await assertRecovered(t, gw, up);
     });
   }
