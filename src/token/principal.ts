@@ -67,6 +67,10 @@ const ACCESS_TYPES = new Set(['bearer', 'access_token', 'urn:ietf:params:oauth:t
  */
 export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, leewaySeconds = 0): Principal {
   if (claims.cnf !== undefined && claims.cnf !== null) throw new InvalidToken('sender-constrained token (cnf) presented as a bearer token');
+  // jans writes the certificate binding of a JWT access token as a top-level `x5t#S256` claim
+  // (null when unbound), not inside `cnf` as RFC 8705 section 3.1 has it: bound all the same.
+  const thumbprint = claims['x5t#S256'];
+  if (thumbprint !== undefined && thumbprint !== null && thumbprint !== '') throw new InvalidToken('certificate-bound token (x5t#S256) presented as a bearer token');
   const tokenType = claims.token_type;
   if (tokenType !== undefined && tokenType !== null && !(typeof tokenType === 'string' && ACCESS_TYPES.has(tokenType.toLowerCase()))) {
     throw new InvalidToken('token_type is not an access token');

@@ -116,6 +116,7 @@ t.test('a faulty authorization server', async (t) => {
     'scope-array-other': () => ({ body: ok({ scope: ['https://jans.io/scim/users.write', `${READ}x`] }) }),
     'cnf-jkt': () => ({ body: ok({ cnf: { jkt: 'x' } }) }),
     'cnf-x5t': () => ({ body: ok({ cnf: { 'x5t#S256': 'x' } }) }),
+    'x5t-top': () => ({ body: ok({ 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' }) }),
     'status-500': () => ({ status: 500, body: '{"error":"server_error"}' }),
     'status-502': () => ({ status: 502, type: 'text/plain', body: 'bad gateway' }),
     'status-302': () => ({ status: 302, body: '' }),
@@ -204,6 +205,8 @@ t.test('a faulty authorization server', async (t) => {
   t.test('rule 9: a sender-constrained token (cnf) is refused', async (t) => {
     assertDenied(t, (await ask('cnf-jkt')).res, 401, INVALID_TOKEN, up);
     assertDenied(t, (await ask('cnf-x5t')).res, 401, INVALID_TOKEN, up);
+    // The certificate binding as jans writes it into JWT access tokens, should a script copy it here.
+    assertDenied(t, (await ask('x5t-top')).res, 401, INVALID_TOKEN, up);
   });
 
   t.test('I07, I08: failures of the server are 503 with Retry-After', async (t) => {

@@ -143,6 +143,11 @@ t.test('an ID-token-like JWT (no scope claim, aud = client id) authorises nothin
 t.test('a sender-constrained token (cnf) is not a bearer token', async (t) => {
   await assertRefused(t, await forge(claims({ cnf: { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' } })), 'cnf.jkt (DPoP)');
   await assertRefused(t, await forge(claims({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } })), 'cnf x5t#S256 (mTLS)');
+  // jans writes a certificate-bound token's thumbprint as a top-level claim, not in cnf (JANS.md section 2).
+  await assertRefused(t, await forge(claims({ 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' })), 'jans top-level x5t#S256 (mTLS)');
+  // Control: jans sets the claim to null on a token that is not bound.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ 'x5t#S256': null })) })).status, 200, 'x5t#S256 null: a bearer token');
 });
 
 t.test('J07 jku and jwk headers pointing at an attacker key are ignored', async (t) => {
