@@ -35,7 +35,13 @@ function scopeSet(list: readonly string[]): ReadonlySet<string> {
 function scopeList(value: unknown, name: string): string[] | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value.split(' ').filter(Boolean);
-  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) return value as string[];
+  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) {
+    // A scope-token has no space (RFC 6749 section 3.3). One that had would be two scopes to
+    // everything that joins a set with spaces: the interning key, the shared cache, the
+    // X-Scopegate-Scopes header (`["a b"]` would read as a and b).
+    if (value.some((s: string) => s.includes(' '))) throw new InvalidToken(`${name} holds an element with a space`);
+    return value as string[];
+  }
   throw new InvalidToken(`${name} is neither a string nor a list of strings`);
 }
 

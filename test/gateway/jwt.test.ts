@@ -140,6 +140,16 @@ t.test('an ID-token-like JWT (no scope claim, aud = client id) authorises nothin
   await assertRefused(t, await forge(noScope), 'access token claims without scope');
 });
 
+t.test('a scope list element holding a space is not two scopes', async (t) => {
+  // A token whose two scopes are READ and `x`: the same words, space separated, as the element below.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ scope: [READ, 'x'] })) })).status, 200, 'two scopes');
+  // One element `READ x` is no scope the table knows; it must never read as READ (in the cache,
+  // the shared cache or X-Scopegate-Scopes, where scopes are space separated).
+  await assertRefused(t, await forge(claims({ scope: [`${READ} x`] })), 'one element holding a space');
+  await assertRefused(t, await forge(claims({ scope: undefined, scp: [`x ${READ}`] })), 'scp element holding a space');
+});
+
 t.test('a sender-constrained token (cnf) is not a bearer token', async (t) => {
   await assertRefused(t, await forge(claims({ cnf: { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' } })), 'cnf.jkt (DPoP)');
   await assertRefused(t, await forge(claims({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } })), 'cnf x5t#S256 (mTLS)');
