@@ -134,10 +134,14 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
     },
     async get(key) {
       try {
-        const text = await client.get(prefix + key);
-        const entry = text === null ? undefined : decode(text);
+        // The value and what is left of its TTL, read together: the reader keeps it no longer
+        // than the writer meant it to live.
+        const replies = await client.multi().get(prefix + key).pttl(prefix + key).exec();
+        const text = replies?.[0]?.[1];
+        const ttlMs = replies?.[1]?.[1];
+        const entry = typeof text === 'string' && typeof ttlMs === 'number' && ttlMs > 0 ? decode(text) : undefined;
         options.onEvent?.(entry ? 'hit' : 'miss');
-        return entry;
+        return entry && { entry, ttlMs: ttlMs as number };
       } catch (error) {
         failed(error);
         return undefined;
