@@ -87,7 +87,11 @@ export function principalFromClaims(claims: Record<string, unknown>, nowSeconds:
     if (exp + leewaySeconds <= nowSeconds) throw new InvalidToken('token expired');
   }
   const nbf = claims.nbf;
-  if (typeof nbf === 'number' && nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+  if (nbf !== undefined && nbf !== null) {
+    // Like exp: a start that cannot be read is not a start that has passed.
+    if (typeof nbf !== 'number' || !Number.isFinite(nbf)) throw new InvalidToken('nbf is not a number');
+    if (nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+  }
   const scope = scopeList(claims.scope, 'scope') ?? scopeList(claims.scp, 'scp');
   if (scope === undefined && requireScope) throw new InvalidToken('no scope claim: not an access token');
   return Object.freeze({

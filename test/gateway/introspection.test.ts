@@ -110,6 +110,9 @@ t.test('a faulty authorization server', async (t) => {
     'active-null': () => ({ body: ok({ active: null }) }),
     'active-missing': () => ({ body: JSON.stringify({ scope: READ, client_id: 'c', exp: future() }) }),
     'expired': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 600 }) }),
+    'exp-string': () => ({ body: ok({ exp: String(future()) }) }),
+    'not-yet-valid': () => ({ body: ok({ nbf: future() }) }),
+    'nbf-string': () => ({ body: ok({ nbf: String(future()) }) }),
     'refresh-token': () => ({ body: ok({ token_type: 'refresh_token' }) }),
     'no-scope': () => ({ body: JSON.stringify({ active: true, client_id: 'c', exp: future() }) }),
     'scope-array': () => ({ body: ok({ scope: [READ] }) }),
@@ -182,6 +185,10 @@ t.test('a faulty authorization server', async (t) => {
 
   t.test('I03 active but exp in the past', async (t) => {
     assertDenied(t, (await ask('expired')).res, 401, INVALID_TOKEN, up);
+  });
+
+  t.test('active but not yet valid, or with a time that is not a NumericDate', async (t) => {
+    for (const kind of ['not-yet-valid', 'exp-string', 'nbf-string']) assertDenied(t, (await ask(kind)).res, 401, INVALID_TOKEN, up);
   });
 
   t.test('I04 active but a refresh token', async (t) => {
