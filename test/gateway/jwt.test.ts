@@ -122,6 +122,11 @@ t.test('claims', async (t) => {
   delete noExp.exp;
   await assertRefused(t, await forge(noExp), 'no exp');
   await assertRefused(t, await forge(claims({ nbf: nowSeconds() + 3600 })), 'not yet valid');
+  await assertRefused(t, await forge(claims({ iat: nowSeconds() + 3600, nbf: undefined })), 'issued an hour from now');
+  await assertRefused(t, await forge(claims({ iat: nowSeconds() + 3600 })), 'issued an hour from now, nbf now');
+  // Within the clock tolerance (30 s by default), a clock a little ahead is no defect.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ iat: nowSeconds() + 10 })) })).status, 200, 'iat 10 s ahead');
   await assertRefused(t, await forge(claims({ token_type: 'refresh_token' })), 'token_type refresh_token');
 });
 
