@@ -110,7 +110,10 @@ const MAX_IDENTITIES = 100000;
 
 /** The principal without `expiresAt`, one shared object per client, subject and scope set. */
 export function withoutExpiry(principal: Principal): Principal {
-  const key = `${principal.clientId ?? ''}\0${principal.subject ?? ''}\0${[...principal.scopes].join(' ')}`;
+  // JSON, not the parts joined with a separator: claims may hold any character, and a client,
+  // subject and scopes that joined alike (`u` NUL `v` + READ, `u` + `v` NUL READ) would share a
+  // principal, scopes included.
+  const key = JSON.stringify([principal.clientId ?? '', principal.subject ?? '', [...principal.scopes].join(' ')]);
   let identity = identities.get(key);
   if (!identity) {
     identity = Object.freeze({ subject: principal.subject, clientId: principal.clientId, scopes: principal.scopes, expiresAt: undefined });

@@ -12,7 +12,7 @@ import type { AuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import type { RecordingUpstream } from '../helpers/upstream.js';
 import {
-  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, send, sleep, startGatewayStack, startServer,
+  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, insufficientScope, send, sleep, startGatewayStack, startServer,
 } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -153,6 +153,18 @@ t.test('a scope list element holding a space is not two scopes', async (t) => {
   // the shared cache or X-Scopegate-Scopes, where scopes are space separated).
   await assertRefused(t, await forge(claims({ scope: [`${READ} x`] })), 'one element holding a space');
   await assertRefused(t, await forge(claims({ scope: undefined, scp: [`x ${READ}`] })), 'scp element holding a space');
+});
+
+t.test('tokens whose client, subject and scopes read alike once joined keep their own scopes', async (t) => {
+  // The cache keeps one shared principal per client, subject and scope set: a principal must
+  // never be found under another token's parts (here `u` + NUL + `v`, READ against `u`, `v` +
+  // NUL + READ).
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ sub: 'u\u0000v', scope: [READ] })) })).status, 200, 'READ: allowed');
+  const other = await forge(claims({ sub: 'u', scope: [`v\u0000${READ}`] }));
+  up.reset();
+  const res = await send(gw.port, 'GET', USERS, { token: other });
+  assertDenied(t, res, 403, insufficientScope(READ), up);
 });
 
 t.test('a sender-constrained token (cnf) is not a bearer token', async (t) => {
