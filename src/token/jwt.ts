@@ -112,6 +112,10 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
       if (isTokenFault(error)) throw new InvalidToken(`JWT refused: ${(error as Error).message}`, { cause: error });
       throw new AuthServerUnavailable(`JWKS unavailable: ${(error as Error).message}`, 5, { cause: error });
     }
+    // An introspection answer that the authorization server signed (jans' response_as_jwt, RFC
+    // 9701) carries scope and exp too, for any token it was asked about: it is not an access
+    // token (SECURITY.md rule 10), and would let an opaque token outlive its revocation.
+    if (Object.hasOwn(payload, 'active') || Object.hasOwn(payload, 'token_introspection')) throw new InvalidToken('an introspection answer, not an access token');
     const nowSeconds = Math.floor(now() / 1000);
     // jose compares iat with the clock only under maxTokenAge: a token issued later than now, past
     // the clock tolerance, was not issued by the authorization server's clock.

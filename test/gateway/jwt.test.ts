@@ -155,6 +155,18 @@ t.test('a scope list element holding a space is not two scopes', async (t) => {
   await assertRefused(t, await forge(claims({ scope: undefined, scp: [`x ${READ}`] })), 'scp element holding a space');
 });
 
+t.test('an introspection answer signed as a JWT is not an access token', async (t) => {
+  // jans 1.0 answers introspection with response_as_jwt=true by signing the answer's members as
+  // they are (IntrospectionWebService.createResponseAsJwt): scope, exp, iss, token_type, typ JWT.
+  // Anyone with a valid token may ask it for any token, so it would turn an opaque token into
+  // a JWT that outlives its revocation; an answer for a revoked token says active false.
+  const answer = (active: boolean) => forge({ ...claims(), active, scope: READ, acr_values: null });
+  await assertRefused(t, await answer(true), 'active true');
+  await assertRefused(t, await answer(false), 'active false');
+  // RFC 9701 nests the answer under token_introspection (and has no exp of its own).
+  await assertRefused(t, await forge({ ...claims(), token_introspection: { active: true, scope: READ } }), 'token_introspection');
+});
+
 t.test('tokens whose client, subject and scopes read alike once joined keep their own scopes', async (t) => {
   // The cache keeps one shared principal per client, subject and scope set: a principal must
   // never be found under another token's parts (here `u` + NUL + `v`, READ against `u`, `v` +
