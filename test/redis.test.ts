@@ -194,6 +194,28 @@ if (!hasRedis()) {
     t.equal(await get(d, late), 200, 'D, past the 3 s of the refusal: validated again, now valid');
   });
 
+  t.test('replicas share only what their own token rules would decide alike', async (t) => {
+    // Two replicas of one Redis whose rules differ (as while a reload or a rolling deploy
+    // tightens them): what the lenient one allowed is not an answer for the strict one.
+    const config = (name: string, audience: string[]) => {
+      const file = join(dir, `${name}.json`);
+      writeFileSync(file, JSON.stringify({
+        listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+        upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+        token: { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer, audience }, cache: { redis: { url: redis.url, keyPrefix } } },
+      }));
+      return file;
+    };
+    const [lenient, strict] = await Promise.all([startServe(config('lenient', [])), startServe(config('strict', ['https://elsewhere.example']))]);
+    t.teardown(() => Promise.allSettled([lenient.stop(), strict.stop()]));
+    const token = await auth.issueToken([READ], { jwt: true });
+    t.equal(await get(lenient, token), 200, 'no audience required: allowed, and written to Redis');
+    up.reset();
+    t.equal(await get(strict, token), 401, 'another audience required: refused, not read from Redis');
+    t.equal(up.requests.length, 0);
+    t.equal(await get(lenient, token), 200, 'and the lenient replica still allows it');
+  });
+
   t.test('with Redis stopped both replicas keep serving correctly, and share again when it returns', async (t) => {
     const cached = await auth.issueToken([READ]);
     t.equal(await get(a, cached), 200);

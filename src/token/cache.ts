@@ -28,6 +28,15 @@ export interface CacheOptions {
   secondLevel?: SecondLevel;
 }
 
+/**
+ * A store shared by replicas, and by the runtimes one process goes through (SIGHUP): a result
+ * is reused only under the rules that decided it (issuer, audience, algorithms, ...).
+ */
+export interface SharedLevel {
+  /** The second level of a runtime whose rules have the digest `rules`: other results are misses. */
+  scoped(rules: string): SecondLevel;
+}
+
 /** A shared second-level store. Failures must resolve to undefined / be swallowed, never throw. */
 export interface SecondLevel {
   /** The entry of `key` and the milliseconds it has left there. */
