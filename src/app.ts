@@ -70,7 +70,7 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
 async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined): Promise<Runtime> {
   const endpoints = await resolveEndpoints(config);
   return createRuntime(config, endpoints, metrics, {
-    ...(shared ? { secondLevel: shared } : {}),
+    ...(shared ? { shared } : {}),
     onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
   });
 }

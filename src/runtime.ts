@@ -3,6 +3,7 @@
  * runtime is built whole and validated before it replaces the running one (SIGHUP), so a request
  * always sees one consistent config.
  */
+import { hash } from 'node:crypto';
 import { request } from 'undici';
 import type { Config } from './config.js';
 import { ConfigError, InvalidToken } from './errors.js';
@@ -11,7 +12,7 @@ import { createIntrospectionReadiness } from './readiness.js';
 import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
 import { createTable, type Table } from './scopes/table.js';
 import { isCompactJws } from './token/bearer.js';
-import { withCache, type CachedVerifier, type SecondLevel } from './token/cache.js';
+import { withCache, type CachedVerifier, type SharedLevel } from './token/cache.js';
 import { createIntrospectionVerifier } from './token/introspection.js';
 import { createJwtVerifier } from './token/jwt.js';
 import type { TokenVerifier } from './token/principal.js';
@@ -90,8 +91,22 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
   return out;
 }
 
+/**
+ * The digest of what decides a token's fate under `config`: the shared cache keeps it with each
+ * result, and reuses a result only under the same rules. Another audience, issuer, algorithm
+ * list, ... (after a reload, or on a replica configured otherwise) decides anew.
+ */
+function rulesOf(config: Config, endpoints: Endpoints): string {
+  const { introspection, jwt } = config.token;
+  return hash('sha256', JSON.stringify({
+    endpoints,
+    introspection: introspection && { authMethod: introspection.authMethod, clientId: introspection.clientId },
+    jwt: jwt && { audience: jwt.audience, algorithms: jwt.algorithms, types: jwt.types, clockToleranceSeconds: jwt.clockToleranceSeconds },
+  }), 'base64url').slice(0, 16);
+}
+
 /** Builds a runtime: table, verifiers, cache. Throws ConfigError on any problem. */
-export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; secondLevel?: SecondLevel; onCredentialsRefused?: (status: number) => void } = {}): Runtime {
+export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void } = {}): Runtime {
   const table = loadTable(config);
   const { introspection, jwt, cache } = config.token;
   const now = options.now ?? Date.now;
@@ -120,7 +135,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     if (introspect) return introspect(token);
     throw new InvalidToken('no verifier for this kind of token');
   };
-  const verifier = withCache(route, { ...cache, now, ...(options.secondLevel ? { secondLevel: options.secondLevel } : {}) });
+  const verifier = withCache(route, { ...cache, now, ...(options.shared ? { secondLevel: options.shared.scoped(rulesOf(config, endpoints)) } : {}) });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
 
   const introspectionReady = introspect ? createIntrospectionReadiness(introspect, { now }) : undefined;

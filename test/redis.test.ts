@@ -3,6 +3,8 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -15,6 +17,7 @@ import { hasRedis, startRedis, type RedisServer } from './helpers/redis.js';
 import { startRecordingUpstream, type RecordingUpstream } from './helpers/upstream.js';
 
 const READ = 'https://jans.io/scim/users.read';
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 if (!hasRedis()) {
   t.fail('redis-server is not installed (.ci/run installs it)');
@@ -142,6 +145,75 @@ if (!hasRedis()) {
     const bad = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, clientId: 'x' }) });
     t.equal(bad.statusCode, 400, 'exactly one selector');
     await bad.body.text();
+  });
+
+  t.test('an entry read from Redis ends when it ends there, not a full TTL later', async (t) => {
+    // An authorization server whose answer for a token the test changes: a token valid when
+    // first seen is revoked, and one refused when first seen becomes valid.
+    const active = new Map<string, boolean>();
+    const as = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const token = new URLSearchParams(body).get('token') ?? '';
+        const answer = active.get(token) === true ? { active: true, scope: READ, client_id: 'c', token_type: 'Bearer' } : { active: false };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(answer));
+      });
+    });
+    await new Promise<void>((r) => as.listen(0, '127.0.0.1', r));
+    const endpoint = `http://127.0.0.1:${(as.address() as AddressInfo).port}/introspection`;
+    const file = join(dir, 'ttl.json');
+    writeFileSync(file, JSON.stringify({
+      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+      upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+      token: {
+        introspection: { endpoint, clientId: 'c', clientSecret: 's' },
+        cache: { maxTtlSeconds: 3, negativeTtlSeconds: 3, redis: { url: redis.url, keyPrefix: `ttl${Date.now()}:` } },
+      },
+    }));
+    const [c, d] = await Promise.all([startServe(file), startServe(file)]);
+    t.teardown(async () => {
+      await Promise.allSettled([c.stop(), d.stop()]);
+      as.closeAllConnections();
+      as.close();
+    });
+    const revoked = `revoked-${Date.now()}`;
+    const late = `late-${Date.now()}`;
+    active.set(revoked, true);
+    t.equal(await get(c, revoked), 200, 'C: valid, cached here and in Redis for 3 s');
+    t.equal(await get(c, late), 401, 'C: refused, cached here and in Redis for 3 s');
+    const t0 = Date.now();
+    active.set(revoked, false);
+    active.set(late, true);
+    await sleep(t0 + 2000 - Date.now());
+    t.equal(await get(d, revoked), 200, 'D, 2 s later: the valid result from Redis');
+    t.equal(await get(d, late), 401, 'D, 2 s later: the refusal from Redis');
+    await sleep(t0 + 3800 - Date.now());
+    t.equal(await get(d, revoked), 401, 'D, past the 3 s of the result: validated again, revoked');
+    t.equal(await get(d, late), 200, 'D, past the 3 s of the refusal: validated again, now valid');
+  });
+
+  t.test('replicas share only what their own token rules would decide alike', async (t) => {
+    // Two replicas of one Redis whose rules differ (as while a reload or a rolling deploy
+    // tightens them): what the lenient one allowed is not an answer for the strict one.
+    const config = (name: string, audience: string[]) => {
+      const file = join(dir, `${name}.json`);
+      writeFileSync(file, JSON.stringify({
+        listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+        upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+        token: { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer, audience }, cache: { redis: { url: redis.url, keyPrefix } } },
+      }));
+      return file;
+    };
+    const [lenient, strict] = await Promise.all([startServe(config('lenient', [])), startServe(config('strict', ['https://elsewhere.example']))]);
+    t.teardown(() => Promise.allSettled([lenient.stop(), strict.stop()]));
+    const token = await auth.issueToken([READ], { jwt: true });
+    t.equal(await get(lenient, token), 200, 'no audience required: allowed, and written to Redis');
+    up.reset();
+    t.equal(await get(strict, token), 401, 'another audience required: refused, not read from Redis');
+    t.equal(up.requests.length, 0);
+    t.equal(await get(lenient, token), 200, 'and the lenient replica still allows it');
   });
 
   t.test('with Redis stopped both replicas keep serving correctly, and share again when it returns', async (t) => {

@@ -28,9 +28,19 @@ export interface CacheOptions {
   secondLevel?: SecondLevel;
 }
 
+/**
+ * A store shared by replicas, and by the runtimes one process goes through (SIGHUP): a result
+ * is reused only under the rules that decided it (issuer, audience, algorithms, ...).
+ */
+export interface SharedLevel {
+  /** The second level of a runtime whose rules have the digest `rules`: other results are misses. */
+  scoped(rules: string): SecondLevel;
+}
+
 /** A shared second-level store. Failures must resolve to undefined / be swallowed, never throw. */
 export interface SecondLevel {
-  get(key: string): Promise<Entry | undefined>;
+  /** The entry of `key` and the milliseconds it has left there. */
+  get(key: string): Promise<{ entry: Entry; ttlMs: number } | undefined>;
   set(key: string, entry: Entry, ttlMs: number): Promise<void>;
 }
 
@@ -71,15 +81,15 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   };
 
   /**
-   * The TTL and start of a local entry on lru-cache's clock, which counts an entry stale once
-   * `now - start > ttl`: the entry is stale from `until`, the end of its reuse (maxTtlSeconds or
-   * negativeTtlSeconds after `at`) or the first millisecond of its token's exp, however long its
-   * validation took. An entry whose `until` has passed (a token that expired while it was being
-   * validated, a TTL of 0) is stale at once: the requests that waited for that validation get
-   * its answer, no later one does. (A TTL of 0 would mean "never stale" to lru-cache.)
+   * The TTL and start, at `at`, of a local entry on lru-cache's clock, which counts an entry
+   * stale once `now - start > ttl`: the entry is stale from `until`, the end of its reuse
+   * (maxTtlSeconds or negativeTtlSeconds after it was validated, or the end it has in the shared
+   * level) or the first millisecond of its token's exp, however long its validation took. An
+   * entry whose `until` has passed (a token that expired while it was being validated, a TTL of
+   * 0) is stale at once: the requests that waited for that validation get its answer, no later
+   * one does. (A TTL of 0 would mean "never stale" to lru-cache.)
    */
-  const lifetimeOf = (entry: Entry, at: number): { ttl: number; start: number } => {
-    const until = untilOf(entry, at);
+  const lifetimeOf = (until: number, at: number): { ttl: number; start: number } => {
     const start = Math.min(at, until - 2);
     return { ttl: until - 1 - start, start };
   };
@@ -94,8 +104,15 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     perf: { now },
     fetchMethod: async (key, _stale, { options: fetchOptions, context: token }) => {
       const shared = await options.secondLevel?.get(key);
-      let entry: Entry | undefined = shared && !isExpired(shared) ? shared : undefined;
-      if (!entry) {
+      let entry: Entry;
+      let until: number;
+      if (shared && !isExpired(shared.entry)) {
+        // Reused here no longer than it has left there: a refusal is not served past
+        // negativeTtlSeconds, nor a revoked token past maxTtlSeconds, after its validation.
+        entry = shared.entry;
+        const at = now();
+        until = Math.min(at + shared.ttlMs, untilOf(entry, at));
+      } else {
         try {
           entry = await verifier(token);
         } catch (error) {
@@ -103,14 +120,14 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
           if (!(error instanceof InvalidToken)) throw error;
           entry = new Refusal(error.reason);
         }
-        // The shared level keeps it as long as this one would.
+        // The shared level keeps it as long as this one does.
         const at = now();
-        const ttl = untilOf(entry, at) - at;
-        if (ttl > 0) void options.secondLevel?.set(key, entry, ttl);
+        until = untilOf(entry, at);
+        if (until > at) void options.secondLevel?.set(key, entry, until - at);
       }
       // The entry's lifetime ends at the token's exp, and lru-cache checks it on every get: the
       // expiry is re-checked on every hit without keeping it in the entry.
-      const { ttl, start } = lifetimeOf(entry, now());
+      const { ttl, start } = lifetimeOf(until, now());
       fetchOptions.ttl = ttl;
       (fetchOptions as { start?: number }).start = start;
       return entry instanceof Refusal ? entry : withoutExpiry(entry);

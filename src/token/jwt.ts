@@ -1,7 +1,8 @@
 /**
  * JWT access tokens verified locally against the issuer's JWKS (jose): an explicit algorithm
- * allow-list (never none, never HS*), exact issuer, `exp` required, accepted `typ` values, and a
- * scope claim (an ID token signed by the same key has none and authorises nothing).
+ * allow-list (never none, never HS*), exact issuer, `exp` required, no `iat` in the future,
+ * accepted `typ` values, and a scope claim (an ID token signed by the same key has none and
+ * authorises nothing).
  */
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
@@ -111,7 +112,15 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
       if (isTokenFault(error)) throw new InvalidToken(`JWT refused: ${(error as Error).message}`, { cause: error });
       throw new AuthServerUnavailable(`JWKS unavailable: ${(error as Error).message}`, 5, { cause: error });
     }
-    return principalFromClaims(payload as Record<string, unknown>, Math.floor(now() / 1000), true, options.clockToleranceSeconds);
+    // An introspection answer that the authorization server signed (jans' response_as_jwt, RFC
+    // 9701) carries scope and exp too, for any token it was asked about: it is not an access
+    // token (SECURITY.md rule 10), and would let an opaque token outlive its revocation.
+    if (Object.hasOwn(payload, 'active') || Object.hasOwn(payload, 'token_introspection')) throw new InvalidToken('an introspection answer, not an access token');
+    const nowSeconds = Math.floor(now() / 1000);
+    // jose compares iat with the clock only under maxTokenAge: a token issued later than now, past
+    // the clock tolerance, was not issued by the authorization server's clock.
+    if (typeof payload.iat === 'number' && payload.iat - options.clockToleranceSeconds > nowSeconds) throw new InvalidToken('token issued in the future (iat)');
+    return principalFromClaims(payload as Record<string, unknown>, nowSeconds, true, options.clockToleranceSeconds);
   }
 
   const refresh = setInterval(() => void jwks.reload().catch(() => undefined), (options.refreshSeconds ?? 600) * 1000);

@@ -35,7 +35,13 @@ function scopeSet(list: readonly string[]): ReadonlySet<string> {
 function scopeList(value: unknown, name: string): string[] | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value === 'string') return value.split(' ').filter(Boolean);
-  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) return value as string[];
+  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) {
+    // A scope-token has no space (RFC 6749 section 3.3). One that had would be two scopes to
+    // everything that joins a set with spaces: the interning key, the shared cache, the
+    // X-Scopegate-Scopes header (`["a b"]` would read as a and b).
+    if (value.some((s: string) => s.includes(' '))) throw new InvalidToken(`${name} holds an element with a space`);
+    return value as string[];
+  }
   throw new InvalidToken(`${name} is neither a string nor a list of strings`);
 }
 
@@ -67,6 +73,10 @@ const ACCESS_TYPES = new Set(['bearer', 'access_token', 'urn:ietf:params:oauth:t
  */
 export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, leewaySeconds = 0): Principal {
   if (claims.cnf !== undefined && claims.cnf !== null) throw new InvalidToken('sender-constrained token (cnf) presented as a bearer token');
+  // jans writes the certificate binding of a JWT access token as a top-level `x5t#S256` claim
+  // (null when unbound), not inside `cnf` as RFC 8705 section 3.1 has it: bound all the same.
+  const thumbprint = claims['x5t#S256'];
+  if (thumbprint !== undefined && thumbprint !== null && thumbprint !== '') throw new InvalidToken('certificate-bound token (x5t#S256) presented as a bearer token');
   const tokenType = claims.token_type;
   if (tokenType !== undefined && tokenType !== null && !(typeof tokenType === 'string' && ACCESS_TYPES.has(tokenType.toLowerCase()))) {
     throw new InvalidToken('token_type is not an access token');
@@ -77,7 +87,11 @@ export function principalFromClaims(claims: Record<string, unknown>, nowSeconds:
     if (exp + leewaySeconds <= nowSeconds) throw new InvalidToken('token expired');
   }
   const nbf = claims.nbf;
-  if (typeof nbf === 'number' && nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+  if (nbf !== undefined && nbf !== null) {
+    // Like exp: a start that cannot be read is not a start that has passed.
+    if (typeof nbf !== 'number' || !Number.isFinite(nbf)) throw new InvalidToken('nbf is not a number');
+    if (nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+  }
   const scope = scopeList(claims.scope, 'scope') ?? scopeList(claims.scp, 'scp');
   if (scope === undefined && requireScope) throw new InvalidToken('no scope claim: not an access token');
   return Object.freeze({
@@ -96,7 +110,10 @@ const MAX_IDENTITIES = 100000;
 
 /** The principal without `expiresAt`, one shared object per client, subject and scope set. */
 export function withoutExpiry(principal: Principal): Principal {
-  const key = `${principal.clientId ?? ''}\0${principal.subject ?? ''}\0${[...principal.scopes].join(' ')}`;
+  // JSON, not the parts joined with a separator: claims may hold any character, and a client,
+  // subject and scopes that joined alike (`u` NUL `v` + READ, `u` + `v` NUL READ) would share a
+  // principal, scopes included.
+  const key = JSON.stringify([principal.clientId ?? '', principal.subject ?? '', [...principal.scopes].join(' ')]);
   let identity = identities.get(key);
   if (!identity) {
     identity = Object.freeze({ subject: principal.subject, clientId: principal.clientId, scopes: principal.scopes, expiresAt: undefined });

@@ -8,7 +8,7 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { Refusal, type Entry, type SecondLevel } from './cache.js';
+import { Refusal, type Entry, type SharedLevel } from './cache.js';
 import { internPrincipal } from './principal.js';
 
 /** A purge, as sent between replicas. */
@@ -19,7 +19,7 @@ export interface PurgeMatch {
 }
 
 /** The shared cache and its purge channel. */
-export interface SharedCache extends SecondLevel {
+export interface SharedCache extends SharedLevel {
   /** Resolves once connected and subscribed, or after `timeoutMs` (the gateway starts anyway). */
   ready(timeoutMs: number): Promise<boolean>;
   /** Deletes matching entries in Redis and tells every replica; returns Redis entries deleted. */
@@ -39,23 +39,27 @@ export interface SharedCacheOptions {
   commandTimeoutMs?: number;
 }
 
-/** Serialised form: short keys, scopes as one string. */
+/** Serialised form: short keys, scopes as one string, `r` the digest of the rules that decided. */
 interface Stored {
   s?: string;
   c?: string;
   sc?: string;
   e?: number;
   i?: string;
+  r?: string;
 }
 
-function encode(entry: Entry): string {
-  if (entry instanceof Refusal) return JSON.stringify({ i: entry.reason } satisfies Stored);
+function encode(entry: Entry, rules: string): string {
+  if (entry instanceof Refusal) return JSON.stringify({ i: entry.reason, r: rules } satisfies Stored);
   const p = entry;
-  return JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt } satisfies Stored);
+  return JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt, r: rules } satisfies Stored);
 }
 
-/** Parses a stored value; anything unexpected is a miss, never a principal. */
-function decode(text: string): Entry | undefined {
+/**
+ * Parses a stored value; anything unexpected is a miss, never a principal, and so is a result
+ * decided by other rules than `rules` (when given).
+ */
+function decode(text: string, rules?: string): Entry | undefined {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -64,6 +68,7 @@ function decode(text: string): Entry | undefined {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
   const s = v as Stored;
+  if (rules !== undefined && s.r !== rules) return undefined;
   if (typeof s.i === 'string') return new Refusal(s.i);
   if (typeof s.sc !== 'string' || (s.e !== undefined && typeof s.e !== 'number')) return undefined;
   if ((s.s !== undefined && typeof s.s !== 'string') || (s.c !== undefined && typeof s.c !== 'string')) return undefined;
@@ -119,6 +124,30 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
     return keys;
   }
 
+  async function get(key: string, rules: string): Promise<{ entry: Entry; ttlMs: number } | undefined> {
+    try {
+      // The value and what is left of its TTL, read together: the reader keeps it no longer
+      // than the writer meant it to live.
+      const replies = await client.multi().get(prefix + key).pttl(prefix + key).exec();
+      const text = replies?.[0]?.[1];
+      const ttlMs = replies?.[1]?.[1];
+      const entry = typeof text === 'string' && typeof ttlMs === 'number' && ttlMs > 0 ? decode(text, rules) : undefined;
+      options.onEvent?.(entry ? 'hit' : 'miss');
+      return entry && { entry, ttlMs: ttlMs as number };
+    } catch (error) {
+      failed(error);
+      return undefined;
+    }
+  }
+
+  async function set(key: string, entry: Entry, ttlMs: number, rules: string): Promise<void> {
+    try {
+      await client.set(prefix + key, encode(entry, rules), 'PX', Math.max(1, Math.floor(ttlMs)));
+    } catch (error) {
+      failed(error);
+    }
+  }
+
   return {
     async ready(timeoutMs) {
       const connected = (r: Redis, event: string) => (r.status === 'ready' && event === 'ready' ? Promise.resolve() : new Promise<void>((done) => r.once(event, () => done())));
@@ -132,24 +161,10 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
       clearTimeout(timer);
       return ok;
     },
-    async get(key) {
-      try {
-        const text = await client.get(prefix + key);
-        const entry = text === null ? undefined : decode(text);
-        options.onEvent?.(entry ? 'hit' : 'miss');
-        return entry;
-      } catch (error) {
-        failed(error);
-        return undefined;
-      }
-    },
-    async set(key, entry, ttlMs) {
-      try {
-        await client.set(prefix + key, encode(entry), 'PX', Math.max(1, Math.floor(ttlMs)));
-      } catch (error) {
-        failed(error);
-      }
-    },
+    scoped: (rules) => ({
+      get: (key) => get(key, rules),
+      set: (key, entry, ttlMs) => set(key, entry, ttlMs, rules),
+    }),
     async purge(match) {
       let deleted = 0;
       try {

@@ -110,12 +110,16 @@ t.test('a faulty authorization server', async (t) => {
     'active-null': () => ({ body: ok({ active: null }) }),
     'active-missing': () => ({ body: JSON.stringify({ scope: READ, client_id: 'c', exp: future() }) }),
     'expired': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 600 }) }),
+    'exp-string': () => ({ body: ok({ exp: String(future()) }) }),
+    'not-yet-valid': () => ({ body: ok({ nbf: future() }) }),
+    'nbf-string': () => ({ body: ok({ nbf: String(future()) }) }),
     'refresh-token': () => ({ body: ok({ token_type: 'refresh_token' }) }),
     'no-scope': () => ({ body: JSON.stringify({ active: true, client_id: 'c', exp: future() }) }),
     'scope-array': () => ({ body: ok({ scope: [READ] }) }),
     'scope-array-other': () => ({ body: ok({ scope: ['https://jans.io/scim/users.write', `${READ}x`] }) }),
     'cnf-jkt': () => ({ body: ok({ cnf: { jkt: 'x' } }) }),
     'cnf-x5t': () => ({ body: ok({ cnf: { 'x5t#S256': 'x' } }) }),
+    'x5t-top': () => ({ body: ok({ 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' }) }),
     'status-500': () => ({ status: 500, body: '{"error":"server_error"}' }),
     'status-502': () => ({ status: 502, type: 'text/plain', body: 'bad gateway' }),
     'status-302': () => ({ status: 302, body: '' }),
@@ -183,6 +187,10 @@ t.test('a faulty authorization server', async (t) => {
     assertDenied(t, (await ask('expired')).res, 401, INVALID_TOKEN, up);
   });
 
+  t.test('active but not yet valid, or with a time that is not a NumericDate', async (t) => {
+    for (const kind of ['not-yet-valid', 'exp-string', 'nbf-string']) assertDenied(t, (await ask(kind)).res, 401, INVALID_TOKEN, up);
+  });
+
   t.test('I04 active but a refresh token', async (t) => {
     assertDenied(t, (await ask('refresh-token')).res, 401, INVALID_TOKEN, up);
   });
@@ -204,6 +212,8 @@ t.test('a faulty authorization server', async (t) => {
   t.test('rule 9: a sender-constrained token (cnf) is refused', async (t) => {
     assertDenied(t, (await ask('cnf-jkt')).res, 401, INVALID_TOKEN, up);
     assertDenied(t, (await ask('cnf-x5t')).res, 401, INVALID_TOKEN, up);
+    // The certificate binding as jans writes it into JWT access tokens, should a script copy it here.
+    assertDenied(t, (await ask('x5t-top')).res, 401, INVALID_TOKEN, up);
   });
 
   t.test('I07, I08: failures of the server are 503 with Retry-After', async (t) => {

@@ -12,7 +12,7 @@ import type { AuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import type { RecordingUpstream } from '../helpers/upstream.js';
 import {
-  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, send, sleep, startGatewayStack, startServer,
+  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, insufficientScope, send, sleep, startGatewayStack, startServer,
 } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -122,6 +122,11 @@ t.test('claims', async (t) => {
   delete noExp.exp;
   await assertRefused(t, await forge(noExp), 'no exp');
   await assertRefused(t, await forge(claims({ nbf: nowSeconds() + 3600 })), 'not yet valid');
+  await assertRefused(t, await forge(claims({ iat: nowSeconds() + 3600, nbf: undefined })), 'issued an hour from now');
+  await assertRefused(t, await forge(claims({ iat: nowSeconds() + 3600 })), 'issued an hour from now, nbf now');
+  // Within the clock tolerance (30 s by default), a clock a little ahead is no defect.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ iat: nowSeconds() + 10 })) })).status, 200, 'iat 10 s ahead');
   await assertRefused(t, await forge(claims({ token_type: 'refresh_token' })), 'token_type refresh_token');
 });
 
@@ -140,9 +145,48 @@ t.test('an ID-token-like JWT (no scope claim, aud = client id) authorises nothin
   await assertRefused(t, await forge(noScope), 'access token claims without scope');
 });
 
+t.test('a scope list element holding a space is not two scopes', async (t) => {
+  // A token whose two scopes are READ and `x`: the same words, space separated, as the element below.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ scope: [READ, 'x'] })) })).status, 200, 'two scopes');
+  // One element `READ x` is no scope the table knows; it must never read as READ (in the cache,
+  // the shared cache or X-Scopegate-Scopes, where scopes are space separated).
+  await assertRefused(t, await forge(claims({ scope: [`${READ} x`] })), 'one element holding a space');
+  await assertRefused(t, await forge(claims({ scope: undefined, scp: [`x ${READ}`] })), 'scp element holding a space');
+});
+
+t.test('an introspection answer signed as a JWT is not an access token', async (t) => {
+  // jans 1.0 answers introspection with response_as_jwt=true by signing the answer's members as
+  // they are (IntrospectionWebService.createResponseAsJwt): scope, exp, iss, token_type, typ JWT.
+  // Anyone with a valid token may ask it for any token, so it would turn an opaque token into
+  // a JWT that outlives its revocation; an answer for a revoked token says active false.
+  const answer = (active: boolean) => forge({ ...claims(), active, scope: READ, acr_values: null });
+  await assertRefused(t, await answer(true), 'active true');
+  await assertRefused(t, await answer(false), 'active false');
+  // RFC 9701 nests the answer under token_introspection (and has no exp of its own).
+  await assertRefused(t, await forge({ ...claims(), token_introspection: { active: true, scope: READ } }), 'token_introspection');
+});
+
+t.test('tokens whose client, subject and scopes read alike once joined keep their own scopes', async (t) => {
+  // The cache keeps one shared principal per client, subject and scope set: a principal must
+  // never be found under another token's parts (here `u` + NUL + `v`, READ against `u`, `v` +
+  // NUL + READ).
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ sub: 'u\u0000v', scope: [READ] })) })).status, 200, 'READ: allowed');
+  const other = await forge(claims({ sub: 'u', scope: [`v\u0000${READ}`] }));
+  up.reset();
+  const res = await send(gw.port, 'GET', USERS, { token: other });
+  assertDenied(t, res, 403, insufficientScope(READ), up);
+});
+
 t.test('a sender-constrained token (cnf) is not a bearer token', async (t) => {
   await assertRefused(t, await forge(claims({ cnf: { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' } })), 'cnf.jkt (DPoP)');
   await assertRefused(t, await forge(claims({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } })), 'cnf x5t#S256 (mTLS)');
+  // jans writes a certificate-bound token's thumbprint as a top-level claim, not in cnf (JANS.md section 2).
+  await assertRefused(t, await forge(claims({ 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' })), 'jans top-level x5t#S256 (mTLS)');
+  // Control: jans sets the claim to null on a token that is not bound.
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token: await forge(claims({ 'x5t#S256': null })) })).status, 200, 'x5t#S256 null: a bearer token');
 });
 
 t.test('J07 jku and jwk headers pointing at an attacker key are ignored', async (t) => {
