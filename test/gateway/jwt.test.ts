@@ -9,10 +9,10 @@ import { createPrivateKey, randomUUID, sign as cryptoSign, type KeyObject } from
 import t, { type Test } from 'tap';
 import { decodeProtectedHeader, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
 import type { AuthServer } from '../../src/demo/auth-server.js';
-import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { accessLines, B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import type { RecordingUpstream } from '../helpers/upstream.js';
 import {
-  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, insufficientScope, send, sleep, startGatewayStack, startServer,
+  assertAuthServerDown, assertDenied, closedPort, type GatewayStack, INVALID_TOKEN, insufficientScope, send, sleep, startGatewayStack, startServer, until,
 } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -91,6 +91,17 @@ t.test('J01 alg none', async (t) => {
   const real = await forge(claims());
   const [, payload, signature] = real.split('.');
   await assertRefused(t, `${b64({ alg: 'none', typ: 'JWT', kid })}.${payload}.${signature}`, 'alg none, a signature');
+});
+
+t.test('a long alg or typ the client chose is shortened in the access line', async (t) => {
+  for (const [header, reason] of [[{ alg: 'X'.repeat(2000), typ: 'JWT', kid }, /^algorithm X{32} not allowed$/], [{ alg: 'RS256', typ: 'Y'.repeat(2000), kid }, /^typ Y{32} not accepted$/]] as const) {
+    const token = `${b64(header)}.${b64(claims())}.c2ln`;
+    const before = accessLines(gw.logs).length;
+    await assertRefused(t, token, 'a long header value');
+    t.ok(await until(() => accessLines(gw.logs).length > before), 'logged');
+    const line = accessLines(gw.logs).at(-1)!;
+    t.match(line.reason, reason, 'the reason names at most 32 characters of it');
+  }
 });
 
 t.test('J02 HS256 keyed with the public key', async (t) => {
