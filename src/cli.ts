@@ -139,9 +139,12 @@ async function serve(values: { config?: string }): Promise<number> {
   // The stop signals are listened for from the start: one that arrives while the gateway starts
   // (discovery, the wait for Redis) is carried out as soon as it has started, rather than killing
   // it (their default). A SIGHUP meanwhile has nothing to reload: the config is being read.
+  // They stay listened for while the gateway stops: a second one (a supervisor that repeats its
+  // SIGTERM, Ctrl-C pressed twice) would otherwise kill the process, cutting the requests in
+  // flight and losing the log lines not yet written. listen.shutdownTimeoutMs bounds the stop.
   const stopped = new Promise<string>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
+    process.on('SIGINT', resolve);
   });
   let reload = (): void => undefined;
   process.on('SIGHUP', () => reload());
