@@ -159,6 +159,10 @@ async function serve(values: { config?: string }): Promise<number> {
 }
 
 async function demo(values: { port?: string }): Promise<number> {
+  // Number() would read '' as 0 (any port) and 'abc' as NaN (which the config turns into 8080).
+  if (values.port !== undefined && !(/^\d{1,5}$/.test(values.port) && Number(values.port) <= 65535)) {
+    throw new UsageError('--port must be a port number (0-65535)');
+  }
   const { runDemo } = await import('./demo/demo.js');
   return runDemo({ port: values.port === undefined ? 8080 : Number(values.port) });
 }
