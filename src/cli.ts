@@ -25,7 +25,7 @@ commands:
   demo      run a complete local stack: authorization server, SCIM server, gateway
   purge     drop cached token validations on every replica
 
-Each command takes --config FILE (default: $SCOPEGATE_CONFIG, then config/scopegate.yaml) and --help.`,
+Each command takes --help, and each but demo --config FILE (default: $SCOPEGATE_CONFIG, then config/scopegate.yaml).`,
   serve: 'usage: scopegate serve [--config FILE]\n\nRuns the gateway. SIGHUP reloads the config and the OpenAPI file (an invalid one is logged and the running one kept); SIGTERM/SIGINT finish in-flight requests and exit 0.',
   check: 'usage: scopegate check [--config FILE]\n\nValidates the config and the OpenAPI file and prints a one-line summary. Exit 0 valid, 2 invalid (every problem printed with its key path).',
   routes: 'usage: scopegate routes [--config FILE] [--json]\n\nPrints method, full path template and required scopes of every operation. --json prints [{"method","path","operationId","public","scopes"}], scopes being alternatives of scope lists that are all required.',
@@ -35,6 +35,22 @@ Each command takes --config FILE (default: $SCOPEGATE_CONFIG, then config/scopeg
 };
 
 class UsageError extends Error {}
+
+/** Every option of the command line. */
+const OPTIONS = {
+  config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  token: { type: 'string' }, fingerprint: { type: 'string' }, 'client-id': { type: 'string' }, port: { type: 'string' },
+} as const;
+
+/** The options each command takes, besides --help. */
+const COMMAND_OPTIONS: Partial<Record<string, readonly (keyof typeof OPTIONS)[]>> = {
+  serve: ['config'],
+  check: ['config'],
+  routes: ['config', 'json'],
+  explain: ['config'],
+  demo: ['port'],
+  purge: ['config', 'token', 'fingerprint', 'client-id'],
+};
 
 function configPath(given: string | undefined): string {
   return given ?? process.env.SCOPEGATE_CONFIG ?? 'config/scopegate.yaml';
@@ -173,16 +189,17 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return command === undefined ? 2 : 0;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command "${command}"`);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: command === 'explain',
-    options: {
-      config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      token: { type: 'string' }, fingerprint: { type: 'string' }, 'client-id': { type: 'string' }, port: { type: 'string' },
-    },
-    strict: true,
-  });
+  // Own properties only: `toString` is no command.
+  const names = Object.hasOwn(COMMAND_OPTIONS, command) ? COMMAND_OPTIONS[command] : undefined;
+  if (!names) throw new UsageError(`unknown command "${command}"`);
+  // Only the command's own options: another command's option (`serve --port`) is refused, not
+  // silently ignored.
+  const taken: readonly (keyof typeof OPTIONS)[] = ['help', ...names];
+  const options = Object.fromEntries(taken.map((name) => [name, OPTIONS[name]]));
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: command === 'explain', options, strict: true }) as {
+    values: { config?: string; json?: boolean; help?: boolean; token?: string; fingerprint?: string; 'client-id'?: string; port?: string };
+    positionals: string[];
+  };
   if (values.help) {
     console.log(HELP[command]);
     return 0;

@@ -169,9 +169,17 @@ t.test('every command answers --help with exit 0', async (t) => {
 t.test('bad usage exits 2', async (t) => {
   const cases: Array<[name: string, args: string[], stderr: RegExp]> = [
     ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
+    ['a name every object has', ['toString'], /unknown command "toString"/],
     ['unknown option', ['routes', '--bogus'], /--bogus/],
     ['explain without a path', ['explain', 'GET'], /explain takes METHOD PATH/],
     ['check with a positional', ['check', 'extra'], /extra/],
+    // Another command's option is not silently ignored: `serve --port` would not change the port.
+    ['check with --json', ['check', '--json'], /'--json'/],
+    ['check with --token', ['check', '--token', 'x'], /'--token'/],
+    ['routes with --client-id', ['routes', '--client-id', 'c'], /'--client-id'/],
+    ['explain with --port', ['explain', '--port', '1', 'GET', '/x'], /'--port'/],
+    ['purge with --json', ['purge', '--json', '--token', 'x'], /'--json'/],
+    ['serve with --port', ['serve', '--port', '1234', '--config', writeTmp('serve-discovery.yaml', { token: { issuer: 'http://127.0.0.1:1', jwt: {} } })], /'--port'/],
   ];
   for (const [name, args, expected] of cases) {
     const { code, stderr } = await runCli(args);
