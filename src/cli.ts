@@ -4,6 +4,7 @@
  * process.env or exits. Exit 2: bad usage or bad config; exit 1: a runtime failure.
  */
 import { existsSync } from 'node:fs';
+import { METHODS } from 'node:http';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
@@ -104,8 +105,14 @@ function explain(values: { config?: string }, positionals: string[]): number {
   const config = load(values.config);
   const table = loadTable(config);
   const say = (line: string) => console.log(`${method} ${path}\n  ${line}`);
-  if (!/^[A-Z]+$/.test(method)) {
-    say('refused 400: the method is not an upper-case token (a non-canonical method is never forwarded)');
+  // As the gateway: Node's HTTP parser refuses a method it does not know (lower-case ones
+  // included) before the table is consulted, and CONNECT never reaches the table.
+  if (!METHODS.includes(method)) {
+    say('refused 400: not a method the HTTP parser knows (methods are case-sensitive; a non-canonical method is never forwarded)');
+    return 0;
+  }
+  if (method === 'CONNECT') {
+    say('refused 400: CONNECT is not served');
     return 0;
   }
   let target;

@@ -11,7 +11,9 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../src/config.js';
 import { loadTable } from '../src/runtime.js';
 import { ensureBuilt, ROOT, runCli } from './helpers/cli.js';
-import { B, OWN_OPENAPI } from './helpers/gateway.js';
+import { B, OWN_OPENAPI, startTestGateway } from './helpers/gateway.js';
+import { rawRequest } from './helpers/raw.js';
+import { startRecordingUpstream } from './helpers/upstream.js';
 
 const DEFAULT_CONFIG = join(ROOT, 'config', 'scopegate.yaml');
 const TOKEN = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
@@ -231,4 +233,26 @@ t.test('a config that leaves openapi.file at its default reads the bundled jans 
   t.equal(code, 0, stderr);
   t.match(stdout, /31 operations \(26 scoped, 5 public\)/);
   t.match(stdout, /config\/scim-openapi\.yaml/);
+});
+
+t.test('explain gives the status the gateway answers, whatever the method', async (t) => {
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, openapi: { file: OWN_OPENAPI }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://as.example' } } });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+  });
+  const cases: Array<[method: string, path: string]> = [
+    ['FOO', `${B}/Users`], ['CONNECT', `${B}/Users`], ['M-SEARCH', `${B}/Users`], ['PROPFIND', `${B}/Users`],
+    ['TRACE', `${B}/Users`], ['get', `${B}/Users`], ['OPTIONS', `${B}/Users`], ['DELETE', `${B}/Schemas`], ['FOO', `${B}/Nope`],
+    ['GET', `${B}/Schemas`],
+  ];
+  for (const [method, path] of cases) {
+    const answered = await rawRequest(gw.port, `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    const { code, stdout } = await runCli(['explain', '--config', gw.configFile, method, path]);
+    t.equal(code, 0, `${method} ${path}: exit 0`);
+    const said = /refused (\d{3})/.exec(stdout)?.[1] ?? (/answered by the gateway: (\d{3})/.exec(stdout)?.[1]) ?? (/matches/.test(stdout) ? 'forwarded' : stdout);
+    t.equal(said, answered.status === 200 ? 'forwarded' : String(answered.status), `${method} ${path}: explain says what the gateway answers (${answered.status})`);
+  }
+  t.equal(up.requests.length, 1, 'only the public GET went upstream');
 });
