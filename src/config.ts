@@ -300,7 +300,12 @@ export function parseConfigText(text: string, file: string): unknown {
       return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
-  return doc.toJS() as unknown;
+  try {
+    return doc.toJS() as unknown;
+  } catch (error) {
+    // Well-formed YAML that has no value: an alias without its anchor, or too many aliases.
+    throw new ConfigError([`${file}: ${(error as Error).message}`]);
+  }
 }
 
 /** Checks that span keys: what one key means for another. */

@@ -28,6 +28,9 @@ function writeTmp(name: string, content: string | object): string {
 
 t.before(ensureBuilt);
 
+/** A billion laughs: ten aliases of ten aliases of ... (the YAML library stops at 100 alias expansions). */
+const BOMB = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 9 }, (_, i) => `b${i}: &b${i} [${Array(10).fill(i === 0 ? '*a' : `*b${i - 1}`).join(', ')}]`)].join('\n') + '\n';
+
 t.test('check with the default config: exit 0 and a one-line summary', async (t) => {
   const { code, stdout, stderr } = await runCli(['check']);
   t.equal(code, 0, stderr);
@@ -49,6 +52,11 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['bad value of an environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}listen\.port \(SCOPEGATE_LISTEN_PORT\): must be a port number/m, { SCOPEGATE_LISTEN_PORT: 'tcp://10.0.0.1:8080' }],
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
+    // YAML that parses but cannot become a value: a config problem naming the file, not a crash (exit 1).
+    ['unresolved alias', ['check', '--config', writeTmp('alias.yaml', 'listen: *nowhere\n')], /^ {2}\S*alias\.yaml: .*alias/m],
+    ['alias bomb', ['check', '--config', writeTmp('bomb.yaml', BOMB)], /^ {2}\S*bomb\.yaml: .*alias/m],
+    ['unresolved alias in the OpenAPI file', ['check', '--config', writeTmp('api-alias.yaml', { openapi: { file: writeTmp('alias-doc.yaml', 'openapi: 3.0.3\npaths: *nowhere\n') }, token: TOKEN })], /^ {2}openapi\.file: .*alias-doc\.yaml: .*alias/m],
+    ['servers[0].url that is no URL', ['check', '--config', writeTmp('api-server.yaml', { openapi: { file: writeTmp('server-doc.yaml', { openapi: '3.0.3', servers: [{ url: 'https://[bad/v2' }], paths: { '/x': { get: { security: [] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: servers\[0\]\.url: /m],
   ];
   for (const [name, args, expected, env] of cases) {
     const { code, stdout, stderr } = await runCli(args, env ? { env } : {});

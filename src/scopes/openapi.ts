@@ -64,7 +64,14 @@ function serverBasePath(doc: Json): string {
     const v = variables[name];
     return isObject(v) && typeof v.default === 'string' ? v.default : '';
   });
-  const path = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? new URL(url).pathname : url.split('?')[0]!;
+  let path = url.split('?')[0]!;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
+    try {
+      path = new URL(url).pathname;
+    } catch {
+      throw new OpenApiError([`openapi.file: servers[0].url: "${url}" is not a URL`]);
+    }
+  }
   return normaliseBase(path);
 }
 
@@ -141,7 +148,12 @@ export function parseOpenApiText(text: string, file: string): unknown {
       return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
-  return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (error) {
+    // Well-formed YAML that has no value: an alias without its anchor, or too many aliases.
+    throw new OpenApiError([`openapi.file: ${file}: ${(error as Error).message}`]);
+  }
 }
 
 /** Reads an OpenAPI file from disk. */
