@@ -80,6 +80,18 @@ function normaliseBase(path: string): string {
   return trimmed === '' ? '' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`;
 }
 
+/**
+ * Checks a base path: literal segments only. A `{...}` would match any segment; a dot segment, an
+ * empty one or a character outside the literal set can never be matched, since the request-target
+ * grammar refuses it, so the table would serve nothing.
+ */
+function checkBase(base: string, where: string): string[] {
+  if (base === '') return [];
+  return base.slice(1).split('/').flatMap((segment) => (segment === '' ? [`${where}: empty path segment`]
+    : segment === '.' || segment === '..' ? [`${where}: dot segment`]
+      : LITERAL.test(segment) ? [] : [`${where}: segment "${segment}" is not a literal path segment`]));
+}
+
 /** Checks a path template segment by segment; returns problems. */
 function checkTemplate(path: string, where: string): string[] {
   if (!path.startsWith('/')) return [`${where}: path must start with /`];
@@ -186,7 +198,7 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   const components = isObject(document.components) ? document.components : {};
   const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {};
   const paths = isObject(document.paths) ? document.paths : {};
-  const problems: string[] = [];
+  const problems = checkBase(base, options.basePath !== undefined ? 'openapi.basePath' : 'openapi.file: servers[0].url');
   const operations: Operation[] = [];
   const seen = new Map<string, string>();
 
