@@ -52,6 +52,8 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['bad value of an environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}listen\.port \(SCOPEGATE_LISTEN_PORT\): must be a port number/m, { SCOPEGATE_LISTEN_PORT: 'tcp://10.0.0.1:8080' }],
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
+    // Deny by default: a file that declares no oauth2 security makes a gateway that checks nothing.
+    ['OpenAPI file without oauth2 security', ['check', '--config', writeTmp('api-public.yaml', { openapi: { file: writeTmp('public-doc.yaml', { openapi: '3.0.3', paths: { '/Users': { get: {}, post: {} }, '/Groups': { get: { security: [] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: no operation requires a token/m],
     // YAML that parses but cannot become a value: a config problem naming the file, not a crash (exit 1).
     ['unresolved alias', ['check', '--config', writeTmp('alias.yaml', 'listen: *nowhere\n')], /^ {2}\S*alias\.yaml: .*alias/m],
     ['alias bomb', ['check', '--config', writeTmp('bomb.yaml', BOMB)], /^ {2}\S*bomb\.yaml: .*alias/m],
