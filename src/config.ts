@@ -13,6 +13,12 @@ import { envName, fromEnv, leaves, nearest, validate, type Section } from './sch
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
+/**
+ * The longest wait a Node timer holds (2^31-1 ms, 24.8 days): a longer one fires after 1 ms, which
+ * would cut every request at shutdown or time out every introspection at once.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Our own description of jans-scim, shipped in config/: the table when none is configured. */
 const BUNDLED_OPENAPI = fileURLToPath(new URL('../config/scim-openapi.yaml', import.meta.url));
 
@@ -75,7 +81,7 @@ export const schema: Section = {
       fields: {
         host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
-        shutdownTimeoutMs: { kind: 'int', min: 0, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
+        shutdownTimeoutMs: { kind: 'int', min: 0, max: MAX_TIMER_MS, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
         tls: {
           kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
           fields: {
@@ -96,7 +102,7 @@ export const schema: Section = {
       kind: 'object', description: 'The protected API (jans-scim in protection mode BYPASS).',
       fields: {
         url: { kind: 'url', default: 'http://127.0.0.1:8081', description: 'Origin of the upstream; the request path is forwarded as received.' },
-        timeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for the upstream to answer (504 after it).' },
+        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it).' },
         forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
         identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
         caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream (TLS is always verified).' },
@@ -110,7 +116,7 @@ export const schema: Section = {
         targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
-        requestTimeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for a client to send its whole request.' },
+        requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
       },
     },
     bulk: {
@@ -147,7 +153,7 @@ export const schema: Section = {
             clientSecret: { kind: 'string', secret: true, description: 'Client secret.' },
             clientSecretFile: { kind: 'path', description: 'File holding the client secret (instead of clientSecret).' },
             authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
-            timeoutMs: { kind: 'int', default: 2000, min: 1, description: 'Time allowed for one introspection (503 after it).' },
+            timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
           },
         },
@@ -157,9 +163,9 @@ export const schema: Section = {
             jwksUri: { kind: 'url', description: 'JWKS URL (default: from discovery).' },
             issuer: { kind: 'string', description: 'Exact `iss` (default: token.issuer).' },
             audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values; empty = not checked (jans sets aud = client_id).' },
-            algorithms: { kind: 'list', default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
+            algorithms: { kind: 'list', nonEmpty: true, default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
             clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for exp/nbf/iat.' },
-            types: { kind: 'list', default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
+            types: { kind: 'list', nonEmpty: true, default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
             cooldownSeconds: { kind: 'int', default: 30, min: 1, description: 'Least time between two JWKS fetches caused by unknown kids.' },
           },
         },
@@ -393,7 +399,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
   if (config.listen.shutdownTimeoutMs === undefined) {
-    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: config.upstream.timeoutMs + 5000 }) };
+    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: Math.min(config.upstream.timeoutMs + 5000, MAX_TIMER_MS) }) };
   }
   const more: string[] = [];
   const introspection = config.token.introspection;
