@@ -322,7 +322,8 @@ function crossCheck(c: Config): string[] {
   if (!introspection && !jwt) problems.push('token: needs at least one of token.introspection and token.jwt');
   if (introspection) {
     if (!introspection.endpoint && !issuer) problems.push('token.introspection.endpoint: is required (or set token.issuer for discovery)');
-    if (introspection.authMethod !== 'bearer_token') {
+    // An invalid authMethod is a problem of its own (and absent here): what it needs is unknown.
+    if (introspection.authMethod !== undefined && introspection.authMethod !== 'bearer_token') {
       if (!introspection.clientId) problems.push(`token.introspection.clientId: is required with authMethod ${introspection.authMethod}`);
       if (!introspection.clientSecret && !introspection.clientSecretFile) problems.push(`token.introspection.clientSecret: is required with authMethod ${introspection.authMethod} (or clientSecretFile)`);
     }

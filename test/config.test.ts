@@ -272,6 +272,8 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ token: { jwt: { ...JWT.jwt, types: [] } } }, ['token.jwt.types: must name at least one value']],
     [{ token: { introspection: { ...introspection, endpoint: 'not a url' } } }, ['token.introspection.endpoint: must be a URL']],
     [{ token: { introspection: { ...introspection, authMethod: 'magic' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
+    // What a bad authMethod needs is unknown: no guess at missing credentials besides.
+    [{ token: { introspection: { endpoint: 'https://as.example/i', authMethod: 'private_key_jwt' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
     [{ token: { ...JWT, cache: { redis: { url: 'http://cache' } } } }, ['token.cache.redis.url: must be a URL (redis or rediss)']],
     [{ token: { jwt: { ...JWT.jwt, algorithms: ['RS256', 'HS256'] } } }, ['token.jwt.algorithms: may only contain RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA']],
     [{ token: { jwt: { ...JWT.jwt, clockToleranceSeconds: 301 } } }, ['token.jwt.clockToleranceSeconds: must be an integer from 0 to 300']],
