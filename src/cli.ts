@@ -54,7 +54,8 @@ const COMMAND_OPTIONS: Partial<Record<string, readonly (keyof typeof OPTIONS)[]>
 };
 
 function configPath(given: string | undefined): string {
-  return given ?? process.env.SCOPEGATE_CONFIG ?? 'config/scopegate.yaml';
+  // An empty SCOPEGATE_CONFIG (a template that left it blank) names no file: the default applies.
+  return given ?? (process.env.SCOPEGATE_CONFIG || 'config/scopegate.yaml');
 }
 
 function formatScopes(requirement: readonly (readonly string[])[], isPublic: boolean): string {
@@ -211,6 +212,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP[command]);
     return 0;
   }
+  if (values.config === '') throw new UsageError('--config needs a file name');
   if (values.config !== undefined && !existsSync(values.config)) {
     throw new ConfigError([`${values.config}: cannot read the config file (ENOENT)`]);
   }

@@ -225,6 +225,14 @@ t.test('SCOPEGATE_CONFIG chooses the config file when --config is absent', async
   const overridden = await runCli(['check', '--config', DEFAULT_CONFIG], { env });
   t.equal(overridden.code, 0);
   t.match(overridden.stdout, /31 operations/, '--config wins over SCOPEGATE_CONFIG');
+
+  // An empty variable (a template that left it blank) is no file name: the default applies.
+  const blank = await runCli(['check'], { env: { SCOPEGATE_CONFIG: '' } });
+  t.equal(blank.code, 0, blank.stderr);
+  t.match(blank.stdout, /^ok: config\/scopegate\.yaml: /);
+  const empty = await runCli(['check', '--config', '']);
+  t.equal(empty.code, 2, '--config with an empty name: bad usage');
+  t.match(empty.stderr, /--config needs a file name/);
 });
 
 t.test('environment overrides reach the command line', async (t) => {
