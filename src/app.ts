@@ -114,33 +114,41 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;
   logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');
+  let reloading: Promise<unknown> = Promise.resolve();
 
   return {
     proxyUrl,
     adminUrl,
     logger,
     current,
-    async reload() {
-      try {
-        const next = loadConfig(configFile, env);
-        const built = await runtimeOf(next, metrics, logger, shared);
-        const previous = runtime;
-        runtime = built;
-        previous?.close();
-        const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
-        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
-        // Logged before the change, so that it shows at the old level when it hides info at the new one.
-        if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
-        logging.setLevel(next.log.level);
-        metrics.reloads.inc({ outcome: 'ok' });
-        logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
-        return { ok: true };
-      } catch (error) {
-        metrics.reloads.inc({ outcome: 'failed' });
-        const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
-        logger.error({ problems }, 'reload refused: keeping the running config');
-        return { ok: false, problems };
-      }
+    reload() {
+      // One reload at a time, each reading the files when its turn comes: two at once (SIGHUPs
+      // around an edit) could finish in the other order, discovery answering the first later, and
+      // leave the older file running.
+      const turn = reloading.then(async () => {
+        try {
+          const next = loadConfig(configFile, env);
+          const built = await runtimeOf(next, metrics, logger, shared);
+          const previous = runtime;
+          runtime = built;
+          previous?.close();
+          const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
+          if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
+          // Logged before the change, so that it shows at the old level when it hides info at the new one.
+          if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
+          logging.setLevel(next.log.level);
+          metrics.reloads.inc({ outcome: 'ok' });
+          logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
+          return { ok: true };
+        } catch (error) {
+          metrics.reloads.inc({ outcome: 'failed' });
+          const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+          logger.error({ problems }, 'reload refused: keeping the running config');
+          return { ok: false, problems };
+        }
+      });
+      reloading = turn;
+      return turn;
     },
     async close() {
       const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
