@@ -27,6 +27,9 @@ export interface AdminOptions {
 /** What a purge takes, in every refusal of one. */
 const PURGE_BODY = 'a JSON object (Content-Type: application/json) with exactly one of token, fingerprint, clientId';
 
+/** The start of a token's SHA-256 in base64url, as the access line's `fingerprint` shows it. */
+const FINGERPRINT = /^[A-Za-z0-9_-]{8,43}$/;
+
 /** The methods of each admin path, for the 405 of another method. */
 const ALLOW = new Map([['/healthz', 'GET, HEAD'], ['/readyz', 'GET, HEAD'], ['/metrics', 'GET, HEAD'], ['/cache/purge', 'POST']]);
 
@@ -63,6 +66,11 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
     const given = body && typeof body === 'object' ? (['token', 'fingerprint', 'clientId'] as const).filter((k) => typeof body[k] === 'string' && body[k] !== '') : [];
     if (!body || given.length !== 1 || Object.keys(body).length !== 1) {
       return reply.code(400).send({ error: `the body must be ${PURGE_BODY}` });
+    }
+    // A fingerprint is a prefix of a base64url SHA-256, long enough to name one token: Redis would
+    // read `*` or a short prefix as a pattern of many keys, where the local cache matches none.
+    if (body.fingerprint !== undefined && !FINGERPRINT.test(body.fingerprint)) {
+      return reply.code(400).send({ error: 'fingerprint: must be 8 to 43 base64url characters (the access line\'s fingerprint has 12)' });
     }
     const match = body.token ? { key: tokenKey(body.token) } : body.fingerprint ? { fingerprint: body.fingerprint } : { clientId: body.clientId! };
     let purged = options.current().verifier.purge(match);
