@@ -61,7 +61,9 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
     const code = (error as NodeJS.ErrnoException).code;
     const host = address.host.includes(':') ? `[${address.host}]` : address.host;
     const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-    throw new Error(`${key}.port: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
+    // An address that is not this machine's, or a name that resolves to none, is the host's fault.
+    const field = code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host' : 'port';
+    throw new Error(`${key}.${field}: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
   }
 }
 
