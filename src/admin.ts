@@ -74,8 +74,10 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
     }
     const match = body.token ? { key: tokenKey(body.token) } : body.fingerprint ? { fingerprint: body.fingerprint } : { clientId: body.clientId! };
     let purged = options.current().verifier.purge(match);
-    if (options.broadcastPurge) purged += await options.broadcastPurge(match);
-    options.metrics.redis.inc({ event: 'purge' });
+    if (options.broadcastPurge) {
+      purged += await options.broadcastPurge(match);
+      options.metrics.redis.inc({ event: 'purge' });
+    }
     request.log.info({ purge: given[0], purged }, 'cache purge');
     return { purged };
   });
