@@ -22,6 +22,8 @@ export interface AdminOptions {
   logger: Logger;
   /** Propagates a purge to other replicas (Redis); returns entries purged there. */
   broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
+  /** True once the gateway stops: its requests in flight finish, it takes no new ones. */
+  stopping?: () => boolean;
 }
 
 /** What a purge takes, in every refusal of one. */
@@ -54,6 +56,8 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
   });
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
+    // A stopping gateway is alive (/healthz) but must get no new requests.
+    if (options.stopping?.()) return reply.code(503).send({ status: 'stopping' });
     const ready = await options.current().ready().catch(() => false);
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
   });

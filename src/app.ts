@@ -155,8 +155,11 @@ export async function startGateway(configFile: string, options: StartOptions = {
     async close() {
       const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
       let timer: NodeJS.Timeout | undefined;
+      // The admin listener closes last: while requests in flight finish, /healthz still says the
+      // process runs (a failed liveness probe would kill it mid-drain), /readyz says 503 and
+      // /metrics can be scraped.
       const finished = await Promise.race([
-        servers.close().then(() => true),
+        servers.closeProxy().then(() => true),
         new Promise<false>((resolve) => {
           timer = setTimeout(() => resolve(false), timeoutMs);
         }),
@@ -169,6 +172,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
         await servers.inFlight.settled(1000);
       }
       clearTimeout(timer);
+      await servers.admin.close();
       runtime?.close();
       await shared?.close();
       await logging.flush();
