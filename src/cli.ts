@@ -152,7 +152,8 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
   const text = await response.body.text();
   if (response.statusCode !== 200) {
     console.error(`scopegate purge: the admin listener answered ${response.statusCode}: ${text}`);
-    return 1;
+    // 400: what was given is malformed (a fingerprint that is not one), which is bad usage.
+    return response.statusCode === 400 ? 2 : 1;
   }
   console.log(text);
   return 0;

@@ -13,6 +13,7 @@ import { loadTable } from '../src/runtime.js';
 import { ensureBuilt, ROOT, runCli } from './helpers/cli.js';
 import { B, OWN_OPENAPI, startTestGateway } from './helpers/gateway.js';
 import { rawRequest } from './helpers/raw.js';
+import { closedPort } from './gateway/support.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
 
 const DEFAULT_CONFIG = join(ROOT, 'config', 'scopegate.yaml');
@@ -273,4 +274,20 @@ t.test('explain gives the status the gateway answers, whatever the method', asyn
     t.equal(said, answered.status === 200 ? 'forwarded' : String(answered.status), `${method} ${path}: explain says what the gateway answers (${answered.status})`);
   }
   t.equal(up.requests.length, 1, 'only the public GET went upstream');
+});
+
+t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2), an unreachable one a runtime failure (exit 1)', async (t) => {
+  const gw = await startTestGateway({ upstream: { url: 'http://127.0.0.1:1' }, token: TOKEN });
+  t.teardown(() => gw.close());
+  const config = writeTmp('purge.yaml', { admin: { host: '127.0.0.1', port: Number(new URL(gw.adminUrl).port) }, token: TOKEN });
+  const ok = await runCli(['purge', '--config', config, '--client-id', 'c']);
+  t.equal(ok.code, 0, ok.stderr);
+  t.same(JSON.parse(ok.stdout), { purged: 0 });
+  const short = await runCli(['purge', '--config', config, '--fingerprint', 'abc']);
+  t.equal(short.code, 2, 'a fingerprint that is not one: exit 2');
+  t.match(short.stderr, /fingerprint: must be 8 to 43 base64url characters/);
+  const closed = writeTmp('purge-closed.yaml', { admin: { host: '127.0.0.1', port: await closedPort() }, token: TOKEN });
+  const down = await runCli(['purge', '--config', closed, '--client-id', 'c']);
+  t.equal(down.code, 1, 'the admin listener unreachable: exit 1');
+  t.match(down.stderr, /ECONNREFUSED/);
 });
