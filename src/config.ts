@@ -397,7 +397,8 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
-  if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings, config);
+  // One section that is no mapping is one problem, however many variables set keys under it.
+  if (problems.length > 0) throw new ConfigError(nameSources([...new Set(problems)], fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
   if (config.listen.shutdownTimeoutMs === undefined) {
     config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: Math.min(config.upstream.timeoutMs + 5000, MAX_TIMER_MS) }) };

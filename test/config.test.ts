@@ -208,6 +208,7 @@ t.test('bad values from the environment are problems naming the key and the vari
   ];
   for (const [env, expected] of cases) t.same(problems(t, { token: JWT }, env), expected, Object.keys(env).join(', '));
   t.same(problems(t, { listen: { port: 'abc' }, token: JWT }), ['listen.port: must be a port number (0-65535)'], 'a value from the file names no variable');
+  t.same(problems(t, { listen: 5, token: JWT }, { SCOPEGATE_LISTEN_PORT: '1', SCOPEGATE_LISTEN_HOST: 'h' }), ['listen: must be a mapping of keys'], 'variables under a section that is no mapping: one problem, once');
 });
 
 t.test('unknown SCOPEGATE_* variables are warnings, never applied', async (t) => {
