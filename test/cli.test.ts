@@ -54,6 +54,8 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
     // Deny by default: a file that declares no oauth2 security makes a gateway that checks nothing.
+    // A problem inside the OpenAPI file names the config key that chose the file, then where in it.
+    ['apiKey-only operation', ['check', '--config', writeTmp('api-key.yaml', { openapi: { file: writeTmp('key-doc.yaml', { openapi: '3.0.3', components: { securitySchemes: { k: { type: 'apiKey', in: 'header', name: 'k' } } }, paths: { '/a': { get: { security: [{ k: [] }] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: GET \/a: can only be satisfied by k \(apiKey\)/m],
     ['OpenAPI file without oauth2 security', ['check', '--config', writeTmp('api-public.yaml', { openapi: { file: writeTmp('public-doc.yaml', { openapi: '3.0.3', paths: { '/Users': { get: {}, post: {} }, '/Groups': { get: { security: [] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: no operation requires a token/m],
     // YAML that parses but cannot become a value: a config problem naming the file, not a crash (exit 1).
     ['unresolved alias', ['check', '--config', writeTmp('alias.yaml', 'listen: *nowhere\n')], /^ {2}\S*alias\.yaml: .*alias/m],
