@@ -62,7 +62,9 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
     const code = (error as NodeJS.ErrnoException).code;
     const host = address.host.includes(':') ? `[${address.host}]` : address.host;
     const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-    throw new Error(`${key}.port: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
+    // An address that is not this machine's, or a name that resolves to none, is the host's fault.
+    const field = code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host' : 'port';
+    throw new Error(`${key}.${field}: cannot listen on ${host}:${address.port} (${code ?? 'error'}: ${why})`, { cause: error });
   }
 }
 
@@ -116,51 +118,65 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;
   logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');
+  let reloading: Promise<unknown> = Promise.resolve();
 
   return {
     proxyUrl,
     adminUrl,
     logger,
     current,
-    async reload() {
-      try {
-        const next = loadConfig(configFile, env);
-        const built = await runtimeOf(next, metrics, logger, shared);
-        const previous = runtime;
-        runtime = built;
-        previous?.close();
-        const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
-        if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
-        // Logged before the change, so that it shows at the old level when it hides info at the new one.
-        if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
-        logging.setLevel(next.log.level);
-        metrics.reloads.inc({ outcome: 'ok' });
-        logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
-        return { ok: true };
-      } catch (error) {
-        metrics.reloads.inc({ outcome: 'failed' });
-        const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
-        logger.error({ problems }, 'reload refused: keeping the running config');
-        return { ok: false, problems };
-      }
+    reload() {
+      // One reload at a time, each reading the files when its turn comes: two at once (SIGHUPs
+      // around an edit) could finish in the other order, discovery answering the first later, and
+      // leave the older file running.
+      const turn = reloading.then(async () => {
+        try {
+          const next = loadConfig(configFile, env);
+          const built = await runtimeOf(next, metrics, logger, shared);
+          const previous = runtime;
+          runtime = built;
+          previous?.close();
+          const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
+          if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
+          // Logged before the change, so that it shows at the old level when it hides info at the new one.
+          if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
+          logging.setLevel(next.log.level);
+          metrics.reloads.inc({ outcome: 'ok' });
+          logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
+          return { ok: true };
+        } catch (error) {
+          metrics.reloads.inc({ outcome: 'failed' });
+          const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+          logger.error({ problems }, 'reload refused: keeping the running config');
+          return { ok: false, problems };
+        }
+      });
+      reloading = turn;
+      return turn;
     },
     async close() {
       const timeoutMs = options.closeTimeoutMs ?? current().config.listen.shutdownTimeoutMs;
       let timer: NodeJS.Timeout | undefined;
+      // The admin listener closes last: while requests in flight finish, /healthz still says the
+      // process runs (a failed liveness probe would kill it mid-drain), /readyz says 503 and
+      // /metrics can be scraped.
       const finished = await Promise.race([
-        servers.close().then(() => true),
+        servers.closeProxy().then(() => true),
         new Promise<false>((resolve) => {
           timer = setTimeout(() => resolve(false), timeoutMs);
         }),
       ]);
+      clearTimeout(timer);
       if (!finished) {
-        // Requests still in flight at the deadline: their connections are closed, and each still
-        // gets its access line, written as its response closes: waited for here, briefly.
+        // Requests still in flight at the deadline: their connections are closed.
         logger.warn({ shutdownTimeoutMs: timeoutMs }, 'shutdown deadline reached: closing the connections of requests still in flight');
         servers.proxy.server.closeAllConnections();
-        await servers.inFlight.settled(1000);
       }
-      clearTimeout(timer);
+      // Each request gets its access line as its response closes, which Node reports after the
+      // server's own 'close' (a connection cut at the deadline, a client that left at the last
+      // moment): waited for here, briefly.
+      await servers.inFlight.settled(1000);
+      await servers.admin.close();
       runtime?.close();
       await shared?.close();
       await logging.flush();

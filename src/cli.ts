@@ -4,6 +4,7 @@
  * process.env or exits. Exit 2: bad usage or bad config; exit 1: a runtime failure.
  */
 import { existsSync } from 'node:fs';
+import { METHODS } from 'node:http';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
@@ -25,7 +26,7 @@ commands:
   demo      run a complete local stack: authorization server, SCIM server, gateway
   purge     drop cached token validations on every replica
 
-Each command takes --config FILE (default: $SCOPEGATE_CONFIG, then config/scopegate.yaml) and --help.`,
+Each command takes --help, and each but demo --config FILE (default: $SCOPEGATE_CONFIG, then config/scopegate.yaml).`,
   serve: 'usage: scopegate serve [--config FILE]\n\nRuns the gateway. SIGHUP reloads the config and the OpenAPI file (an invalid one is logged and the running one kept); SIGTERM/SIGINT finish in-flight requests and exit 0.',
   check: 'usage: scopegate check [--config FILE]\n\nValidates the config and the OpenAPI file and prints a one-line summary. Exit 0 valid, 2 invalid (every problem printed with its key path).',
   routes: 'usage: scopegate routes [--config FILE] [--json]\n\nPrints method, full path template and required scopes of every operation. --json prints [{"method","path","operationId","public","scopes"}], scopes being alternatives of scope lists that are all required.',
@@ -36,8 +37,25 @@ Each command takes --config FILE (default: $SCOPEGATE_CONFIG, then config/scopeg
 
 class UsageError extends Error {}
 
+/** Every option of the command line. */
+const OPTIONS = {
+  config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  token: { type: 'string' }, fingerprint: { type: 'string' }, 'client-id': { type: 'string' }, port: { type: 'string' },
+} as const;
+
+/** The options each command takes, besides --help. */
+const COMMAND_OPTIONS: Partial<Record<string, readonly (keyof typeof OPTIONS)[]>> = {
+  serve: ['config'],
+  check: ['config'],
+  routes: ['config', 'json'],
+  explain: ['config'],
+  demo: ['port'],
+  purge: ['config', 'token', 'fingerprint', 'client-id'],
+};
+
 function configPath(given: string | undefined): string {
-  return given ?? process.env.SCOPEGATE_CONFIG ?? 'config/scopegate.yaml';
+  // An empty SCOPEGATE_CONFIG (a template that left it blank) names no file: the default applies.
+  return given ?? (process.env.SCOPEGATE_CONFIG || 'config/scopegate.yaml');
 }
 
 function formatScopes(requirement: readonly (readonly string[])[], isPublic: boolean): string {
@@ -88,8 +106,14 @@ function explain(values: { config?: string }, positionals: string[]): number {
   const config = load(values.config);
   const table = loadTable(config);
   const say = (line: string) => console.log(`${method} ${path}\n  ${line}`);
-  if (!/^[A-Z]+$/.test(method)) {
-    say('refused 400: the method is not an upper-case token (a non-canonical method is never forwarded)');
+  // As the gateway: Node's HTTP parser refuses a method it does not know (lower-case ones
+  // included) before the table is consulted, and CONNECT never reaches the table.
+  if (!METHODS.includes(method)) {
+    say('refused 400: not a method the HTTP parser knows (methods are case-sensitive; a non-canonical method is never forwarded)');
+    return 0;
+  }
+  if (method === 'CONNECT') {
+    say('refused 400: CONNECT is not served');
     return 0;
   }
   let target;
@@ -128,7 +152,8 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
   const text = await response.body.text();
   if (response.statusCode !== 200) {
     console.error(`scopegate purge: the admin listener answered ${response.statusCode}: ${text}`);
-    return 1;
+    // 400: what was given is malformed (a fingerprint that is not one), which is bad usage.
+    return response.statusCode === 400 ? 2 : 1;
   }
   console.log(text);
   return 0;
@@ -139,9 +164,12 @@ async function serve(values: { config?: string }): Promise<number> {
   // The stop signals are listened for from the start: one that arrives while the gateway starts
   // (discovery, the wait for Redis) is carried out as soon as it has started, rather than killing
   // it (their default). A SIGHUP meanwhile has nothing to reload: the config is being read.
+  // They stay listened for while the gateway stops: a second one (a supervisor that repeats its
+  // SIGTERM, Ctrl-C pressed twice) would otherwise kill the process, cutting the requests in
+  // flight and losing the log lines not yet written. listen.shutdownTimeoutMs bounds the stop.
   const stopped = new Promise<string>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
+    process.on('SIGINT', resolve);
   });
   let reload = (): void => undefined;
   process.on('SIGHUP', () => reload());
@@ -156,6 +184,10 @@ async function serve(values: { config?: string }): Promise<number> {
 }
 
 async function demo(values: { port?: string }): Promise<number> {
+  // Number() would read '' as 0 (any port) and 'abc' as NaN (which the config turns into 8080).
+  if (values.port !== undefined && !(/^\d{1,5}$/.test(values.port) && Number(values.port) <= 65535)) {
+    throw new UsageError('--port must be a port number (0-65535)');
+  }
   const { runDemo } = await import('./demo/demo.js');
   return runDemo({ port: values.port === undefined ? 8080 : Number(values.port) });
 }
@@ -166,20 +198,22 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP.main);
     return command === undefined ? 2 : 0;
   }
-  if (!(command in HELP) || command === 'main') throw new UsageError(`unknown command "${command}"`);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: command === 'explain',
-    options: {
-      config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      token: { type: 'string' }, fingerprint: { type: 'string' }, 'client-id': { type: 'string' }, port: { type: 'string' },
-    },
-    strict: true,
-  });
+  // Own properties only: `toString` is no command.
+  const names = Object.hasOwn(COMMAND_OPTIONS, command) ? COMMAND_OPTIONS[command] : undefined;
+  if (!names) throw new UsageError(`unknown command "${command}"`);
+  // Only the command's own options: another command's option (`serve --port`) is refused, not
+  // silently ignored.
+  const taken: readonly (keyof typeof OPTIONS)[] = ['help', ...names];
+  const options = Object.fromEntries(taken.map((name) => [name, OPTIONS[name]]));
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: command === 'explain', options, strict: true }) as {
+    values: { config?: string; json?: boolean; help?: boolean; token?: string; fingerprint?: string; 'client-id'?: string; port?: string };
+    positionals: string[];
+  };
   if (values.help) {
     console.log(HELP[command]);
     return 0;
   }
+  if (values.config === '') throw new UsageError('--config needs a file name');
   if (values.config !== undefined && !existsSync(values.config)) {
     throw new ConfigError([`${values.config}: cannot read the config file (ENOENT)`]);
   }

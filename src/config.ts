@@ -13,6 +13,12 @@ import { envName, fromEnv, leaves, nearest, validate, type Section } from './sch
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
+/**
+ * The longest wait a Node timer holds (2^31-1 ms, 24.8 days): a longer one fires after 1 ms, which
+ * would cut every request at shutdown or time out every introspection at once.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Our own description of jans-scim, shipped in config/: the table when none is configured. */
 const BUNDLED_OPENAPI = fileURLToPath(new URL('../config/scim-openapi.yaml', import.meta.url));
 
@@ -75,7 +81,7 @@ export const schema: Section = {
       fields: {
         host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
-        shutdownTimeoutMs: { kind: 'int', min: 0, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
+        shutdownTimeoutMs: { kind: 'int', min: 0, max: MAX_TIMER_MS, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
         tls: {
           kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
           fields: {
@@ -96,7 +102,7 @@ export const schema: Section = {
       kind: 'object', description: 'The protected API (jans-scim in protection mode BYPASS).',
       fields: {
         url: { kind: 'url', default: 'http://127.0.0.1:8081', description: 'Origin of the upstream; the request path is forwarded as received.' },
-        timeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for the upstream to answer (504 after it).' },
+        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it).' },
         forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
         identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
         caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream (TLS is always verified).' },
@@ -110,7 +116,7 @@ export const schema: Section = {
         targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
-        requestTimeoutMs: { kind: 'int', default: 30000, min: 1, description: 'Time allowed for a client to send its whole request.' },
+        requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
         bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },
       },
     },
@@ -148,7 +154,7 @@ export const schema: Section = {
             clientSecret: { kind: 'string', secret: true, description: 'Client secret.' },
             clientSecretFile: { kind: 'path', description: 'File holding the client secret (instead of clientSecret).' },
             authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
-            timeoutMs: { kind: 'int', default: 2000, min: 1, description: 'Time allowed for one introspection (503 after it).' },
+            timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
           },
         },
@@ -158,9 +164,9 @@ export const schema: Section = {
             jwksUri: { kind: 'url', description: 'JWKS URL (default: from discovery).' },
             issuer: { kind: 'string', description: 'Exact `iss` (default: token.issuer).' },
             audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values; empty = not checked (jans sets aud = client_id).' },
-            algorithms: { kind: 'list', default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
+            algorithms: { kind: 'list', nonEmpty: true, default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
             clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for exp/nbf/iat.' },
-            types: { kind: 'list', default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
+            types: { kind: 'list', nonEmpty: true, default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
             cooldownSeconds: { kind: 'int', default: 30, min: 1, description: 'Least time between two JWKS fetches caused by unknown kids.' },
           },
         },
@@ -301,7 +307,12 @@ export function parseConfigText(text: string, file: string): unknown {
       return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
-  return doc.toJS() as unknown;
+  try {
+    return doc.toJS() as unknown;
+  } catch (error) {
+    // Well-formed YAML that has no value: an alias without its anchor, or too many aliases.
+    throw new ConfigError([`${file}: ${(error as Error).message}`]);
+  }
 }
 
 /** Checks that span keys: what one key means for another. */
@@ -312,7 +323,8 @@ function crossCheck(c: Config): string[] {
   if (!introspection && !jwt) problems.push('token: needs at least one of token.introspection and token.jwt');
   if (introspection) {
     if (!introspection.endpoint && !issuer) problems.push('token.introspection.endpoint: is required (or set token.issuer for discovery)');
-    if (introspection.authMethod !== 'bearer_token') {
+    // An invalid authMethod is a problem of its own (and absent here): what it needs is unknown.
+    if (introspection.authMethod !== undefined && introspection.authMethod !== 'bearer_token') {
       if (!introspection.clientId) problems.push(`token.introspection.clientId: is required with authMethod ${introspection.authMethod}`);
       if (!introspection.clientSecret && !introspection.clientSecretFile) problems.push(`token.introspection.clientSecret: is required with authMethod ${introspection.authMethod} (or clientSecretFile)`);
     }
@@ -387,10 +399,11 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
-  if (problems.length > 0) throw new ConfigError(nameSources(problems, fromEnv.sources), fromEnv.warnings, config);
+  // One section that is no mapping is one problem, however many variables set keys under it.
+  if (problems.length > 0) throw new ConfigError(nameSources([...new Set(problems)], fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
   if (config.listen.shutdownTimeoutMs === undefined) {
-    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: config.upstream.timeoutMs + 5000 }) };
+    config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: Math.min(config.upstream.timeoutMs + 5000, MAX_TIMER_MS) }) };
   }
   const more: string[] = [];
   const introspection = config.token.introspection;

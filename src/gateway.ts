@@ -591,8 +591,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   app.setErrorHandler((error, request, reply) => {
     const gatewayError = toGatewayError(error);
     const decision = request.decision;
+    const kind = upstreamKind(gatewayError);
     if (decision) {
-      decision.allowed = gatewayError instanceof OptionsAnswer;
+      // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
+      // decision stays allow, so that an upstream outage does not show as refused clients.
+      decision.allowed = gatewayError instanceof OptionsAnswer || (decision.allowed && kind !== undefined);
       decision.reason = gatewayError.reason;
       // Refused before the scopes were weighed (no token, an invalid one, the AS down): the line
       // still names what the operation needs.
@@ -601,7 +604,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
       }
     }
-    const kind = upstreamKind(gatewayError);
     if (kind) metrics.upstreamErrors.inc({ kind });
     if (gatewayError instanceof InternalError) request.log.error({ err: error, reqId: request.id }, 'internal error');
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');

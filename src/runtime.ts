@@ -6,10 +6,10 @@
 import { hash } from 'node:crypto';
 import { request } from 'undici';
 import type { Config } from './config.js';
-import { ConfigError, InvalidToken } from './errors.js';
+import { ConfigError, InvalidToken, OpenApiError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { createIntrospectionReadiness } from './readiness.js';
-import { operationsFrom, readOpenApiFile } from './scopes/openapi.js';
+import { operationsFrom, readOpenApiFile, type Operation } from './scopes/openapi.js';
 import { createTable, type Table } from './scopes/table.js';
 import { isCompactJws } from './token/bearer.js';
 import { withCache, type CachedVerifier, type SharedLevel } from './token/cache.js';
@@ -33,7 +33,20 @@ export interface Runtime {
 
 /** Loads the OpenAPI file named by the config into a table (no network). */
 export function loadTable(config: Config): Table {
-  const operations = operationsFrom(readOpenApiFile(config.openapi.file), { basePath: config.openapi.basePath, extra: config.openapi.extra });
+  let operations: Operation[];
+  try {
+    operations = operationsFrom(readOpenApiFile(config.openapi.file), { basePath: config.openapi.basePath, extra: config.openapi.extra });
+  } catch (error) {
+    // Every problem with its key path (INTERFACE.md): one inside the file (`GET /a: ...`) is
+    // named under the key that chose the file.
+    if (!(error instanceof OpenApiError)) throw error;
+    throw new OpenApiError(error.problems.map((p) => (p.startsWith('openapi.') ? p : `openapi.file: ${p}`)));
+  }
+  // Deny by default: a file without oauth2 security (the wrong file, or one stripped of it) would
+  // make a gateway that forwards every request without a token while reporting itself healthy.
+  if (operations.every((o) => o.public)) {
+    throw new OpenApiError([`openapi.file: no operation requires a token (${config.openapi.file} declares no oauth2 or openIdConnect security): every request would be forwarded without one`]);
+  }
   return createTable(operations, config.limits.targetBytes);
 }
 

@@ -20,6 +20,8 @@ export interface Leaf {
   /** `int`: inclusive bounds. */
   min?: number;
   max?: number;
+  /** `list`: at least one value (an empty list would refuse everything). */
+  nonEmpty?: boolean;
   /** `url`: accepted protocols (default http and https). */
   protocols?: readonly string[];
   /** `custom`: validates and converts a value, returning problems (relative to the key). */
@@ -143,6 +145,7 @@ function checkLeaf(leaf: Leaf, value: unknown, key: string, resolvePath: (p: str
       return { value, problems: [] };
     case 'list': {
       if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v.length === 0)) return fail('must be a list of non-empty strings');
+      if (leaf.nonEmpty && value.length === 0) return fail('must name at least one value');
       const bad = leaf.values ? value.filter((v) => !leaf.values!.includes(v as string)) : [];
       if (bad.length > 0) return fail(`may only contain ${leaf.values!.join(', ')}`);
       return { value: Object.freeze([...(value as string[])]), problems: [] };

@@ -37,6 +37,8 @@ export interface Servers {
   admin: FastifyInstance;
   /** The proxy's requests whose response has not closed yet. */
   inFlight: InFlight;
+  /** Stops the proxy (its requests in flight finish), then the upstream pool; /readyz says 503 from now on. */
+  closeProxy(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -153,14 +155,23 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   });
   const inFlight = new InFlight();
   await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, inFlight, bodies: options.bodies });
-  const admin = buildAdmin({ current: options.current, metrics: options.metrics, logger: options.logger, ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}) });
+  let stopping = false;
+  const admin = buildAdmin({
+    current: options.current, metrics: options.metrics, logger: options.logger, stopping: () => stopping,
+    ...(options.broadcastPurge ? { broadcastPurge: options.broadcastPurge } : {}),
+  });
+  const closeProxy = async () => {
+    stopping = true;
+    await proxy.close();
+    await dispatcher.close().catch(() => undefined);
+  };
   return {
     proxy,
     admin,
     inFlight,
+    closeProxy,
     async close() {
-      await Promise.allSettled([proxy.close(), admin.close()]);
-      await dispatcher.close().catch(() => undefined);
+      await Promise.allSettled([closeProxy(), admin.close()]);
     },
   };
 }

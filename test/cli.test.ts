@@ -11,7 +11,10 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../src/config.js';
 import { loadTable } from '../src/runtime.js';
 import { ensureBuilt, ROOT, runCli } from './helpers/cli.js';
-import { B, OWN_OPENAPI } from './helpers/gateway.js';
+import { B, OWN_OPENAPI, startTestGateway } from './helpers/gateway.js';
+import { rawRequest } from './helpers/raw.js';
+import { closedPort } from './gateway/support.js';
+import { startRecordingUpstream } from './helpers/upstream.js';
 
 const DEFAULT_CONFIG = join(ROOT, 'config', 'scopegate.yaml');
 const TOKEN = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
@@ -25,6 +28,9 @@ function writeTmp(name: string, content: string | object): string {
 }
 
 t.before(ensureBuilt);
+
+/** A billion laughs: ten aliases of ten aliases of ... (the YAML library stops at 100 alias expansions). */
+const BOMB = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 9 }, (_, i) => `b${i}: &b${i} [${Array(10).fill(i === 0 ? '*a' : `*b${i - 1}`).join(', ')}]`)].join('\n') + '\n';
 
 t.test('check with the default config: exit 0 and a one-line summary', async (t) => {
   const { code, stdout, stderr } = await runCli(['check']);
@@ -47,6 +53,15 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['bad value of an environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}listen\.port \(SCOPEGATE_LISTEN_PORT\): must be a port number/m, { SCOPEGATE_LISTEN_PORT: 'tcp://10.0.0.1:8080' }],
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
+    // Deny by default: a file that declares no oauth2 security makes a gateway that checks nothing.
+    // A problem inside the OpenAPI file names the config key that chose the file, then where in it.
+    ['apiKey-only operation', ['check', '--config', writeTmp('api-key.yaml', { openapi: { file: writeTmp('key-doc.yaml', { openapi: '3.0.3', components: { securitySchemes: { k: { type: 'apiKey', in: 'header', name: 'k' } } }, paths: { '/a': { get: { security: [{ k: [] }] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: GET \/a: can only be satisfied by k \(apiKey\)/m],
+    ['OpenAPI file without oauth2 security', ['check', '--config', writeTmp('api-public.yaml', { openapi: { file: writeTmp('public-doc.yaml', { openapi: '3.0.3', paths: { '/Users': { get: {}, post: {} }, '/Groups': { get: { security: [] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: no operation requires a token/m],
+    // YAML that parses but cannot become a value: a config problem naming the file, not a crash (exit 1).
+    ['unresolved alias', ['check', '--config', writeTmp('alias.yaml', 'listen: *nowhere\n')], /^ {2}\S*alias\.yaml: .*alias/m],
+    ['alias bomb', ['check', '--config', writeTmp('bomb.yaml', BOMB)], /^ {2}\S*bomb\.yaml: .*alias/m],
+    ['unresolved alias in the OpenAPI file', ['check', '--config', writeTmp('api-alias.yaml', { openapi: { file: writeTmp('alias-doc.yaml', 'openapi: 3.0.3\npaths: *nowhere\n') }, token: TOKEN })], /^ {2}openapi\.file: .*alias-doc\.yaml: .*alias/m],
+    ['servers[0].url that is no URL', ['check', '--config', writeTmp('api-server.yaml', { openapi: { file: writeTmp('server-doc.yaml', { openapi: '3.0.3', servers: [{ url: 'https://[bad/v2' }], paths: { '/x': { get: { security: [] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: servers\[0\]\.url: /m],
   ];
   for (const [name, args, expected, env] of cases) {
     const { code, stdout, stderr } = await runCli(args, env ? { env } : {});
@@ -169,9 +184,17 @@ t.test('every command answers --help with exit 0', async (t) => {
 t.test('bad usage exits 2', async (t) => {
   const cases: Array<[name: string, args: string[], stderr: RegExp]> = [
     ['unknown command', ['frobnicate'], /unknown command "frobnicate"/],
+    ['a name every object has', ['toString'], /unknown command "toString"/],
     ['unknown option', ['routes', '--bogus'], /--bogus/],
     ['explain without a path', ['explain', 'GET'], /explain takes METHOD PATH/],
     ['check with a positional', ['check', 'extra'], /extra/],
+    // Another command's option is not silently ignored: `serve --port` would not change the port.
+    ['check with --json', ['check', '--json'], /'--json'/],
+    ['check with --token', ['check', '--token', 'x'], /'--token'/],
+    ['routes with --client-id', ['routes', '--client-id', 'c'], /'--client-id'/],
+    ['explain with --port', ['explain', '--port', '1', 'GET', '/x'], /'--port'/],
+    ['purge with --json', ['purge', '--json', '--token', 'x'], /'--json'/],
+    ['serve with --port', ['serve', '--port', '1234', '--config', writeTmp('serve-discovery.yaml', { token: { issuer: 'http://127.0.0.1:1', jwt: {} } })], /'--port'/],
   ];
   for (const [name, args, expected] of cases) {
     const { code, stderr } = await runCli(args);
@@ -205,6 +228,14 @@ t.test('SCOPEGATE_CONFIG chooses the config file when --config is absent', async
   const overridden = await runCli(['check', '--config', DEFAULT_CONFIG], { env });
   t.equal(overridden.code, 0);
   t.match(overridden.stdout, /31 operations/, '--config wins over SCOPEGATE_CONFIG');
+
+  // An empty variable (a template that left it blank) is no file name: the default applies.
+  const blank = await runCli(['check'], { env: { SCOPEGATE_CONFIG: '' } });
+  t.equal(blank.code, 0, blank.stderr);
+  t.match(blank.stdout, /^ok: config\/scopegate\.yaml: /);
+  const empty = await runCli(['check', '--config', '']);
+  t.equal(empty.code, 2, '--config with an empty name: bad usage');
+  t.match(empty.stderr, /--config needs a file name/);
 });
 
 t.test('environment overrides reach the command line', async (t) => {
@@ -223,4 +254,42 @@ t.test('a config that leaves openapi.file at its default reads the bundled jans 
   t.equal(code, 0, stderr);
   t.match(stdout, /31 operations \(26 scoped, 5 public\)/);
   t.match(stdout, /config\/scim-openapi\.yaml/);
+});
+
+t.test('explain gives the status the gateway answers, whatever the method', async (t) => {
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, openapi: { file: OWN_OPENAPI }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://as.example' } } });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+  });
+  const cases: Array<[method: string, path: string]> = [
+    ['FOO', `${B}/Users`], ['CONNECT', `${B}/Users`], ['M-SEARCH', `${B}/Users`], ['PROPFIND', `${B}/Users`],
+    ['TRACE', `${B}/Users`], ['get', `${B}/Users`], ['OPTIONS', `${B}/Users`], ['DELETE', `${B}/Schemas`], ['FOO', `${B}/Nope`],
+    ['GET', `${B}/Schemas`],
+  ];
+  for (const [method, path] of cases) {
+    const answered = await rawRequest(gw.port, `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
+    const { code, stdout } = await runCli(['explain', '--config', gw.configFile, method, path]);
+    t.equal(code, 0, `${method} ${path}: exit 0`);
+    const said = /refused (\d{3})/.exec(stdout)?.[1] ?? (/answered by the gateway: (\d{3})/.exec(stdout)?.[1]) ?? (/matches/.test(stdout) ? 'forwarded' : stdout);
+    t.equal(said, answered.status === 200 ? 'forwarded' : String(answered.status), `${method} ${path}: explain says what the gateway answers (${answered.status})`);
+  }
+  t.equal(up.requests.length, 1, 'only the public GET went upstream');
+});
+
+t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2), an unreachable one a runtime failure (exit 1)', async (t) => {
+  const gw = await startTestGateway({ upstream: { url: 'http://127.0.0.1:1' }, token: TOKEN });
+  t.teardown(() => gw.close());
+  const config = writeTmp('purge.yaml', { admin: { host: '127.0.0.1', port: Number(new URL(gw.adminUrl).port) }, token: TOKEN });
+  const ok = await runCli(['purge', '--config', config, '--client-id', 'c']);
+  t.equal(ok.code, 0, ok.stderr);
+  t.same(JSON.parse(ok.stdout), { purged: 0 });
+  const short = await runCli(['purge', '--config', config, '--fingerprint', 'abc']);
+  t.equal(short.code, 2, 'a fingerprint that is not one: exit 2');
+  t.match(short.stderr, /fingerprint: must be 8 to 43 base64url characters/);
+  const closed = writeTmp('purge-closed.yaml', { admin: { host: '127.0.0.1', port: await closedPort() }, token: TOKEN });
+  const down = await runCli(['purge', '--config', closed, '--client-id', 'c']);
+  t.equal(down.code, 1, 'the admin listener unreachable: exit 1');
+  t.match(down.stderr, /ECONNREFUSED/);
 });

@@ -134,7 +134,8 @@ t.test('listen.shutdownTimeoutMs: by default long enough for any request the ups
   t.equal(loadConfig(write({ upstream: { timeoutMs: 60000 }, token: JWT }), { SCOPEGATE_UPSTREAM_TIMEOUT_MS: '1000' }).listen.shutdownTimeoutMs, 6000, 'from the upstream.timeoutMs in effect');
   t.equal(loadConfig(write({ listen: { shutdownTimeoutMs: 0 }, token: JWT }), {}).listen.shutdownTimeoutMs, 0, 'set: taken as is');
   t.equal(loadConfig(write({ token: JWT }), { SCOPEGATE_LISTEN_SHUTDOWN_TIMEOUT_MS: '1500' }).listen.shutdownTimeoutMs, 1500, 'from the environment');
-  t.same(problems(t, { listen: { shutdownTimeoutMs: -1 }, token: JWT }), ['listen.shutdownTimeoutMs: must be an integer >= 0']);
+  t.same(problems(t, { listen: { shutdownTimeoutMs: -1 }, token: JWT }), ['listen.shutdownTimeoutMs: must be an integer from 0 to 2147483647']);
+  t.equal(loadConfig(write({ upstream: { timeoutMs: 2 ** 31 - 1 }, token: JWT }), {}).listen.shutdownTimeoutMs, 2 ** 31 - 1, 'never past what a timer holds');
 });
 
 t.test('limits.bufferedBytes: at least limits.bodyBytes', async (t) => {
@@ -207,12 +208,14 @@ t.test('bad values from the environment are problems naming the key and the vari
     [{ SCOPEGATE_LISTEN_PORT: 'abc' }, ['listen.port (SCOPEGATE_LISTEN_PORT): must be a port number (0-65535)']],
     [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders (SCOPEGATE_UPSTREAM_IDENTITY_HEADERS): must be true or false']],
     [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience (SCOPEGATE_TOKEN_JWT_AUDIENCE): must be a list of non-empty strings']],
+    [{ SCOPEGATE_TOKEN_JWT_ALGORITHMS: '' }, ['token.jwt.algorithms (SCOPEGATE_TOKEN_JWT_ALGORITHMS): must name at least one value']],
     [{ SCOPEGATE_ADMIN_PORT: '8080', SCOPEGATE_LISTEN_PORT: '8080' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must differ from listen.port: admin 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both be bound']],
     // A Service named scopegate-admin would inject this: a known key, a bad value, and a hint.
     [{ SCOPEGATE_ADMIN_PORT: 'tcp://10.0.0.12:9090' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must be a port number (0-65535) (SCOPEGATE_ADMIN_PORT looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)']],
   ];
   for (const [env, expected] of cases) t.same(problems(t, { token: JWT }, env), expected, Object.keys(env).join(', '));
   t.same(problems(t, { listen: { port: 'abc' }, token: JWT }), ['listen.port: must be a port number (0-65535)'], 'a value from the file names no variable');
+  t.same(problems(t, { listen: 5, token: JWT }, { SCOPEGATE_LISTEN_PORT: '1', SCOPEGATE_LISTEN_HOST: 'h' }), ['listen: must be a mapping of keys'], 'variables under a section that is no mapping: one problem, once');
 });
 
 t.test('unknown SCOPEGATE_* variables are warnings, never applied', async (t) => {
@@ -265,9 +268,20 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ upstream: { url: 'ftp://jans' }, token: JWT }, ['upstream.url: must be a URL (http or https)']],
     [{ upstream: { url: 'http://jans:8080/jans-scim' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
     [{ upstream: { url: 'http://user:pw@jans:8080' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
-    [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer >= 1']],
+    [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
+    // Node's timers hold at most 2^31-1 ms: a longer one fires after 1 ms (a shutdown that cuts
+    // every request at once, introspections that all time out).
+    [{ upstream: { timeoutMs: 2 ** 31 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
+    [{ listen: { shutdownTimeoutMs: 3000000000 }, token: JWT }, ['listen.shutdownTimeoutMs: must be an integer from 0 to 2147483647']],
+    [{ limits: { requestTimeoutMs: 2 ** 31 }, token: JWT }, ['limits.requestTimeoutMs: must be an integer from 1 to 2147483647']],
+    [{ token: { introspection: { ...introspection, timeoutMs: 2 ** 31 } } }, ['token.introspection.timeoutMs: must be an integer from 1 to 2147483647']],
+    // No algorithm or no typ accepted: every JWT would be refused.
+    [{ token: { jwt: { ...JWT.jwt, algorithms: [] } } }, ['token.jwt.algorithms: must name at least one value']],
+    [{ token: { jwt: { ...JWT.jwt, types: [] } } }, ['token.jwt.types: must name at least one value']],
     [{ token: { introspection: { ...introspection, endpoint: 'not a url' } } }, ['token.introspection.endpoint: must be a URL']],
     [{ token: { introspection: { ...introspection, authMethod: 'magic' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
+    // What a bad authMethod needs is unknown: no guess at missing credentials besides.
+    [{ token: { introspection: { endpoint: 'https://as.example/i', authMethod: 'private_key_jwt' } } }, ['token.introspection.authMethod: must be one of client_secret_basic, client_secret_post, bearer_token']],
     [{ token: { ...JWT, cache: { redis: { url: 'http://cache' } } } }, ['token.cache.redis.url: must be a URL (redis or rediss)']],
     [{ token: { jwt: { ...JWT.jwt, algorithms: ['RS256', 'HS256'] } } }, ['token.jwt.algorithms: may only contain RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA']],
     [{ token: { jwt: { ...JWT.jwt, clockToleranceSeconds: 301 } } }, ['token.jwt.clockToleranceSeconds: must be an integer from 0 to 300']],
@@ -293,7 +307,7 @@ t.test('every problem of a file is listed at once', async (t) => {
     'token.introspecton: unknown key (did you mean token.introspection?)',
     'token.jwt.clockToleranceSeconds: must be an integer from 0 to 300',
     'upstream.forwardAuthorization: must be true or false',
-    'upstream.timeoutMs (SCOPEGATE_UPSTREAM_TIMEOUT_MS): must be an integer >= 1',
+    'upstream.timeoutMs (SCOPEGATE_UPSTREAM_TIMEOUT_MS): must be an integer from 1 to 2147483647',
     'upstream.url: must be a URL',
   ].sort());
 });

@@ -288,6 +288,14 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     { name: 'external $ref', doc: doc({ '/a': { $ref: 'other.yaml#/paths/a' } }), problem: /only local \$refs/ },
     { name: 'TRACE operation', doc: doc({ '/a': { get: {}, trace: {} } }), problem: /never forwards TRACE/ },
     { name: 'no operations at all', doc: doc({}), problem: /no operations/ },
+    // A base path no request can match (the grammar refuses it) would make a table that serves nothing;
+    // a `{...}` in it would match any segment.
+    { name: 'basePath with a dot segment', doc: doc({ '/a': { get: {} } }), options: { basePath: '/a/../b' }, problem: /^openapi\.basePath: dot segment/ },
+    { name: 'basePath with an empty segment', doc: doc({ '/a': { get: {} } }), options: { basePath: '/a//b' }, problem: /^openapi\.basePath: empty path segment/ },
+    { name: 'basePath with a space', doc: doc({ '/a': { get: {} } }), options: { basePath: '/a b' }, problem: /^openapi\.basePath: segment "a b" is not a literal path segment/ },
+    { name: 'basePath with a query', doc: doc({ '/a': { get: {} } }), options: { basePath: '/a?x=1' }, problem: /^openapi\.basePath: segment "a\?x=1"/ },
+    { name: 'basePath with a template', doc: doc({ '/a': { get: {} } }), options: { basePath: '/{tenant}/v2' }, problem: /^openapi\.basePath: segment "\{tenant\}"/ },
+    { name: 'servers[0].url with a dot segment', doc: doc({ '/a': { get: {} } }, { servers: [{ url: '/api/../v2' }] }), problem: /^openapi\.file: servers\[0\]\.url: dot segment/ },
   ];
   for (const c of cases) {
     const problems = problemsOf(() => operationsFrom(c.doc, c.options));

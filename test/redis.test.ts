@@ -216,6 +216,26 @@ if (!hasRedis()) {
     t.equal(await get(lenient, token), 200, 'and the lenient replica still allows it');
   });
 
+  t.test('a purge by a fingerprint that is not one is refused, here and in Redis alike', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const token = await auth.issueToken([READ]);
+    t.equal(await get(a, token), 200);
+    const key = `${keyPrefix}token:${createHash('sha256').update(token).digest('base64url')}`;
+    t.equal(await raw.exists(key), 1, 'the validation is in Redis');
+    // Locally a fingerprint needs 8 characters; Redis read `*` or `a` as a pattern of every key.
+    for (const fingerprint of ['*', 'a', key.slice(-43, -36), 'abc?defgh', 'abcdefgh*']) {
+      const response = await request(`${b.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ fingerprint }) });
+      t.equal(response.statusCode, 400, `fingerprint ${JSON.stringify(fingerprint)}: 400`);
+      t.match(await response.body.text(), /fingerprint/, 'the error names the fingerprint');
+    }
+    t.equal(await raw.exists(key), 1, 'nothing purged in Redis');
+    auth.resetCounts();
+    t.equal(await get(b, token), 200);
+    t.equal(auth.counts.introspection, 0, 'B still finds it in the shared cache');
+  });
+
   t.test('with Redis stopped both replicas keep serving correctly, and share again when it returns', async (t) => {
     const cached = await auth.issueToken([READ]);
     t.equal(await get(a, cached), 200);

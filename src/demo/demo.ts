@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startGateway } from '../app.js';
+import { startGateway, type Gateway } from '../app.js';
 import { SCIM_SCOPES, startAuthServer } from './auth-server.js';
 import { startScimServer } from './scim-server.js';
 
@@ -43,7 +43,14 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     },
     log: { level: 'info' },
   }, null, 2));
-  const gateway = await startGateway(file, {});
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway(file, {});
+  } catch (error) {
+    // The two servers would keep the process alive after the error, a demo without a gateway.
+    await Promise.allSettled([auth.close(), scim.close()]);
+    throw error;
+  }
   const base = `${gateway.proxyUrl.replace('127.0.0.1', 'localhost')}/jans-scim/restv1/v2`;
   print(`
 scopegate demo: running on localhost

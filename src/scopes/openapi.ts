@@ -64,13 +64,32 @@ function serverBasePath(doc: Json): string {
     const v = variables[name];
     return isObject(v) && typeof v.default === 'string' ? v.default : '';
   });
-  const path = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? new URL(url).pathname : url.split('?')[0]!;
+  let path = url.split('?')[0]!;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
+    try {
+      path = new URL(url).pathname;
+    } catch {
+      throw new OpenApiError([`openapi.file: servers[0].url: "${url}" is not a URL`]);
+    }
+  }
   return normaliseBase(path);
 }
 
 function normaliseBase(path: string): string {
   const trimmed = path.replace(/\/+$/, '');
   return trimmed === '' ? '' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`;
+}
+
+/**
+ * Checks a base path: literal segments only. A `{...}` would match any segment; a dot segment, an
+ * empty one or a character outside the literal set can never be matched, since the request-target
+ * grammar refuses it, so the table would serve nothing.
+ */
+function checkBase(base: string, where: string): string[] {
+  if (base === '') return [];
+  return base.slice(1).split('/').flatMap((segment) => (segment === '' ? [`${where}: empty path segment`]
+    : segment === '.' || segment === '..' ? [`${where}: dot segment`]
+      : LITERAL.test(segment) ? [] : [`${where}: segment "${segment}" is not a literal path segment`]));
 }
 
 /** Checks a path template segment by segment; returns problems. */
@@ -141,7 +160,12 @@ export function parseOpenApiText(text: string, file: string): unknown {
       return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
     }));
   }
-  return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (error) {
+    // Well-formed YAML that has no value: an alias without its anchor, or too many aliases.
+    throw new OpenApiError([`openapi.file: ${file}: ${(error as Error).message}`]);
+  }
 }
 
 /** Reads an OpenAPI file from disk. */
@@ -174,7 +198,7 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   const components = isObject(document.components) ? document.components : {};
   const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {};
   const paths = isObject(document.paths) ? document.paths : {};
-  const problems: string[] = [];
+  const problems = checkBase(base, options.basePath !== undefined ? 'openapi.basePath' : 'openapi.file: servers[0].url');
   const operations: Operation[] = [];
   const seen = new Map<string, string>();
 

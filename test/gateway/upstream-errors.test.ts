@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { B, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest } from '../helpers/raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import { assertScimError, closedPort, send, tokenConfig } from './support.js';
@@ -77,4 +77,26 @@ t.test('hop-by-hop headers of the upstream response are not relayed; Connection:
   t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream\'s Connection named');
   t.notMatch(res.headers.connection ?? 'close', /keep-alive/i, 'the client asked to close; the gateway does not promise keep-alive');
   t.ok(ms < 1500, `the gateway closed the connection as the client asked (${ms} ms)`);
+});
+
+t.test('an allowed request the upstream fails is logged and counted as allowed, with the failure as its reason', async (t) => {
+  const refusing = await closedPort();
+  const silent = await startRecordingUpstream();
+  t.teardown(() => silent.close());
+  silent.respond = () => undefined;
+  for (const [name, url, status, reason] of [
+    ['refused', `http://127.0.0.1:${refusing}`, 502, /^upstream refused the connection/],
+    ['timed out', silent.origin, 504, /time/],
+  ] as const) {
+    const gw = await startTestGateway({ upstream: { url, timeoutMs: 300 }, token: tokenConfig(auth) });
+    const res = await send(gw.port, 'GET', USERS, { token, timeoutMs: 5000 });
+    t.equal(res.status, status, name);
+    await new Promise((r) => setTimeout(r, 100));
+    // The decision is the gateway's (the token held the scope): the upstream's failure is not a denial.
+    t.match(accessLines(gw.logs), [{ path: USERS, status, decision: 'allow', reason, clientId: auth.clientId, requiredScopes: [READ] }], `${name}: the access line`);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="get-users",decision="allow",status="${status}"\\} 1$`, 'm'), `${name}: the request counter`);
+    t.notMatch(metrics, /decision="deny"/, `${name}: no denial counted`);
+    await gw.close();
+  }
 });

@@ -82,3 +82,38 @@ t.test('/metrics after traffic', async (t) => {
   const unprefixed = body.split('\n').filter((line) => line && !line.startsWith('#') && !line.startsWith('scopegate_'));
   t.same(unprefixed, [], 'every metric name starts scopegate_');
 });
+
+t.test('the admin listener answers wrong methods 405 with Allow, and a purge it cannot read 400 or 415 saying what it takes', async (t) => {
+  const gw = await startTestGateway({ upstream: { url: 'http://127.0.0.1:1' }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } } });
+  t.teardown(() => gw.close());
+  const call = async (method: string, path: string, body?: string, contentType?: string) => {
+    const r = await request(`${gw.adminUrl}${path}`, { method, ...(body === undefined ? {} : { body }), headers: contentType ? { 'content-type': contentType } : {} });
+    return { status: r.statusCode, allow: r.headers.allow, body: await r.body.text() };
+  };
+  for (const [method, path, allow] of [['POST', '/healthz', 'GET, HEAD'], ['DELETE', '/readyz', 'GET, HEAD'], ['PUT', '/metrics', 'GET, HEAD'], ['GET', '/cache/purge', 'POST']] as const) {
+    const r = await call(method, path);
+    t.equal(r.status, 405, `${method} ${path}: 405`);
+    t.equal(r.allow, allow, `${method} ${path}: Allow`);
+  }
+  t.equal((await call('GET', '/nope')).status, 404, 'an unknown path: 404');
+  t.equal((await call('GET', '/__proto__')).status, 404, 'a name every object has: 404');
+
+  const purge = (body: string | undefined, contentType?: string) => call('POST', '/cache/purge', body, contentType);
+  const wants = /exactly one of token, fingerprint, clientId/;
+  const cases: Array<[name: string, body: string | undefined, contentType: string | undefined, status: number]> = [
+    ['curl -d without a content type (form-encoded)', '{"token":"abc"}', 'application/x-www-form-urlencoded', 415],
+    ['text/plain', '{"token":"abc"}', 'text/plain', 415],
+    ['invalid JSON', '{"token":"abc"', 'application/json', 400],
+    ['an empty JSON body', '', 'application/json', 400],
+    ['no body', undefined, undefined, 400],
+    ['two selectors', '{"token":"abc","clientId":"c"}', 'application/json', 400],
+    ['a selector that is not a string', '{"token":1}', 'application/json', 400],
+  ];
+  for (const [name, body, contentType, status] of cases) {
+    const r = await purge(body, contentType);
+    t.equal(r.status, status, `${name}: ${status}`);
+    t.match(JSON.parse(r.body), { error: wants }, `${name}: the error says what the purge takes`);
+  }
+  t.same(JSON.parse((await purge('{"clientId":"c"}', 'application/json; charset=utf-8')).body), { purged: 0 }, 'JSON with a charset is fine');
+  t.notMatch((await call('GET', '/metrics')).body, /^scopegate_redis_events_total\{/m, 'without Redis, no Redis event is counted');
+});

@@ -2,6 +2,7 @@
 // the two curl commands of the jans docs; the same requests get a ListResponse with "Admin", and
 // 401 without a token.
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
 import { CLI } from '../helpers/process.js';
@@ -59,4 +60,43 @@ t.test('the demo prints working commands', async (t) => {
   t.equal(anonymous.statusCode, 401);
   t.match(anonymous.headers['www-authenticate'], /^Bearer realm="scopegate"$/);
   t.match(await anonymous.body.text(), /"status":"401"/);
+});
+
+/** `scopegate demo ARGS` to its end, killed (and failed) if it is still running after `timeoutMs`. */
+function runDemo(args: string[], timeoutMs = 20000): Promise<{ code: number | null; stderr: string; hung: boolean }> {
+  const child = spawn(process.execPath, [CLI, 'demo', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve({ code: null, stderr, hung: true });
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr, hung: false });
+    });
+  });
+}
+
+t.test('the demo on a port already in use exits 1 naming listen.port, instead of running on without a gateway', async (t) => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const { port } = taken.address() as AddressInfo;
+  const { code, stderr, hung } = await runDemo(['--port', String(port)]);
+  t.notOk(hung, 'the demo ends');
+  t.equal(code, 1);
+  t.match(stderr, new RegExp(`listen\\.port: cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE`));
+});
+
+t.test('demo --port takes a port number: anything else is bad usage (exit 2)', async (t) => {
+  for (const port of ['abc', '', '8080x', '65536', '1.5']) {
+    const { code, stderr, hung } = await runDemo(['--port', port], 10000);
+    t.notOk(hung, `--port '${port}': the demo ends`);
+    t.equal(code, 2, `--port '${port}': exit 2`);
+    t.match(stderr, /--port must be a port number \(0-65535\)/, `--port '${port}': says why`);
+  }
 });

@@ -100,3 +100,16 @@ t.test('check refuses an admin listener on the proxy listener\'s socket', async 
     t.equal(code, 0, `${name}: valid`, { stderr });
   }
 });
+
+t.test('an address that is not this machine\'s, or no address at all: serve exits 1 naming the host key', async (t) => {
+  const cases: Array<[name: string, listen: object, admin: object, expected: RegExp]> = [
+    ['listen.host not local', { host: '192.0.2.1', port: 0 }, { host: '127.0.0.1', port: 0 }, /listen\.host: cannot listen on 192\.0\.2\.1:0 \(EADDRNOTAVAIL/],
+    ['admin.host unresolvable', { host: '127.0.0.1', port: 0 }, { host: 'no-such-host.invalid', port: 0 }, /admin\.host: cannot listen on no-such-host\.invalid:0 \((ENOTFOUND|EAI_AGAIN)/],
+  ];
+  for (const [name, listen, admin, expected] of cases) {
+    const result = await serveUntilExit(writeConfig('host.json', listen, admin));
+    t.notOk(result.killed, `${name}: the process exited by itself`);
+    t.equal(result.code, 1, `${name}: exit 1`);
+    t.match(result.stderr, expected, `${name}: names the host key`);
+  }
+});

@@ -2,6 +2,8 @@
 // and the access line; keys read only when the listeners and the upstream pool are built are named
 // in a warning, and only those.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
 import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
@@ -58,4 +60,44 @@ t.test('a reload applies log.level and names the keys that need a restart', asyn
   t.equal(await get(), 200);
   t.equal(accessLines(gw.logs).length, 2, 'debug: the access line again');
   t.ok(parsed().some((l) => l.msg === 'reloaded config and OpenAPI file' && l.logLevel === 'debug'));
+});
+
+t.test('reloads run one after the other: the last signal\'s file wins, even when an earlier reload is slower', async (t) => {
+  // Discovery answers the first reload's request late: without order, the earlier reload (file A)
+  // would finish last and replace the later one (file B).
+  const delays: number[] = [];
+  const discovery = createServer((req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ issuer: origin, jwks_uri: 'http://127.0.0.1:1/jwks' }));
+    }, delays.shift() ?? 0);
+  });
+  await new Promise<void>((resolve) => discovery.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${(discovery.address() as AddressInfo).port}`;
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { issuer: origin, jwt: {} } });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+    discovery.close();
+  });
+  const withPing = (path: string) => {
+    const config = JSON.parse(readFileSync(gw.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    config.openapi!.extra = [{ method: 'GET', path, public: true }];
+    writeFileSync(gw.configFile, JSON.stringify(config));
+  };
+  const status = async (path: string) => {
+    const r = await request(`${gw.url}${B}${path}`);
+    await r.body.text();
+    return r.statusCode;
+  };
+
+  delays.push(800, 0);
+  withPing('/A');
+  const first = gw.gateway.reload();
+  withPing('/B');
+  const second = gw.gateway.reload();
+  t.same(await Promise.all([first, second]), [{ ok: true }, { ok: true }]);
+  t.equal(await status('/B'), 200, 'the file of the last reload is running');
+  t.equal(await status('/A'), 404, 'not the one an earlier, slower reload read');
 });

@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { request } from 'undici';
 import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
 import { CLI, startServe } from '../helpers/process.js';
 import { converse, settle } from '../helpers/stack.js';
@@ -85,4 +86,38 @@ t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, t
   t.equal(code, 0, 'exit code 0');
   t.match(out, /"scopegate listening"/, 'it started');
   t.match(out, /"signal":"SIGTERM"[^\n]*stopping/, 'then stopped on the held SIGTERM');
+});
+
+t.test('while requests in flight finish after SIGTERM, the admin listener still answers: /healthz 200, /readyz 503, /metrics', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
+      res.end('{}');
+    }, 1500);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-drain-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
+  }));
+  const serve = await startServe(file);
+  t.teardown(() => up.close());
+  const admin = async (path: string) => {
+    const r = await request(`${serve.adminUrl}${path}`).catch((error: Error & { code?: string }) => ({ statusCode: error.code ?? error.message, body: null }));
+    return { status: r.statusCode, body: r.body ? await r.body.text() : '' };
+  };
+  const inFlight = request(`${serve.proxyUrl}${B}/Schemas`);
+  while (up.requests.length === 0) await settle(10);
+  serve.child.kill('SIGTERM');
+  await settle(300);
+  t.equal((await admin('/healthz')).status, 200, '/healthz: the process runs');
+  const ready = await admin('/readyz');
+  t.equal(ready.status, 503, '/readyz: not ready, so that no new request is sent here');
+  t.match(ready.body, /stopping/);
+  t.match((await admin('/metrics')).body, /^# TYPE scopegate_requests_total counter$/m, '/metrics can still be scraped');
+  t.equal((await inFlight).statusCode, 200, 'the request in flight finished');
+  t.equal(await serve.exited, 0, 'exit code 0');
 });

@@ -88,6 +88,22 @@ t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
   t.equal(await serve.exited, 0, 'exit code 0');
 });
 
+t.test('SIGTERM or SIGINT again while stopping changes nothing: the request in flight finishes, exit 0', async (t) => {
+  const { up, serve } = await serveSlowUpstream(t, 700, '{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0}');
+  const inFlight = request(`${serve.proxyUrl}${B}/Schemas`);
+  while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 10));
+  serve.child.kill('SIGTERM');
+  await waitForLine(serve.lines, /stopping: finishing in-flight requests/);
+  serve.child.kill('SIGTERM');
+  serve.child.kill('SIGINT');
+  const response = await inFlight;
+  t.equal(response.statusCode, 200, 'the request in flight completed');
+  t.match(await response.body.text(), /ListResponse/);
+  t.equal(await serve.exited, 0, 'exit code 0, not the signal\'s');
+  const access = serve.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'access');
+  t.match(access, [{ path: `${B}/Schemas`, status: 200 }], 'its access line was written');
+});
+
 t.test('SIGTERM: a request still in flight at listen.shutdownTimeoutMs is cut, logged, and the process exits 0', async (t) => {
   const { up, serve } = await serveSlowUpstream(t, 4000, '{}', (config, origin) => ({
     ...config, listen: { ...config.listen, shutdownTimeoutMs: 300 }, upstream: { url: origin, timeoutMs: 10000 },
