@@ -32,7 +32,7 @@ Each command takes --help, and each but demo --config FILE (default: $SCOPEGATE_
   routes: 'usage: scopegate routes [--config FILE] [--json]\n\nPrints method, full path template and required scopes of every operation. --json prints [{"method","path","operationId","public","scopes"}], scopes being alternatives of scope lists that are all required.',
   explain: 'usage: scopegate explain [--config FILE] METHOD PATH\n\nTells which table entry a request would hit and what it needs, or why it is refused. No token involved; exit 0 either way.',
   demo: 'usage: scopegate demo [--port N]\n\nStarts, on localhost, an authorization server laid out like jans-auth, a SCIM server standing in for jans-scim in BYPASS mode, and the gateway in front of it; prints the client credentials and curl commands to try. Ctrl-C stops it.',
-  purge: 'usage: scopegate purge [--config FILE] (--token T | --fingerprint F | --client-id C)\n\nAsks the admin listener (POST /cache/purge) to drop matching cached validations here, in Redis and on every replica.',
+  purge: 'usage: scopegate purge [--config FILE] (--token T | --token - | --fingerprint F | --client-id C)\n\nAsks the admin listener (POST /cache/purge) to drop matching cached validations here, in Redis and on every replica.\n--token - reads the token from standard input (its first line), out of the process list and the shell history.',
 };
 
 class UsageError extends Error {}
@@ -141,7 +141,22 @@ function explain(values: { config?: string }, positionals: string[]): number {
   return 0;
 }
 
+/** The first line of standard input, trimmed. */
+async function firstLineOfStdin(): Promise<string> {
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    if (text.includes('\n') || text.length > 65536) break;
+  }
+  return text.split(/\r?\n/, 1)[0]!.trim();
+}
+
 async function purge(values: { config?: string; token?: string; fingerprint?: string; 'client-id'?: string }): Promise<number> {
+  // A token on the command line is in the process list and the shell history: `-` reads it from stdin.
+  if (values.token === '-') {
+    values = { ...values, token: await firstLineOfStdin() };
+    if (!values.token) throw new UsageError('purge --token -: no token on standard input');
+  }
   const given = [values.token ? { token: values.token } : undefined, values.fingerprint ? { fingerprint: values.fingerprint } : undefined, values['client-id'] ? { clientId: values['client-id'] } : undefined].filter(Boolean);
   if (given.length !== 1) throw new UsageError('purge takes exactly one of --token, --fingerprint, --client-id');
   const config = load(values.config);

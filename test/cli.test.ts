@@ -15,6 +15,7 @@ import { B, OWN_OPENAPI, startTestGateway } from './helpers/gateway.js';
 import { rawRequest } from './helpers/raw.js';
 import { closedPort } from './gateway/support.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
+import { bearer, send, startStack } from './helpers/stack.js';
 
 const DEFAULT_CONFIG = join(ROOT, 'config', 'scopegate.yaml');
 const TOKEN = { jwt: { jwksUri: 'https://as.example/jwks', issuer: 'https://as.example' } };
@@ -276,6 +277,24 @@ t.test('explain gives the status the gateway answers, whatever the method', asyn
     t.equal(said, answered.status === 200 ? 'forwarded' : String(answered.status), `${method} ${path}: explain says what the gateway answers (${answered.status})`);
   }
   t.equal(up.requests.length, 1, 'only the public GET went upstream');
+});
+
+t.test('purge --token -: the token is read from standard input, never the command line', async (t) => {
+  const stack = await startStack();
+  t.teardown(() => stack.close());
+  const config = writeTmp('purge-stdin.yaml', { admin: { host: '127.0.0.1', port: Number(new URL(stack.gw.adminUrl).port) }, token: TOKEN });
+  t.equal((await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: x\r\n${bearer(stack.usersRead)}\r\n\r\n`)).status, 200, 'the token is validated and cached');
+  const purged = await runCli(['purge', '--config', config, '--token', '-'], { input: `${stack.usersRead}\n` });
+  t.equal(purged.code, 0, purged.stderr);
+  t.same(JSON.parse(purged.stdout), { purged: 1 }, 'the cached validation of the token read from stdin is dropped');
+  const before = stack.auth.counts.introspection;
+  t.equal((await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: x\r\n${bearer(stack.usersRead)}\r\n\r\n`)).status, 200);
+  t.equal(stack.auth.counts.introspection, before + 1, 'validated again');
+  for (const input of ['', '\n', '   \nsecond-line']) {
+    const empty = await runCli(['purge', '--config', config, '--token', '-'], { input });
+    t.equal(empty.code, 2, `${JSON.stringify(input)}: bad usage`);
+    t.match(empty.stderr, /no token on standard input/);
+  }
 });
 
 t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2), an unreachable one a runtime failure (exit 1)', async (t) => {

@@ -39,9 +39,10 @@ function isBuilt(): boolean {
   }
 }
 
-function run(command: string, args: readonly string[], options: { env: NodeJS.ProcessEnv; cwd: string }): Promise<CliResult> {
+function run(command: string, args: readonly string[], options: { env: NodeJS.ProcessEnv; cwd: string }, input?: string): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { ...options, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (input !== undefined) child.stdin?.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -88,7 +89,7 @@ export async function ensureBuilt(): Promise<void> {
   }
 }
 
-/** Runs `node dist/cli.js ...args` in the project root (or `cwd`) with only `env` added. */
-export function runCli(args: readonly string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
-  return run(process.execPath, [CLI, ...args], { env: cleanEnv(options.env ?? {}), cwd: options.cwd ?? ROOT });
+/** Runs `node dist/cli.js ...args` in the project root (or `cwd`) with only `env` added, `input` on its stdin. */
+export function runCli(args: readonly string[], options: { env?: Record<string, string>; cwd?: string; input?: string } = {}): Promise<CliResult> {
+  return run(process.execPath, [CLI, ...args], { env: cleanEnv(options.env ?? {}), cwd: options.cwd ?? ROOT }, options.input);
 }
