@@ -3,7 +3,7 @@
  * like jans-auth, a SCIM server standing in for jans-scim in BYPASS mode, and the gateway in
  * front of it - with the client credentials and the curl commands of the jans docs to try.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +49,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   } catch (error) {
     // The two servers would keep the process alive after the error, a demo without a gateway.
     await Promise.allSettled([auth.close(), scim.close()]);
+    rmSync(dir, { recursive: true, force: true });
     throw error;
   }
   const base = `${gateway.proxyUrl.replace('127.0.0.1', 'localhost')}/jans-scim/restv1/v2`;
@@ -83,5 +84,7 @@ Without a token the gateway answers 401; with a token lacking users.read, 403. C
   });
   await gateway.close();
   await Promise.allSettled([auth.close(), scim.close()]);
+  // The config holds the demo client's secret: not left behind in the temporary folder.
+  rmSync(dir, { recursive: true, force: true });
   return 0;
 }

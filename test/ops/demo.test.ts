@@ -2,6 +2,9 @@
 // the two curl commands of the jans docs; the same requests get a ListResponse with "Admin", and
 // 401 without a token.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
@@ -10,7 +13,9 @@ import { freePort } from '../helpers/redis.js';
 
 t.test('the demo prints working commands', async (t) => {
   const port = await freePort();
-  const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own temporary folder, to see what the demo leaves there.
+  const tmp = mkdtempSync(join(tmpdir(), 'scopegate-demo-test-'));
+  const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
   t.teardown(() => {
     child.kill('SIGTERM');
   });
@@ -60,6 +65,13 @@ t.test('the demo prints working commands', async (t) => {
   t.equal(anonymous.statusCode, 401);
   t.match(anonymous.headers['www-authenticate'], /^Bearer realm="scopegate"$/);
   t.match(await anonymous.body.text(), /"status":"401"/);
+
+  // The demo's config holds the client secret: gone once the demo stops.
+  t.equal(readdirSync(tmp).filter((name) => name.startsWith('scopegate-demo-')).length, 1, 'the config is in the temporary folder while the demo runs');
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'Ctrl-C (SIGTERM): exit 0');
+  t.same(readdirSync(tmp).filter((name) => name.startsWith('scopegate-demo-')), [], 'and is removed when it stops');
 });
 
 /** `scopegate demo ARGS` to its end, killed (and failed) if it is still running after `timeoutMs`. */
