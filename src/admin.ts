@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from 'pino';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
-import { tokenKey } from './token/cache.js';
+import { tokenKey, type PurgeMatch } from './token/cache.js';
 
 /** A purge request: exactly one of token, fingerprint, clientId. */
 export interface PurgeRequest {
@@ -21,7 +21,7 @@ export interface AdminOptions {
   metrics: Metrics;
   logger: Logger;
   /** Propagates a purge to other replicas (Redis); returns entries purged there. */
-  broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
+  broadcastPurge?: (match: PurgeMatch) => Promise<number>;
   /** True once the gateway stops: its requests in flight finish, it takes no new ones. */
   stopping?: () => boolean;
 }

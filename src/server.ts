@@ -19,6 +19,7 @@ import { createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
+import type { PurgeMatch } from './token/cache.js';
 
 /** What buildServer needs. */
 export interface ServerOptions {
@@ -28,7 +29,7 @@ export interface ServerOptions {
   access: (line: AccessLine) => void;
   /** The bytes of request bodies held in memory, all requests together. */
   bodies: BodyBudget;
-  broadcastPurge?: (match: { key?: string; fingerprint?: string; clientId?: string }) => Promise<number>;
+  broadcastPurge?: (match: PurgeMatch) => Promise<number>;
 }
 
 /** The proxy and admin instances of one gateway. */

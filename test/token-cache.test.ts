@@ -5,7 +5,7 @@
 import t from 'tap';
 import { InvalidToken } from '../src/errors.js';
 import { internPrincipal, type Principal } from '../src/token/principal.js';
-import { tokenKey, withCache } from '../src/token/cache.js';
+import { tokenKey, withCache, type PurgeMatch } from '../src/token/cache.js';
 
 const T0 = 1_800_000_000_000;
 
@@ -98,4 +98,47 @@ t.test('maxTtlSeconds bounds an entry whose token lives longer', async (t) => {
   t.ok(c.cache.peek(key));
   c.at(T0 + 10_000);
   t.equal(c.cache.peek(key), undefined);
+});
+
+t.test('a purge during a validation: the requests waiting get its answer, no later request does', async (t) => {
+  /** A cache whose validations wait until the test lets them answer. */
+  const gated = () => {
+    let calls = 0;
+    let open: () => void = () => undefined;
+    const cache = withCache(async () => {
+      calls += 1;
+      await new Promise<void>((resolve) => (open = resolve));
+      return internPrincipal('alice', 'client-1', ['users.read'], Math.floor(Date.now() / 1000) + 600);
+    }, { maxEntries: 100, maxTtlSeconds: 300, negativeTtlSeconds: 5 });
+    return { cache, calls: () => calls, answer: () => open() };
+  };
+  const cases: Array<[name: string, purge: (key: string) => PurgeMatch[], kept: boolean]> = [
+    ['by its key', (key) => [{ key }], false],
+    ['by its fingerprint', (key) => [{ fingerprint: key.slice(0, 12) }], false],
+    ['by its client id (known only from the answer)', () => [{ clientId: 'client-1' }], false],
+    ['of another token and another client', () => [{ key: tokenKey('other') }, { clientId: 'client-2' }], true],
+    ['more purges than are remembered: any of them may have matched', () => Array.from({ length: 300 }, (_, i) => ({ key: tokenKey(`other-${i}`) })), false],
+  ];
+  for (const [name, purges, kept] of cases) {
+    const g = gated();
+    const key = tokenKey('tok-p');
+    const waiting = Promise.all([g.cache.verify('tok-p', key), g.cache.verify('tok-p', key)]);
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const match of purges(key)) g.cache.purge(match);
+    g.answer();
+    const [a, b] = await waiting;
+    t.equal(a.principal.clientId, 'client-1', `${name}: the requests that waited get the answer`);
+    t.equal(b.principal.clientId, 'client-1');
+    t.equal(g.calls(), 1, `${name}: one validation for both`);
+    if (kept) {
+      t.ok(g.cache.peek(key), `${name}: the answer is kept`);
+    } else {
+      t.equal(g.cache.peek(key), undefined, `${name}: the answer is not kept`);
+      const next = g.cache.verify('tok-p', key);
+      await new Promise((resolve) => setImmediate(resolve));
+      g.answer();
+      await next;
+      t.equal(g.calls(), 2, `${name}: the next request is validated again`);
+    }
+  }
 });

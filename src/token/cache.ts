@@ -53,10 +53,30 @@ export interface CachedVerifier {
   peek(key: string): Principal | undefined;
   /** `key` is tokenKey(token), when the caller has it already. */
   verify(token: string, key?: string): Promise<{ principal: Principal; hit: boolean }>;
-  /** Drops entries by key (SHA-256 base64url), fingerprint prefix or client id; returns how many. */
-  purge(match: { key?: string; fingerprint?: string; clientId?: string }): number;
+  /**
+   * Drops entries by key (SHA-256 base64url), fingerprint prefix or client id; returns how many.
+   * A validation in flight that it matches is answered to the requests waiting for it, and never
+   * kept (here or in the shared level): its answer may predate the purge.
+   */
+  purge(match: PurgeMatch): number;
   readonly size: number;
 }
+
+/** What a purge drops: one token's key, a fingerprint prefix, or a client's tokens. */
+export interface PurgeMatch {
+  key?: string;
+  fingerprint?: string;
+  clientId?: string;
+}
+
+function purgeMatches(match: PurgeMatch, key: string, entry: Entry): boolean {
+  return (match.key !== undefined && key === match.key)
+    || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
+    || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
+}
+
+/** Purges remembered for the validations in flight (a validation lasts a few seconds at most). */
+const RECENT_PURGES = 256;
 
 /** The cache key of a token: SHA-256, base64url. */
 export function tokenKey(token: string): string {
@@ -94,6 +114,20 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     return { ttl: until - 1 - start, start };
   };
 
+  // The purges made while validations were in flight, numbered: a validation notes the number
+  // when it starts, and its answer is not kept if a later purge matches it.
+  let purges = 0;
+  const recentPurges: Array<{ n: number; match: PurgeMatch }> = [];
+  const purgedSince = (n: number, key: string, entry: Entry): boolean => {
+    if (purges === n) return false;
+    // Some of the purges since were forgotten: one of them may have matched.
+    if (recentPurges.length === 0 || recentPurges[0]!.n > n + 1) return true;
+    for (let i = recentPurges.length - 1; i >= 0 && recentPurges[i]!.n > n; i--) {
+      if (purgeMatches(recentPurges[i]!.match, key, entry)) return true;
+    }
+    return false;
+  };
+
   const lru = new LRUCache<string, Entry, string>({
     max: options.maxEntries,
     ttl: Math.max(maxTtlMs, 1),
@@ -103,9 +137,11 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     ttlResolution: 0,
     perf: { now },
     fetchMethod: async (key, _stale, { options: fetchOptions, context: token }) => {
+      const startedAfter = purges;
       const shared = await options.secondLevel?.get(key);
       let entry: Entry;
       let until: number;
+      let validated = false;
       if (shared && !isExpired(shared.entry)) {
         // Reused here no longer than it has left there: a refusal is not served past
         // negativeTtlSeconds, nor a revoked token past maxTtlSeconds, after its validation.
@@ -120,14 +156,17 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
           if (!(error instanceof InvalidToken)) throw error;
           entry = new Refusal(error.reason);
         }
-        // The shared level keeps it as long as this one does.
-        const at = now();
-        until = untilOf(entry, at);
-        if (until > at) void options.secondLevel?.set(key, entry, until - at);
+        validated = true;
+        until = untilOf(entry, now());
       }
+      const at = now();
+      // Purged while it was validated: the requests waiting get this answer, no later one does.
+      if (purgedSince(startedAfter, key, entry)) until = at;
+      // The shared level keeps it as long as this one does.
+      if (validated && until > at) void options.secondLevel?.set(key, entry, until - at);
       // The entry's lifetime ends at the token's exp, and lru-cache checks it on every get: the
       // expiry is re-checked on every hit without keeping it in the entry.
-      const { ttl, start } = lifetimeOf(until, now());
+      const { ttl, start } = lifetimeOf(until, at);
       fetchOptions.ttl = ttl;
       (fetchOptions as { start?: number }).start = start;
       return entry instanceof Refusal ? entry : withoutExpiry(entry);
@@ -157,12 +196,12 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       return { principal: check(entry), hit: cached !== undefined };
     },
     purge(match) {
+      purges += 1;
+      recentPurges.push({ n: purges, match });
+      if (recentPurges.length > RECENT_PURGES) recentPurges.shift();
       let purged = 0;
       for (const [key, entry] of lru.entries()) {
-        const hit = (match.key !== undefined && key === match.key)
-          || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
-          || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
-        if (hit && lru.delete(key)) purged += 1;
+        if (purgeMatches(match, key, entry) && lru.delete(key)) purged += 1;
       }
       return purged;
     },

@@ -8,15 +8,8 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { Refusal, type Entry, type SharedLevel } from './cache.js';
+import { Refusal, type Entry, type PurgeMatch, type SharedLevel } from './cache.js';
 import { internPrincipal } from './principal.js';
-
-/** A purge, as sent between replicas. */
-export interface PurgeMatch {
-  key?: string;
-  fingerprint?: string;
-  clientId?: string;
-}
 
 /** The shared cache and its purge channel. */
 export interface SharedCache extends SharedLevel {

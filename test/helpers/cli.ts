@@ -41,8 +41,9 @@ function isBuilt(): boolean {
 
 function run(command: string, args: readonly string[], options: { env: NodeJS.ProcessEnv; cwd: string }, input?: string): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { ...options, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    if (input !== undefined) child.stdin?.end(input);
+    const child = spawn(command, args, { ...options, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Without input, stdin is closed at once: a command that reads it sees its end.
+    child.stdin.end(input ?? '');
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
