@@ -156,6 +156,7 @@ export const schema: Section = {
             authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
             timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
+            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the exp and nbf of an active answer.' },
           },
         },
         jwt: {
@@ -211,7 +212,7 @@ export interface Config {
     realm: string;
     introspection?: {
       endpoint?: string; clientId?: string; clientSecret?: string; clientSecretFile?: string;
-      authMethod: 'client_secret_basic' | 'client_secret_post' | 'bearer_token'; timeoutMs: number; maxConcurrent: number;
+      authMethod: 'client_secret_basic' | 'client_secret_post' | 'bearer_token'; timeoutMs: number; maxConcurrent: number; clockToleranceSeconds: number;
     };
     jwt?: {
       jwksUri?: string; issuer?: string; audience: readonly string[]; algorithms: readonly string[];

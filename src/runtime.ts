@@ -113,7 +113,7 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
   const { introspection, jwt } = config.token;
   return hash('sha256', JSON.stringify({
     endpoints,
-    introspection: introspection && { authMethod: introspection.authMethod, clientId: introspection.clientId },
+    introspection: introspection && { authMethod: introspection.authMethod, clientId: introspection.clientId, clockToleranceSeconds: introspection.clockToleranceSeconds },
     jwt: jwt && { audience: jwt.audience, algorithms: jwt.algorithms, types: jwt.types, clockToleranceSeconds: jwt.clockToleranceSeconds },
   }), 'base64url').slice(0, 16);
 }
@@ -126,7 +126,8 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   const introspect = introspection && endpoints.introspection
     ? createIntrospectionVerifier({
       endpoint: endpoints.introspection, authMethod: introspection.authMethod, clientId: introspection.clientId,
-      clientSecret: introspection.clientSecret, timeoutMs: introspection.timeoutMs, maxConcurrent: introspection.maxConcurrent, now,
+      clientSecret: introspection.clientSecret, timeoutMs: introspection.timeoutMs, maxConcurrent: introspection.maxConcurrent,
+      clockToleranceSeconds: introspection.clockToleranceSeconds, now,
       onCall: (ms, outcome) => {
         metrics.introspections.inc({ outcome });
         metrics.introspectionSeconds.observe(ms / 1000);

@@ -18,6 +18,8 @@ export interface IntrospectionOptions {
   clientSecret?: string | undefined;
   timeoutMs: number;
   maxConcurrent: number;
+  /** Skew allowed between this clock and the authorization server's, for exp and nbf. */
+  clockToleranceSeconds: number;
   dispatcher?: Dispatcher;
   now?: () => number;
   /** Called once per call that went out, with its outcome. */
@@ -106,7 +108,9 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     const claims = body as Record<string, unknown>;
     // RFC 7662 section 2.2: only the boolean true means active ("true", 1, null do not: I02).
     if (claims.active !== true) throw new InvalidToken('inactive token');
-    return principalFromClaims(claims, Math.floor(now() / 1000), false);
+    // The server called it active by its own clock: a token it has just issued (nbf = now
+    // there) is not refused here because this clock is a second behind.
+    return principalFromClaims(claims, Math.floor(now() / 1000), false, options.clockToleranceSeconds);
   }
 
   async function verify(token: string): Promise<Principal> {

@@ -112,6 +112,10 @@ t.test('a faulty authorization server', async (t) => {
     'expired': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 600 }) }),
     'exp-string': () => ({ body: ok({ exp: String(future()) }) }),
     'not-yet-valid': () => ({ body: ok({ nbf: future() }) }),
+    // Issued a moment ago by a clock ahead of this one: within token.introspection.clockToleranceSeconds (30).
+    'nbf-skew-ok': () => ({ body: ok({ nbf: Math.floor(Date.now() / 1000) + 20 }) }),
+    'nbf-skew-over': () => ({ body: ok({ nbf: Math.floor(Date.now() / 1000) + 40 }) }),
+    'exp-skew-ok': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 20 }) }),
     'nbf-string': () => ({ body: ok({ nbf: String(future()) }) }),
     'refresh-token': () => ({ body: ok({ token_type: 'refresh_token' }) }),
     'no-scope': () => ({ body: JSON.stringify({ active: true, client_id: 'c', exp: future() }) }),
@@ -188,7 +192,15 @@ t.test('a faulty authorization server', async (t) => {
   });
 
   t.test('active but not yet valid, or with a time that is not a NumericDate', async (t) => {
-    for (const kind of ['not-yet-valid', 'exp-string', 'nbf-string']) assertDenied(t, (await ask(kind)).res, 401, INVALID_TOKEN, up);
+    for (const kind of ['not-yet-valid', 'exp-string', 'nbf-string', 'nbf-skew-over']) assertDenied(t, (await ask(kind)).res, 401, INVALID_TOKEN, up);
+  });
+
+  t.test('the clocks of the gateway and the authorization server may differ by clockToleranceSeconds', async (t) => {
+    for (const kind of ['nbf-skew-ok', 'exp-skew-ok']) {
+      const { res } = await ask(kind);
+      t.equal(res.status, 200, `${kind}: the server's active answer is taken`);
+      t.equal(up.requests.length, 1, `${kind}: forwarded`);
+    }
   });
 
   t.test('I04 active but a refresh token', async (t) => {
