@@ -147,6 +147,23 @@ if (!hasRedis()) {
     await bad.body.text();
   });
 
+  t.test('purge by client id over more entries than one batch: exactly that client\'s', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    // 1,200 stored validations, a third of them the client's (the purge reads 500 keys per command).
+    const keyOf = (i: number) => `${keyPrefix}token:${createHash('sha256').update(`bulk-${i}`).digest('base64url')}`;
+    const pipeline = raw.pipeline();
+    for (let i = 0; i < 1200; i++) pipeline.set(keyOf(i), JSON.stringify({ c: i % 3 === 0 ? 'batch-client' : 'other-client', sc: READ }), 'PX', 60000);
+    await pipeline.exec();
+    const response = await request(`${a.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ clientId: 'batch-client' }) });
+    t.equal(response.statusCode, 200);
+    t.same(await response.body.json(), { purged: 400 }, 'the 400 entries of the client, in Redis');
+    const left = await raw.mget(...Array.from({ length: 1200 }, (_, i) => keyOf(i)));
+    t.equal(left.filter((v, i) => v === null && i % 3 === 0).length, 400, 'all of them gone');
+    t.equal(left.filter((v, i) => v !== null && i % 3 !== 0).length, 800, 'the other client\'s kept');
+  });
+
   t.test('an entry read from Redis ends when it ends there, not a full TTL later', async (t) => {
     // An authorization server whose answer for a token the test changes: a token valid when
     // first seen is revoked, and one refused when first seen becomes valid.

@@ -106,6 +106,9 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
     }
   });
 
+  /** Keys read or deleted per command by a purge. */
+  const PURGE_BATCH = 500;
+
   async function scanKeys(pattern: string): Promise<string[]> {
     const keys: string[] = [];
     let cursor = '0';
@@ -166,12 +169,17 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
         else if (match.fingerprint) keys = await scanKeys(`${prefix}${match.fingerprint.replace(/[*?[\]\\]/g, '')}*`);
         else if (match.clientId) {
           const all = await scanKeys(`${prefix}*`);
-          for (const k of all) {
-            const e = decode((await client.get(k)) ?? '');
-            if (e && !(e instanceof Refusal) && e.clientId === match.clientId) keys.push(k);
+          // Read in batches: one round trip per PURGE_BATCH keys, not one per key.
+          for (let i = 0; i < all.length; i += PURGE_BATCH) {
+            const batch = all.slice(i, i + PURGE_BATCH);
+            const values = await client.mget(...batch);
+            for (let j = 0; j < batch.length; j++) {
+              const e = decode(values[j] ?? '');
+              if (e && !(e instanceof Refusal) && e.clientId === match.clientId) keys.push(batch[j]!);
+            }
           }
         }
-        if (keys.length > 0) deleted = await client.del(...keys);
+        for (let i = 0; i < keys.length; i += PURGE_BATCH) deleted += await client.del(...keys.slice(i, i + PURGE_BATCH));
         await client.publish(channel, JSON.stringify(match));
       } catch (error) {
         failed(error);
