@@ -285,7 +285,26 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 
 const kClosing = Symbol('scopegate.closing');
 const kCurrent = Symbol('scopegate.current');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest };
+const kQueued = Symbol('scopegate.queued');
+type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest; [kQueued]?: Set<() => void> };
+
+/**
+ * Runs `ended` when `socket` closes. Node queues the response of a request pipelined behind one
+ * still in flight (its `socket` is null until its turn) and never emits 'close' on a queued
+ * response when the connection goes first: without this, such a request would get no access line,
+ * stay in flight for the shutdown, and keep its share of the body budget for good. One listener
+ * per connection, however many requests are queued on it.
+ */
+function endWithSocket(socket: MarkedSocket, ended: () => void): void {
+  let queued = socket[kQueued];
+  if (queued === undefined) {
+    const all = (queued = socket[kQueued] = new Set());
+    socket.once('close', () => {
+      for (const end of all) end();
+    });
+  }
+  queued.add(ended);
+}
 
 /**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
@@ -569,12 +588,19 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const socket = request.raw.socket as MarkedSocket;
     socket[kCurrent] = request;
     inFlight.enter();
-    reply.raw.on('close', () => {
+    let open = true;
+    const ended = () => {
+      // Once: a queued response that got its turn may see both its own 'close' and the socket's.
+      if (!open) return;
+      open = false;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
       if (socket[kCurrent] === request) socket[kCurrent] = undefined;
+      socket[kQueued]?.delete(ended);
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
-    });
+    };
+    reply.raw.on('close', ended);
+    if (reply.raw.socket === null) endWithSocket(socket, ended);
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
