@@ -617,7 +617,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   app.setErrorHandler((error, request, reply) => {
     const gatewayError = toGatewayError(error);
     const decision = request.decision;
-    const kind = upstreamKind(gatewayError);
+    // A response already closed (the client went away; its line is written) has nobody to answer:
+    // what fails after it, the forwarder's upload of a body the client cut off or the relay of an
+    // answer that came too late, is the client's leaving, not an upstream failure to count.
+    const kind = reply.raw.destroyed ? undefined : upstreamKind(gatewayError);
     if (decision) {
       // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
       // decision stays allow, so that an upstream outage does not show as refused clients.
