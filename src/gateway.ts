@@ -9,7 +9,7 @@
  *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
  *   7. log      one access line in onResponse
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import proxy from '@fastify/http-proxy';
@@ -286,7 +286,7 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 const kClosing = Symbol('scopegate.closing');
 const kCurrent = Symbol('scopegate.current');
 const kQueued = Symbol('scopegate.queued');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest; [kQueued]?: Set<() => void> };
+type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyReply; [kQueued]?: Set<() => void>; _httpMessage?: ServerResponse | null };
 
 /**
  * Runs `ended` when `socket` closes. Node queues the response of a request pipelined behind one
@@ -307,6 +307,22 @@ function endWithSocket(socket: MarkedSocket, ended: () => void): void {
 }
 
 /**
+ * Whether the HTTP parser's refusal of what came next on `socket` may be written there as a
+ * response of its own: not once a response on it has begun (Node's own clientError rule), as the
+ * refusal would be read as that response's body. The connection is then closed without a word,
+ * and a request whose body was refused names the refusal in the line written as its response
+ * closes. (`_httpMessage` is the response Node writes on the socket, as its own handler reads it.)
+ */
+export function parserMayAnswer(socket: Socket, reason: string): boolean {
+  const marked = socket as MarkedSocket;
+  if (!marked._httpMessage?.headersSent) return true;
+  const refused = marked[kCurrent]?.request;
+  const d = refused?.decision;
+  if (d && !d.logged && !refused!.raw.complete) d.reason = reason;
+  return false;
+}
+
+/**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
  * was the body of the connection's latest request, still incomplete (cut off, malformed chunks, a
  * stall to limits.requestTimeoutMs), the refusal is that request's answer: its decision records
@@ -314,7 +330,7 @@ function endWithSocket(socket: MarkedSocket, ended: () => void): void {
  * there is no request yet: undefined.
  */
 export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
-  const request = (socket as MarkedSocket)[kCurrent];
+  const request = (socket as MarkedSocket)[kCurrent]?.request;
   const d = request?.decision;
   if (!request || !d || d.logged || request.raw.complete) return undefined;
   d.logged = true;
@@ -586,7 +602,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // is not enough: it runs only while the request body is unread.
     // The connection's latest request: the one a refusal of the HTTP parser may concern.
     const socket = request.raw.socket as MarkedSocket;
-    socket[kCurrent] = request;
+    socket[kCurrent] = reply;
     inFlight.enter();
     let open = true;
     const ended = () => {
@@ -594,7 +610,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       if (!open) return;
       open = false;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
-      if (socket[kCurrent] === request) socket[kCurrent] = undefined;
+      if (socket[kCurrent] === reply) socket[kCurrent] = undefined;
       socket[kQueued]?.delete(ended);
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
