@@ -168,7 +168,10 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   const closeProxy = async () => {
     stopping = true;
     await proxy.close();
-    await dispatcher.close().catch(() => undefined);
+    // Every client connection is closed now: what the upstream still owes (a request whose
+    // client went away, which reply-from does not abort) has nobody to go to. Waiting for it, as
+    // close() would, held the stop up to upstream.timeoutMs.
+    await dispatcher.destroy().catch(() => undefined);
   };
   return {
     proxy,
