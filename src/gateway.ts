@@ -597,13 +597,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
     };
     request.decision = decision;
-    // Every response closes, finished or not (a client that went away, a connection the shutdown
-    // deadline closed, whether or not the request's body had been read). Fastify's onRequestAbort
-    // is not enough: it runs only while the request body is unread.
     // The connection's latest request: the one a refusal of the HTTP parser may concern.
     const socket = request.raw.socket as MarkedSocket;
     socket[kCurrent] = reply;
     inFlight.enter();
+    // A request ends as its response closes, finished or not (a client that went away, a
+    // connection the shutdown deadline closed, whether or not the request's body had been read),
+    // or with its connection while its response is queued (endWithSocket). Fastify's
+    // onRequestAbort is not enough: it runs only while the request body is unread.
     let open = true;
     const ended = () => {
       // Once: a queued response that got its turn may see both its own 'close' and the socket's.
