@@ -7,7 +7,7 @@
  *   4. scopes   the operation's requirement is satisfied (403)
  *   5. body     the size limit, and /Bulk's inner operations (413, 400, 403)
  *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
- *   7. log      one access line in onResponse
+ *   7. log      one access line in onResponse, or as an unfinished response closes
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
