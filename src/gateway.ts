@@ -7,9 +7,9 @@
  *   4. scopes   the operation's requirement is satisfied (403)
  *   5. body     the size limit, and /Bulk's inner operations (413, 400, 403)
  *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
- *   7. log      one access line in onResponse
+ *   7. log      one access line in onResponse, or as an unfinished response closes
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import proxy from '@fastify/http-proxy';
@@ -285,7 +285,42 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 
 const kClosing = Symbol('scopegate.closing');
 const kCurrent = Symbol('scopegate.current');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest };
+const kQueued = Symbol('scopegate.queued');
+type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyReply; [kQueued]?: Set<() => void>; _httpMessage?: ServerResponse | null };
+
+/**
+ * Runs `ended` when `socket` closes. Node queues the response of a request pipelined behind one
+ * still in flight (its `socket` is null until its turn) and never emits 'close' on a queued
+ * response when the connection goes first: without this, such a request would get no access line,
+ * stay in flight for the shutdown, and keep its share of the body budget for good. One listener
+ * per connection, however many requests are queued on it.
+ */
+function endWithSocket(socket: MarkedSocket, ended: () => void): void {
+  let queued = socket[kQueued];
+  if (queued === undefined) {
+    const all = (queued = socket[kQueued] = new Set());
+    socket.once('close', () => {
+      for (const end of all) end();
+    });
+  }
+  queued.add(ended);
+}
+
+/**
+ * Whether the HTTP parser's refusal of what came next on `socket` may be written there as a
+ * response of its own: not once a response on it has begun (Node's own clientError rule), as the
+ * refusal would be read as that response's body. The connection is then closed without a word,
+ * and a request whose body was refused names the refusal in the line written as its response
+ * closes. (`_httpMessage` is the response Node writes on the socket, as its own handler reads it.)
+ */
+export function parserMayAnswer(socket: Socket, reason: string): boolean {
+  const marked = socket as MarkedSocket;
+  if (!marked._httpMessage?.headersSent) return true;
+  const refused = marked[kCurrent]?.request;
+  const d = refused?.decision;
+  if (d && !d.logged && !refused!.raw.complete) d.reason = reason;
+  return false;
+}
 
 /**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
@@ -295,7 +330,7 @@ type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest
  * there is no request yet: undefined.
  */
 export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
-  const request = (socket as MarkedSocket)[kCurrent];
+  const request = (socket as MarkedSocket)[kCurrent]?.request;
   const d = request?.decision;
   if (!request || !d || d.logged || request.raw.complete) return undefined;
   d.logged = true;
@@ -562,19 +597,27 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
     };
     request.decision = decision;
-    // Every response closes, finished or not (a client that went away, a connection the shutdown
-    // deadline closed, whether or not the request's body had been read). Fastify's onRequestAbort
-    // is not enough: it runs only while the request body is unread.
     // The connection's latest request: the one a refusal of the HTTP parser may concern.
     const socket = request.raw.socket as MarkedSocket;
-    socket[kCurrent] = request;
+    socket[kCurrent] = reply;
     inFlight.enter();
-    reply.raw.on('close', () => {
+    // A request ends as its response closes, finished or not (a client that went away, a
+    // connection the shutdown deadline closed, whether or not the request's body had been read),
+    // or with its connection while its response is queued (endWithSocket). Fastify's
+    // onRequestAbort is not enough: it runs only while the request body is unread.
+    let open = true;
+    const ended = () => {
+      // Once: a queued response that got its turn may see both its own 'close' and the socket's.
+      if (!open) return;
+      open = false;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
-      if (socket[kCurrent] === request) socket[kCurrent] = undefined;
+      if (socket[kCurrent] === reply) socket[kCurrent] = undefined;
+      socket[kQueued]?.delete(ended);
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
-    });
+    };
+    reply.raw.on('close', ended);
+    if (reply.raw.socket === null) endWithSocket(socket, ended);
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
@@ -591,7 +634,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   app.setErrorHandler((error, request, reply) => {
     const gatewayError = toGatewayError(error);
     const decision = request.decision;
-    const kind = upstreamKind(gatewayError);
+    // A response already closed (the client went away; its line is written) has nobody to answer:
+    // what fails after it, the forwarder's upload of a body the client cut off or the relay of an
+    // answer that came too late, is the client's leaving, not an upstream failure to count.
+    const kind = reply.raw.destroyed ? undefined : upstreamKind(gatewayError);
     if (decision) {
       // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
       // decision stays allow, so that an upstream outage does not show as refused clients.

@@ -15,7 +15,7 @@ import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import type { BodyBudget } from './request/body.js';
-import { createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
+import { createRewriteUrl, gateway, InFlight, parserMayAnswer, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
@@ -51,9 +51,14 @@ class HeaderTooLarge extends GatewayError {
 
 /**
  * Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer: as the
- * line of the request whose body the parser refused, or of a request that never got a head.
+ * line of the request whose body the parser refused, or of a request that never got a head. Where
+ * a response is under way on the socket, closes it without a word instead.
  */
 function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
+  if (!parserMayAnswer(socket, reason)) {
+    socket.destroy();
+    return;
+  }
   const body = scimErrorBody(error);
   socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   const line = parserRefusalOf(socket, error.statusCode, reason) ?? {
@@ -164,7 +169,10 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   const closeProxy = async () => {
     stopping = true;
     await proxy.close();
-    await dispatcher.close().catch(() => undefined);
+    // Every client connection is closed now: what the upstream still owes (a request whose
+    // client went away, which reply-from does not abort) has nobody to go to. Waiting for it, as
+    // close() would, held the stop up to upstream.timeoutMs.
+    await dispatcher.destroy().catch(() => undefined);
   };
   return {
     proxy,

@@ -2,7 +2,8 @@
  * A client that goes away before its answer is complete (INTERFACE.md "Logs": one access line per
  * request): the request still gets exactly one access line, with its method, path and operation:
  * 499 whether its body had been read whole and forwarded or the answer had begun; the parser's
- * 400 when the connection ended in the middle of the body.
+ * 400 when the connection ended in the middle of the body. Never an upstream failure in
+ * scopegate_upstream_errors_total: the client left.
  */
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
@@ -40,11 +41,26 @@ interface Case {
 }
 
 const whole = (u: { complete: boolean } | undefined) => u?.complete === true;
+// A chunked body is read whole before anything of it goes upstream: the client leaves once the
+// gateway has had `ms` to read what it sent.
+const after = (ms: number) => {
+  let since: number | undefined;
+  return () => Date.now() >= (since ??= Date.now()) + ms;
+};
+
+/** The sum of scopegate_upstream_errors_total over its kinds. */
+async function upstreamErrors(adminUrl: string): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  let sum = 0;
+  for (const m of text.matchAll(/^scopegate_upstream_errors_total\{[^}]*\} (\d+)$/gm)) sum += Number(m[1]);
+  return sum;
+}
 const cases: Case[] = [
   { name: 'GET', scope: READ, method: 'GET', path: `${B}/Users/abort-get`, operation: 'get-user-by-id', head: '', body: '', ready: (u) => u !== undefined },
   { name: 'POST with a Content-Length, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length}\r\n`, body: USER, ready: whole },
   { name: 'POST chunked, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Transfer-Encoding: chunked\r\n`, body: `${USER.length.toString(16)}\r\n${USER}\r\n0\r\n\r\n`, ready: whole },
   { name: 'POST with a Content-Length, body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length + 100}\r\n`, body: USER, ready: (u) => u !== undefined, status: 400, reason: /^refused by the HTTP parser: HPE_INVALID_EOF_STATE$/ },
+  { name: 'POST chunked, body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Transfer-Encoding: chunked\r\n`, body: `${USER.length.toString(16)}\r\n${USER}\r\n`, ready: after(100), status: 400, reason: /^refused by the HTTP parser: HPE_INVALID_EOF_STATE$/ },
   { name: 'GET whose answer has begun', scope: READ, method: 'GET', path: `${B}/Users/abort-begun`, operation: 'get-user-by-id', head: '', body: '', answerBegins: true, ready: (_u, received) => received.includes('\r\n\r\n') },
 ];
 
@@ -67,6 +83,7 @@ for (const c of cases) {
     };
     up.reset();
     const before = accessLines(gw.logs).length;
+    const blamed = await upstreamErrors(gw.adminUrl);
     const socket: Socket = connect(gw.port, '127.0.0.1');
     let received = '';
     socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
@@ -84,6 +101,7 @@ for (const c of cases) {
     t.match(lines[0], c.status === undefined
       ? { method: c.method, path: c.path, operation: c.operation, status: 499, decision: 'allow', reason: /^connection closed before the response was complete \(scopes satisfied\)$/ }
       : { method: c.method, path: c.path, operation: c.operation, status: c.status, decision: 'deny', reason: c.reason });
+    t.equal(await upstreamErrors(gw.adminUrl), blamed, 'the upstream is not blamed: scopegate_upstream_errors_total unchanged');
   });
 }
 

@@ -7,6 +7,7 @@
  */
 import t from 'tap';
 import { accessLines } from '../helpers/gateway.js';
+import { until } from './support.js';
 import { B, bearer, converse, settle, startStack, type Conversation, type Stack } from '../helpers/stack.js';
 
 let stack: Stack;
@@ -71,6 +72,37 @@ t.test('a client that goes away mid-body gives its bytes back', async (t) => {
   t.ok(await waitHeld(800), 'held while it is read');
   c.socket.destroy();
   t.ok(await waitHeld(0), 'given back when the connection closes');
+});
+
+t.test('a body read behind a pipelined request gives its bytes back, and gets its line, when the client goes away', async (t) => {
+  // Node queues the response of a request pipelined behind one still in flight, and never closes
+  // a queued response when its connection goes: the bytes must come back all the same.
+  let release: () => void = () => undefined;
+  stack.up.respond = (_req, res) => {
+    release = () => {
+      if (!res.destroyed) res.end('{}');
+    };
+  };
+  t.teardown(() => {
+    release();
+    stack.up.respond = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/scim+json' });
+      res.end('{}');
+    };
+  });
+  stack.up.reset();
+  const before = accessLines(stack.gw.logs).length;
+  const c = await converse(stack.gw.port);
+  c.write(`GET ${B}/Users/slow HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
+  t.ok(await until(() => stack.up.requests.length === 1), 'the first request waits at the upstream');
+  c.write(`${head(`${B}/Users`) + chunk(`{"x":"${'a'.repeat(793)}"`) + chunk('}')}0\r\n\r\n`);
+  t.ok(await until(() => stack.up.requests.length === 2), 'the pipelined body is read whole and forwarded');
+  t.equal(await held(), 801, 'and held until its response closes');
+  c.socket.destroy();
+  t.ok(await waitHeld(0), 'given back when the connection closes');
+  await settle(100);
+  const lines = accessLines(stack.gw.logs).slice(before);
+  t.same(lines.map((l) => [l.path, l.status]), [[`${B}/Users/slow`, 499], [`${B}/Users`, 499]], 'one line each');
 });
 
 async function waitHeld(bytes: number): Promise<boolean> {

@@ -1,7 +1,7 @@
 // SIGTERM while a kept-alive connection is busy: the request in flight finishes, and a request
 // that comes after it on the same connection is the gateway's own 503 (a SCIM error with
 // Retry-After and Connection: close), counted in the access log like any other answer: never
-// Fastify's JSON 503, never forwarded.
+// Fastify's JSON 503, never forwarded. A request whose client has gone does not hold the stop.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
-import { B, SHARED_OPENAPI } from '../helpers/gateway.js';
+import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 import { CLI, startServe } from '../helpers/process.js';
 import { converse, settle } from '../helpers/stack.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
@@ -120,4 +120,23 @@ t.test('while requests in flight finish after SIGTERM, the admin listener still 
   t.match((await admin('/metrics')).body, /^# TYPE scopegate_requests_total counter$/m, '/metrics can still be scraped');
   t.equal((await inFlight).statusCode, 200, 'the request in flight finished');
   t.equal(await serve.exited, 0, 'exit code 0');
+});
+
+t.test('a request whose client went away does not hold the stop: the upstream\'s late answer has nobody to go to', async (t) => {
+  const up = await startRecordingUpstream();
+  // An upstream that never answers (upstream.timeoutMs is 30 s).
+  up.respond = () => undefined;
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } } });
+  t.teardown(() => up.close());
+  const c = await converse(gw.port);
+  c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  while (up.requests.length === 0) await settle(10);
+  c.end();
+  await settle(100);
+  const started = Date.now();
+  await gw.close();
+  const tookMs = Date.now() - started;
+  t.ok(tookMs < 1000, `closed at once (${tookMs} ms), not at the shutdown deadline (3000 ms)`);
+  t.notOk(gw.logs.some((l) => l.includes('shutdown deadline reached')), 'no request was in flight to cut');
+  t.match(gw.logs.filter((l) => l.includes('"msg":"access"')), [/"status":499/], 'its line was written as the client left');
 });
