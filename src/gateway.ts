@@ -284,8 +284,36 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 }
 
 const kClosing = Symbol('scopegate.closing');
-const kCurrent = Symbol('scopegate.current');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest };
+const kOpen = Symbol('scopegate.open');
+type MarkedSocket = Socket & {
+  [kClosing]?: boolean;
+  /** The connection's requests whose response has not closed, in the order they came, each with what ends it. */
+  [kOpen]?: Map<FastifyRequest, () => void>;
+};
+
+/**
+ * The requests of `socket` whose response has not closed. A response queued behind another
+ * (pipelining) emits no 'close' of its own when the connection goes: the socket's 'close' ends
+ * those, so that each still gets its access line and gives back the bytes of its body.
+ */
+function openRequestsOf(socket: MarkedSocket): Map<FastifyRequest, () => void> {
+  let open = socket[kOpen];
+  if (open === undefined) {
+    const requests = new Map<FastifyRequest, () => void>();
+    socket.once('close', () => {
+      for (const end of [...requests.values()]) end();
+    });
+    socket[kOpen] = open = requests;
+  }
+  return open;
+}
+
+/** The latest request of `socket` whose response has not closed. */
+function latestOpen(socket: MarkedSocket): FastifyRequest | undefined {
+  let latest: FastifyRequest | undefined;
+  for (const request of socket[kOpen]?.keys() ?? []) latest = request;
+  return latest;
+}
 
 /**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
@@ -295,7 +323,7 @@ type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyRequest
  * there is no request yet: undefined.
  */
 export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
-  const request = (socket as MarkedSocket)[kCurrent];
+  const request = latestOpen(socket as MarkedSocket);
   const d = request?.decision;
   if (!request || !d || d.logged || request.raw.complete) return undefined;
   d.logged = true;
@@ -562,19 +590,21 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
     };
     request.decision = decision;
-    // Every response closes, finished or not (a client that went away, a connection the shutdown
-    // deadline closed, whether or not the request's body had been read). Fastify's onRequestAbort
-    // is not enough: it runs only while the request body is unread.
-    // The connection's latest request: the one a refusal of the HTTP parser may concern.
+    // Every request ends once: as its response closes, finished or not (a client that went away,
+    // a connection the shutdown deadline closed, whether or not the request's body had been
+    // read), or with its connection when its response was still queued behind another. Fastify's
+    // onRequestAbort is not enough: it runs only while the request body is unread.
     const socket = request.raw.socket as MarkedSocket;
-    socket[kCurrent] = request;
+    const open = openRequestsOf(socket);
     inFlight.enter();
-    reply.raw.on('close', () => {
+    const end = () => {
+      if (!open.delete(request)) return;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
-      if (socket[kCurrent] === request) socket[kCurrent] = undefined;
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
-    });
+    };
+    open.set(request, end);
+    reply.raw.on('close', end);
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');

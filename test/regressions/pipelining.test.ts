@@ -2,7 +2,9 @@
 // section 9.6): a request pipelined behind such an answer is refused and never forwarded, where it
 // would have run upstream with nobody to see its response. A request the HTTP parser cut short
 // (408, 400) has one access line, not a second one for its abort. And an HTTP/1.0 client never
-// gets `100 Continue` (RFC 9110 section 10.1.1: it must be ignored).
+// gets `100 Continue` (RFC 9110 section 10.1.1: it must be ignored). Pipelined requests whose
+// answers were still queued when the client went away each get their 499 line and give their
+// bodies' bytes back (Node emits no 'close' for a response that never had the socket).
 import t from 'tap';
 import { accessLines } from '../helpers/gateway.js';
 import { B, bearer, converse, send, settle, startStack, type Stack } from '../helpers/stack.js';
@@ -72,4 +74,49 @@ t.test('HTTP/1.0 with Expect: 100-continue: no 100 Continue, the request is serv
   t.ok(await c.waitFor(/HTTP\/1\.[01] 200 /, 5000), '200');
   t.notMatch(c.data, /100 Continue/, 'no 100 Continue');
   c.end();
+});
+
+/** The sum of scopegate_requests_total, and the bytes of bodies held. */
+async function counters(): Promise<{ answered: number; held: number }> {
+  const text = await (await fetch(`${stack.gw.adminUrl}/metrics`)).text();
+  const answered = [...text.matchAll(/^scopegate_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return { answered, held: Number(/^scopegate_request_body_bytes_held (\d+)$/m.exec(text)?.[1]) };
+}
+
+/** Makes the upstream hold its answer to `path` until the returned function is called (the others as usual). */
+function holdAnswer(path: string): () => void {
+  const usual = stack.up.respond;
+  const held: Array<() => void> = [];
+  stack.up.respond = (req, res, body) => {
+    if (req.url !== path) return usual(req, res, body);
+    held.push(() => usual(req, res, body));
+  };
+  return () => {
+    stack.up.respond = usual;
+    for (const answer of held.splice(0)) answer();
+  };
+}
+
+const SLOW = `${B}/Users/slow`;
+const getSlow = () => `GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`;
+
+t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
+  stack.up.reset();
+  const release = holdAnswer(SLOW);
+  t.teardown(release);
+  const before = accessLines(stack.gw.logs).length;
+  const { answered } = await counters();
+  const c = await converse(stack.gw.port);
+  // The chunked body is read whole and forwarded; its answer waits behind the slow one's, and so
+  // does the 401 of the last request.
+  c.write(getSlow()
+    + `POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('{"schemas":[]}')}0\r\n\r\n`
+    + `GET ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  while (!stack.up.requests.some((r) => r.method === 'POST' && r.complete)) await settle(10);
+  t.equal((await counters()).held, 14, 'the chunked body is held until its response closes');
+  c.end();
+  await settle(300);
+  const lines = accessLines(stack.gw.logs).slice(before);
+  t.same(lines.map((l) => [l.method, l.path, l.status]).sort(), [['GET', `${B}/Groups`, 499], ['GET', SLOW, 499], ['POST', `${B}/Users`, 499]], 'one line each: the connection closed before their answers');
+  t.same(await counters(), { answered, held: 0 }, 'nothing answered, nothing held');
 });
