@@ -285,10 +285,13 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 
 const kClosing = Symbol('scopegate.closing');
 const kOpen = Symbol('scopegate.open');
+const kRefusal = Symbol('scopegate.refusal');
 type MarkedSocket = Socket & {
   [kClosing]?: boolean;
   /** The connection's requests whose response has not closed, in the order they came, each with what ends it. */
-  [kOpen]?: Map<FastifyRequest, () => void>;
+  [kOpen]?: Map<FastifyReply, () => void>;
+  /** The HTTP parser's refusal, waiting for the answers owed before it. */
+  [kRefusal]?: () => void;
 };
 
 /**
@@ -296,36 +299,57 @@ type MarkedSocket = Socket & {
  * (pipelining) emits no 'close' of its own when the connection goes: the socket's 'close' ends
  * those, so that each still gets its access line and gives back the bytes of its body.
  */
-function openRequestsOf(socket: MarkedSocket): Map<FastifyRequest, () => void> {
+function openRequestsOf(socket: MarkedSocket): Map<FastifyReply, () => void> {
   let open = socket[kOpen];
   if (open === undefined) {
-    const requests = new Map<FastifyRequest, () => void>();
+    const replies = new Map<FastifyReply, () => void>();
     socket.once('close', () => {
-      for (const end of [...requests.values()]) end();
+      for (const end of [...replies.values()]) end();
     });
-    socket[kOpen] = open = requests;
+    socket[kOpen] = open = replies;
   }
   return open;
 }
 
 /** The latest request of `socket` whose response has not closed. */
-function latestOpen(socket: MarkedSocket): FastifyRequest | undefined {
-  let latest: FastifyRequest | undefined;
-  for (const request of socket[kOpen]?.keys() ?? []) latest = request;
+function latestOpen(socket: MarkedSocket): FastifyReply | undefined {
+  let latest: FastifyReply | undefined;
+  for (const reply of socket[kOpen]?.keys() ?? []) latest = reply;
   return latest;
+}
+
+/** Whether `socket` still owes the answer of a request it received whole. */
+function owesAnswers(socket: MarkedSocket): boolean {
+  for (const reply of socket[kOpen]?.keys() ?? []) if (reply.request.raw.complete) return true;
+  return false;
+}
+
+/**
+ * Runs `answer`, the HTTP parser's refusal of what came next on `socket`, once the answers of
+ * the requests received whole before it are complete. Answers go in the order of the requests
+ * (RFC 9112 section 9.3.2): a refusal written at once would read as the answer to a request
+ * still in flight, one the upstream may already have run, and would cut the answers owed.
+ */
+export function afterAnswersOwed(socket: Socket, answer: () => void): void {
+  const s = socket as MarkedSocket;
+  if (owesAnswers(s)) s[kRefusal] = answer;
+  else answer();
 }
 
 /**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
  * was the body of the connection's latest request, still incomplete (cut off, malformed chunks, a
  * stall to limits.requestTimeoutMs), the refusal is that request's answer: its decision records
- * it and its one access line is returned. Otherwise (a request whose head could not be parsed)
- * there is no request yet: undefined.
+ * it and its one access line is returned; null when that request has its own answer under way
+ * (refused before its body was read), which the refusal must not follow. Otherwise (a request
+ * whose head could not be parsed) there is no request yet: undefined.
  */
-export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
-  const request = latestOpen(socket as MarkedSocket);
+export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | null | undefined {
+  const reply = latestOpen(socket as MarkedSocket);
+  const request = reply?.request;
   const d = request?.decision;
-  if (!request || !d || d.logged || request.raw.complete) return undefined;
+  if (!reply || !request || !d || request.raw.complete) return undefined;
+  if (d.logged || reply.raw.headersSent) return null;
   d.logged = true;
   d.allowed = false;
   d.reason = reason;
@@ -598,12 +622,17 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const open = openRequestsOf(socket);
     inFlight.enter();
     const end = () => {
-      if (!open.delete(request)) return;
+      if (!open.delete(reply)) return;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
+      const refusal = socket[kRefusal];
+      if (refusal !== undefined && !owesAnswers(socket)) {
+        socket[kRefusal] = undefined;
+        refusal();
+      }
     };
-    open.set(request, end);
+    open.set(reply, end);
     reply.raw.on('close', end);
     let pending: Promise<void> | undefined;
     try {

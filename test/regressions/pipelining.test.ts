@@ -4,7 +4,9 @@
 // (408, 400) has one access line, not a second one for its abort. And an HTTP/1.0 client never
 // gets `100 Continue` (RFC 9110 section 10.1.1: it must be ignored). Pipelined requests whose
 // answers were still queued when the client went away each get their 499 line and give their
-// bodies' bytes back (Node emits no 'close' for a response that never had the socket).
+// bodies' bytes back (Node emits no 'close' for a response that never had the socket). What the
+// parser refuses behind requests still being answered is answered after them (RFC 9112 section
+// 9.3.2), and bytes after a request that closes its connection get no answer of their own.
 import t from 'tap';
 import { accessLines } from '../helpers/gateway.js';
 import { B, bearer, converse, send, settle, startStack, type Stack } from '../helpers/stack.js';
@@ -98,7 +100,8 @@ function holdAnswer(path: string): () => void {
 }
 
 const SLOW = `${B}/Users/slow`;
-const getSlow = () => `GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`;
+const getSlow = (headers = '') => `GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n${headers}\r\n`;
+const responses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 
 t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
   stack.up.reset();
@@ -119,4 +122,53 @@ t.test('a client that goes away with pipelined requests still unanswered: one 49
   const lines = accessLines(stack.gw.logs).slice(before);
   t.same(lines.map((l) => [l.method, l.path, l.status]).sort(), [['GET', `${B}/Groups`, 499], ['GET', SLOW, 499], ['POST', `${B}/Users`, 499]], 'one line each: the connection closed before their answers');
   t.same(await counters(), { answered, held: 0 }, 'nothing answered, nothing held');
+});
+
+t.test('a request the HTTP parser refuses behind requests still being answered: their answers first, in order, then the refusal', async (t) => {
+  for (const [name, bytes, status] of [
+    ['a malformed request line', 'GARBAGE\x01 / HTTP/1.1\r\n\r\n', 400],
+    ['a header block over limits.headerBytes', `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(9000)}\r\n\r\n`, 431],
+    ['a chunked body with a malformed chunk', `POST ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n`, 400],
+  ] as const) {
+    stack.up.reset();
+    const release = holdAnswer(SLOW);
+    const before = accessLines(stack.gw.logs).length;
+    const { answered } = await counters();
+    const c = await converse(stack.gw.port);
+    c.write(getSlow() + `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` + bytes);
+    while (stack.up.requests.length < 2) await settle(10);
+    await settle(100);
+    t.same(responses(c.data), [], `${name}: nothing written while the first answer is owed`);
+    release();
+    t.ok(await c.waitClose(3000), `${name}: the connection closes`);
+    t.same(responses(c.data), [200, 200, status], `${name}: the two answers, then the refusal`);
+    const lines = accessLines(stack.gw.logs).slice(before);
+    t.same(lines.map((l) => l.status), [200, 200, status], `${name}: one line each`);
+    t.match(lines[2], { status, decision: 'deny', reason: /^refused by the HTTP parser: / });
+    t.equal((await counters()).answered, answered + 3, `${name}: three answers counted`);
+    t.same(stack.up.requests.map((r) => r.url), [SLOW, `${B}/Schemas`], `${name}: only the two requests before it reached the upstream`);
+  }
+});
+
+t.test('bytes after a request that closes its connection are not processed: its answer, then the connection closes', async (t) => {
+  for (const [name, first] of [
+    ['Connection: close', getSlow('Connection: close\r\n')],
+    ['HTTP/1.0', `GET ${SLOW} HTTP/1.0\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`],
+  ] as const) {
+    stack.up.reset();
+    const release = holdAnswer(SLOW);
+    const before = accessLines(stack.gw.logs).length;
+    const { answered } = await counters();
+    const c = await converse(stack.gw.port);
+    c.write(`${first}DELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
+    while (stack.up.requests.length < 1) await settle(10);
+    await settle(100);
+    release();
+    t.ok(await c.waitClose(3000), `${name}: the connection closes`);
+    t.same([...c.data.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1])), [200], `${name}: the one answer, nothing for the bytes after it`);
+    t.same(stack.up.requests.map((r) => r.url), [SLOW], `${name}: only the first request reached the upstream`);
+    await settle(100);
+    t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [200], `${name}: one access line`);
+    t.equal((await counters()).answered, answered + 1, `${name}: one answer counted`);
+  }
 });
