@@ -420,14 +420,19 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
 /** Error codes of a connection to the upstream that broke mid-way. */
 const UPSTREAM_BROKEN = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
-/** Turns whatever failed into a gateway error: upstream faults by their cause. */
-function toGatewayError(error: unknown): GatewayError {
+/**
+ * Turns whatever failed into a gateway error: upstream faults by their cause. `clientError` is the
+ * error the client's own request stream ended with (its connection cut mid-body): found in the
+ * chain, the failure is the client's, though the forwarder reports it as ECONNRESET.
+ */
+function toGatewayError(error: unknown, clientError?: Error | null): GatewayError {
   if (error instanceof GatewayError) return error;
   const err = error as { code?: string; statusCode?: number; cause?: unknown; message?: string };
   // Walk the cause chain: reply-from wraps undici's errors, which wrap ours (the body limit).
   const codes: string[] = [];
   for (let e: unknown = error; e && codes.length < 5; e = (e as { cause?: unknown }).cause) {
     if (e instanceof GatewayError) return e;
+    if (clientError && e === clientError) return new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete');
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') codes.push(code);
   }
@@ -648,9 +653,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   });
 
   app.setErrorHandler((error, request, reply) => {
-    const gatewayError = toGatewayError(error);
+    const gatewayError = toGatewayError(error, request.raw.errored);
     const decision = request.decision;
     const kind = upstreamKind(gatewayError);
+    if (kind) metrics.upstreamErrors.inc({ kind });
     if (decision) {
       // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
       // decision stays allow, so that an upstream outage does not show as refused clients.
@@ -663,7 +669,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
       }
     }
-    if (kind) metrics.upstreamErrors.inc({ kind });
     if (gatewayError instanceof InternalError) request.log.error({ err: error, reqId: request.id }, 'internal error');
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });

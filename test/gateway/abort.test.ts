@@ -2,7 +2,8 @@
  * A client that goes away before its answer is complete (INTERFACE.md "Logs": one access line per
  * request): the request still gets exactly one access line, with its method, path and operation:
  * 499 whether its body had been read whole and forwarded or the answer had begun; the parser's
- * 400 when the connection ended in the middle of the body.
+ * 400 when the connection ended in the middle of the body. A body the client cut off is not
+ * counted as an upstream error.
  */
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
@@ -105,4 +106,36 @@ t.test('the requests answered before and after on one connection keep their own 
   await new Promise((resolve) => setTimeout(resolve, 150));
   const lines = accessLines(gw.logs).slice(before);
   t.same(lines.map((l) => [l.path, l.status]), [[`${B}/Users/keep-1`, 200], [`${B}/Users/keep-2`, 200]], 'one line each, 200, no 499');
+});
+
+/** The sum of scopegate_upstream_errors_total at `adminUrl`. */
+async function upstreamErrors(adminUrl: string): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  return [...text.matchAll(/^scopegate_upstream_errors_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+}
+
+t.test('a client that goes away mid-body is no upstream error', async (t) => {
+  const { auth, up, gw } = stack!;
+  const token = await auth.issueToken([WRITE]);
+  for (const framing of ['Content-Length', 'chunked'] as const) {
+    for (const leaves of ['FIN', 'RST'] as const) {
+      const name = `${framing}, ${leaves}`;
+      up.reset();
+      const errors = await upstreamErrors(gw.adminUrl);
+      const before = accessLines(gw.logs).length;
+      const socket = connect(gw.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const framed = framing === 'chunked' ? `Transfer-Encoding: chunked\r\n\r\n${USER.length.toString(16)}\r\n${USER}\r\n` : `Content-Length: ${USER.length + 100}\r\n\r\n${USER}`;
+      socket.write(`POST ${B}/Users HTTP/1.1\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n${JSON_TYPE}${framed}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (leaves === 'FIN') socket.end();
+      else socket.resetAndDestroy();
+      t.ok(await until(() => accessLines(gw.logs).length > before), `${name}: an access line`);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      t.match(accessLines(gw.logs).slice(before), [{ path: `${B}/Users`, status: leaves === 'FIN' ? 400 : 499 }], `${name}: one line, the parser's 400 or a 499`);
+      t.equal(await upstreamErrors(gw.adminUrl), errors, `${name}: no upstream error counted`);
+      t.notOk(up.requests.some((r) => r.complete), `${name}: nothing complete upstream`);
+      socket.destroy();
+    }
+  }
 });
