@@ -657,6 +657,9 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision = request.decision;
     const kind = upstreamKind(gatewayError);
     if (kind) metrics.upstreamErrors.inc({ kind });
+    // Its access line is written (the connection closed, or the parser refused its body): there
+    // is nobody to answer, and its line stays as written.
+    if (decision?.logged) return;
     if (decision) {
       // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
       // decision stays allow, so that an upstream outage does not show as refused clients.
@@ -712,7 +715,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
       if (body === undefined || body === null) {
         if (bulk) return forwardBulk(request, reply, d, undefined);
-        return reply.from(d.target!.path, fromOptions);
+        return forward(reply, d, fromOptions);
       }
       // Every content type is parsed as a pass-through stream (above): anything else here
       // would be a body the checks never saw.
@@ -720,9 +723,20 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
       // A declared length is within the limit (checked before the body) and Node's parser
       // holds the body to it: streamed as it comes.
-      return reply.from(d.target!.path, fromOptions);
+      return forward(reply, d, fromOptions);
     },
   });
+
+  /**
+   * Step 6, for a request still owed an answer. One whose connection closed while it was decided
+   * or its body read has its access line already (499, not forwarded), and nobody would see the
+   * upstream's answer: it is never forwarded then, so that the upstream gets only what the log
+   * says it got.
+   */
+  function forward(reply: FastifyReply, d: Decision, replyOptions: Record<string, unknown> | undefined): FastifyReply {
+    if (d.logged) return reply;
+    return reply.from(d.target!.path, replyOptions);
+  }
 
   /**
    * A chunked body: read whole (bounded by limits.bodyBytes, 413 past it), then forwarded with
@@ -738,7 +752,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
           d.bodyLength = buffer.length;
           request.body = Readable.from([buffer], { objectMode: false });
         }
-        return reply.from(d.target!.path, fromOptions);
+        return forward(reply, d, fromOptions);
       },
       (error: unknown) => reply.send(error),
     );
@@ -748,7 +762,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
   function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
     checkBulkBody(request, d, stream, bodies).then(
-      (checked) => reply.from(d.target!.path, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
+      (checked) => forward(reply, d, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
       (error: unknown) => reply.send(error),
     );
     return reply;
