@@ -636,6 +636,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         socket[kRefusal] = undefined;
         refusal();
       }
+      // Closing, the server closed the connections idle then; one whose last answer ends now is
+      // idle too, and closed at once: kept alive, it would hold the drain open to its keep-alive
+      // timeout, for requests that could only be refused.
+      if (closing && open.size === 0) app.server.closeIdleConnections();
     };
     open.set(reply, end);
     reply.raw.on('close', end);
