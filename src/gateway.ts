@@ -56,6 +56,8 @@ export interface Decision {
   upstreamBody: Readable | undefined;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
   heldBytes: number;
+  /** The client's connection; the request's own `socket` is null once the forwarder destroyed its body stream. */
+  readonly connection: Socket;
 }
 
 declare module 'fastify' {
@@ -468,7 +470,8 @@ function sendError(reply: FastifyReply, error: GatewayError, realm: string): Fas
   if (!raw.complete && (raw.headers['transfer-encoding'] !== undefined || (raw.headers['content-length'] ?? '0') !== '0')) reply.header('connection', 'close');
   // After an answer with `Connection: close`, no later request of the connection is processed
   // (RFC 9112 section 9.6): one pipelined behind it is refused, never forwarded unseen.
-  if (reply.getHeader('connection') === 'close') (raw.socket as MarkedSocket)[kClosing] = true;
+  const connection = (reply.request.decision?.connection ?? raw.socket) as MarkedSocket | null;
+  if (reply.getHeader('connection') === 'close' && connection) connection[kClosing] = true;
   if (error.statusCode === 204) return reply.send();
   // A Buffer, so that the media type goes exactly as RFC 7644 names it (no charset appended).
   return reply.header('content-type', 'application/scim+json').send(Buffer.from(scimErrorBody(error)));
@@ -616,14 +619,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
+      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0, connection: request.raw.socket,
     };
     request.decision = decision;
     // Every request ends once: as its response closes, finished or not (a client that went away,
     // a connection the shutdown deadline closed, whether or not the request's body had been
     // read), or with its connection when its response was still queued behind another. Fastify's
     // onRequestAbort is not enough: it runs only while the request body is unread.
-    const socket = request.raw.socket as MarkedSocket;
+    const socket = decision.connection as MarkedSocket;
     const open = openRequestsOf(socket);
     inFlight.enter();
     const end = () => {
@@ -657,8 +660,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   });
 
   app.setErrorHandler((error, request, reply) => {
-    const gatewayError = toGatewayError(error, request.raw.errored);
     const decision = request.decision;
+    // Once its connection closed or the parser refused its body (its line is written), a request
+    // whose own stream failed failed by the client's doing. Not before: the forwarder destroys
+    // that stream with the upstream's error when the upstream fails mid-body.
+    const gatewayError = toGatewayError(error, decision?.logged ? request.raw.errored : undefined);
     const kind = upstreamKind(gatewayError);
     if (kind) metrics.upstreamErrors.inc({ kind });
     // Its access line is written (the connection closed, or the parser refused its body): there
