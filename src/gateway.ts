@@ -233,7 +233,6 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   const target = (raw as WithTarget)[kTarget];
   if (target === undefined) throw new InternalError('request-target not checked');
   if (target instanceof GatewayError) throw target;
-  decision.target = target;
   // Only HTTP/1.x is served here: reply-from would take an `HTTP/2.0` request line for an h2 source.
   if (raw.httpVersionMajor !== 1) throw new InvalidRequest(`HTTP/${raw.httpVersion} on an HTTP/1 listener`, 'Unsupported HTTP version');
   checkFraming(raw);
@@ -646,6 +645,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     };
     open.set(reply, end);
     reply.raw.on('close', end);
+    // Refused before the steps (the gateway stops, the connection closes), its line still names
+    // its path when the grammar passed it.
+    const target = (request.raw as WithTarget)[kTarget];
+    if (!(target instanceof GatewayError)) decision.target = target;
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
