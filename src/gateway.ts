@@ -56,6 +56,8 @@ export interface Decision {
   upstreamBody: Readable | undefined;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
   heldBytes: number;
+  /** The client's connection; the request's own `socket` is null once the forwarder destroyed its body stream. */
+  readonly connection: Socket;
 }
 
 declare module 'fastify' {
@@ -231,7 +233,6 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   const target = (raw as WithTarget)[kTarget];
   if (target === undefined) throw new InternalError('request-target not checked');
   if (target instanceof GatewayError) throw target;
-  decision.target = target;
   // Only HTTP/1.x is served here: reply-from would take an `HTTP/2.0` request line for an h2 source.
   if (raw.httpVersionMajor !== 1) throw new InvalidRequest(`HTTP/${raw.httpVersion} on an HTTP/1 listener`, 'Unsupported HTTP version');
   checkFraming(raw);
@@ -284,55 +285,79 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 }
 
 const kClosing = Symbol('scopegate.closing');
-const kCurrent = Symbol('scopegate.current');
-const kQueued = Symbol('scopegate.queued');
-type MarkedSocket = Socket & { [kClosing]?: boolean; [kCurrent]?: FastifyReply; [kQueued]?: Set<() => void>; _httpMessage?: ServerResponse | null };
+const kOpen = Symbol('scopegate.open');
+const kRefusal = Symbol('scopegate.refusal');
+type MarkedSocket = Socket & {
+  [kClosing]?: boolean;
+  /** The connection's requests whose response has not closed, in the order they came, each with what ends it. */
+  [kOpen]?: Map<FastifyReply, () => void>;
+  /** The HTTP parser's refusal, waiting for the answers owed before it. */
+  [kRefusal]?: () => void;
+};
 
 /**
- * Runs `ended` when `socket` closes. Node queues the response of a request pipelined behind one
- * still in flight (its `socket` is null until its turn) and never emits 'close' on a queued
- * response when the connection goes first: without this, such a request would get no access line,
- * stay in flight for the shutdown, and keep its share of the body budget for good. One listener
- * per connection, however many requests are queued on it.
+ * The requests of `socket` whose response has not closed. A response queued behind another
+ * (pipelining) emits no 'close' of its own when the connection goes: the socket's 'close' ends
+ * those, so that each still gets its access line and gives back the bytes of its body.
  */
-function endWithSocket(socket: MarkedSocket, ended: () => void): void {
-  let queued = socket[kQueued];
-  if (queued === undefined) {
-    const all = (queued = socket[kQueued] = new Set());
+function openRequestsOf(socket: MarkedSocket): Map<FastifyReply, () => void> {
+  let open = socket[kOpen];
+  if (open === undefined) {
+    const replies = new Map<FastifyReply, () => void>();
     socket.once('close', () => {
-      for (const end of all) end();
+      for (const end of [...replies.values()]) end();
     });
+    socket[kOpen] = open = replies;
   }
-  queued.add(ended);
+  return open;
+}
+
+/** The latest request of `socket` whose response has not closed. */
+function latestOpen(socket: MarkedSocket): FastifyReply | undefined {
+  let latest: FastifyReply | undefined;
+  for (const reply of socket[kOpen]?.keys() ?? []) latest = reply;
+  return latest;
+}
+
+/** Whether `socket` still owes the answer of a request it received whole. */
+function owesAnswers(socket: MarkedSocket): boolean {
+  for (const reply of socket[kOpen]?.keys() ?? []) if (reply.request.raw.complete) return true;
+  return false;
 }
 
 /**
- * Whether the HTTP parser's refusal of what came next on `socket` may be written there as a
- * response of its own: not once a response on it has begun (Node's own clientError rule), as the
- * refusal would be read as that response's body. The connection is then closed without a word,
- * and a request whose body was refused names the refusal in the line written as its response
- * closes. (`_httpMessage` is the response Node writes on the socket, as its own handler reads it.)
+ * Runs `answer`, the HTTP parser's refusal of what came next on `socket`, once the answers of
+ * the requests received whole before it are complete. Answers go in the order of the requests
+ * (RFC 9112 section 9.3.2): a refusal written at once would read as the answer to a request
+ * still in flight, one the upstream may already have run, and would cut the answers owed.
  */
-export function parserMayAnswer(socket: Socket, reason: string): boolean {
-  const marked = socket as MarkedSocket;
-  if (!marked._httpMessage?.headersSent) return true;
-  const refused = marked[kCurrent]?.request;
-  const d = refused?.decision;
-  if (d && !d.logged && !refused!.raw.complete) d.reason = reason;
-  return false;
+export function afterAnswersOwed(socket: Socket, answer: () => void): void {
+  const s = socket as MarkedSocket;
+  if (owesAnswers(s)) s[kRefusal] = answer;
+  else answer();
 }
 
 /**
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
  * was the body of the connection's latest request, still incomplete (cut off, malformed chunks, a
  * stall to limits.requestTimeoutMs), the refusal is that request's answer: its decision records
- * it and its one access line is returned. Otherwise (a request whose head could not be parsed)
- * there is no request yet: undefined.
+ * it and its one access line is returned; null when that request has its own answer under way
+ * (refused before its body was read, or answered by the upstream before it), which the refusal
+ * must not follow nor be written into. Otherwise (a request whose head could not be parsed) there
+ * is no request yet: undefined.
  */
-export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | undefined {
-  const request = (socket as MarkedSocket)[kCurrent]?.request;
+export function parserRefusalOf(socket: Socket, status: number, reason: string): AccessLine | null | undefined {
+  const reply = latestOpen(socket as MarkedSocket);
+  const request = reply?.request;
   const d = request?.decision;
-  if (!request || !d || d.logged || request.raw.complete) return undefined;
+  if (!reply || !request || !d || request.raw.complete) return undefined;
+  if (d.logged) return null;
+  if (reply.raw.headersSent) {
+    // Its answer has begun (an upstream that answered before the body ended): the refusal is not
+    // written into it; the line written as it closes names the refusal.
+    d.reason = reason;
+    return null;
+  }
   d.logged = true;
   d.allowed = false;
   d.reason = reason;
@@ -403,14 +428,19 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
 /** Error codes of a connection to the upstream that broke mid-way. */
 const UPSTREAM_BROKEN = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 
-/** Turns whatever failed into a gateway error: upstream faults by their cause. */
-function toGatewayError(error: unknown): GatewayError {
+/**
+ * Turns whatever failed into a gateway error: upstream faults by their cause. `clientError` is the
+ * error the client's own request stream ended with (its connection cut mid-body): found in the
+ * chain, the failure is the client's, though the forwarder reports it as ECONNRESET.
+ */
+function toGatewayError(error: unknown, clientError?: Error | null): GatewayError {
   if (error instanceof GatewayError) return error;
   const err = error as { code?: string; statusCode?: number; cause?: unknown; message?: string };
   // Walk the cause chain: reply-from wraps undici's errors, which wrap ours (the body limit).
   const codes: string[] = [];
   for (let e: unknown = error; e && codes.length < 5; e = (e as { cause?: unknown }).cause) {
     if (e instanceof GatewayError) return e;
+    if (clientError && e === clientError) return new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete');
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') codes.push(code);
   }
@@ -446,7 +476,8 @@ function sendError(reply: FastifyReply, error: GatewayError, realm: string): Fas
   if (!raw.complete && (raw.headers['transfer-encoding'] !== undefined || (raw.headers['content-length'] ?? '0') !== '0')) reply.header('connection', 'close');
   // After an answer with `Connection: close`, no later request of the connection is processed
   // (RFC 9112 section 9.6): one pipelined behind it is refused, never forwarded unseen.
-  if (reply.getHeader('connection') === 'close') (raw.socket as MarkedSocket)[kClosing] = true;
+  const connection = (reply.request.decision?.connection ?? raw.socket) as MarkedSocket | null;
+  if (reply.getHeader('connection') === 'close' && connection) connection[kClosing] = true;
   if (error.statusCode === 204) return reply.send();
   // A Buffer, so that the media type goes exactly as RFC 7644 names it (no charset appended).
   return reply.header('content-type', 'application/scim+json').send(Buffer.from(scimErrorBody(error)));
@@ -594,30 +625,37 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0,
+      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0, connection: request.raw.socket,
     };
     request.decision = decision;
-    // The connection's latest request: the one a refusal of the HTTP parser may concern.
-    const socket = request.raw.socket as MarkedSocket;
-    socket[kCurrent] = reply;
-    inFlight.enter();
-    // A request ends as its response closes, finished or not (a client that went away, a
-    // connection the shutdown deadline closed, whether or not the request's body had been read),
-    // or with its connection while its response is queued (endWithSocket). Fastify's
+    // Every request ends once: as its response closes, finished or not (a client that went away,
+    // a connection the shutdown deadline closed, whether or not the request's body had been
+    // read), or with its connection when its response was still queued behind another. Fastify's
     // onRequestAbort is not enough: it runs only while the request body is unread.
-    let open = true;
-    const ended = () => {
-      // Once: a queued response that got its turn may see both its own 'close' and the socket's.
-      if (!open) return;
-      open = false;
+    const socket = decision.connection as MarkedSocket;
+    const open = openRequestsOf(socket);
+    inFlight.enter();
+    const end = () => {
+      if (!open.delete(reply)) return;
       if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
-      if (socket[kCurrent] === reply) socket[kCurrent] = undefined;
-      socket[kQueued]?.delete(ended);
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
+      const refusal = socket[kRefusal];
+      if (refusal !== undefined && !owesAnswers(socket)) {
+        socket[kRefusal] = undefined;
+        refusal();
+      }
+      // Closing, the server closed the connections idle then; one whose last answer ends now is
+      // idle too, and closed at once: kept alive, it would hold the drain open to its keep-alive
+      // timeout, for requests that could only be refused.
+      if (closing && open.size === 0) app.server.closeIdleConnections();
     };
-    reply.raw.on('close', ended);
-    if (reply.raw.socket === null) endWithSocket(socket, ended);
+    open.set(reply, end);
+    reply.raw.on('close', end);
+    // Refused before the steps (the gateway stops, the connection closes), its line still names
+    // its path when the grammar passed it.
+    const target = (request.raw as WithTarget)[kTarget];
+    if (!(target instanceof GatewayError)) decision.target = target;
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
@@ -632,12 +670,18 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   });
 
   app.setErrorHandler((error, request, reply) => {
-    const gatewayError = toGatewayError(error);
     const decision = request.decision;
-    // A response already closed (the client went away; its line is written) has nobody to answer:
-    // what fails after it, the forwarder's upload of a body the client cut off or the relay of an
-    // answer that came too late, is the client's leaving, not an upstream failure to count.
-    const kind = reply.raw.destroyed ? undefined : upstreamKind(gatewayError);
+    // Once its connection closed or the parser refused its body (its line is written), a request
+    // whose own stream failed failed by the client's doing. Not before: the forwarder destroys
+    // that stream with the upstream's error when the upstream fails mid-body.
+    const gatewayError = toGatewayError(error, decision?.logged ? request.raw.errored : undefined);
+    const kind = upstreamKind(gatewayError);
+    // A response already closed (the client went away) has nobody to answer: what fails after it,
+    // the relay of an answer that came too late, is the client's leaving, not an upstream failure.
+    if (kind && !reply.raw.destroyed) metrics.upstreamErrors.inc({ kind });
+    // Its access line is written (the connection closed, or the parser refused its body): there
+    // is nobody to answer, and its line stays as written.
+    if (decision?.logged) return;
     if (decision) {
       // The upstream failing a request the gateway forwarded (502, 504) is not a denial: the
       // decision stays allow, so that an upstream outage does not show as refused clients.
@@ -650,7 +694,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
       }
     }
-    if (kind) metrics.upstreamErrors.inc({ kind });
     if (gatewayError instanceof InternalError) request.log.error({ err: error, reqId: request.id }, 'internal error');
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
@@ -694,7 +737,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
       if (body === undefined || body === null) {
         if (bulk) return forwardBulk(request, reply, d, undefined);
-        return reply.from(d.target!.path, fromOptions);
+        return forward(reply, d, fromOptions);
       }
       // Every content type is parsed as a pass-through stream (above): anything else here
       // would be a body the checks never saw.
@@ -702,9 +745,20 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
       // A declared length is within the limit (checked before the body) and Node's parser
       // holds the body to it: streamed as it comes.
-      return reply.from(d.target!.path, fromOptions);
+      return forward(reply, d, fromOptions);
     },
   });
+
+  /**
+   * Step 6, for a request still owed an answer. One whose connection closed while it was decided
+   * or its body read has its access line already (499, not forwarded), and nobody would see the
+   * upstream's answer: it is never forwarded then, so that the upstream gets only what the log
+   * says it got.
+   */
+  function forward(reply: FastifyReply, d: Decision, replyOptions: Record<string, unknown> | undefined): FastifyReply {
+    if (d.logged) return reply;
+    return reply.from(d.target!.path, replyOptions);
+  }
 
   /**
    * A chunked body: read whole (bounded by limits.bodyBytes, 413 past it), then forwarded with
@@ -720,7 +774,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
           d.bodyLength = buffer.length;
           request.body = Readable.from([buffer], { objectMode: false });
         }
-        return reply.from(d.target!.path, fromOptions);
+        return forward(reply, d, fromOptions);
       },
       (error: unknown) => reply.send(error),
     );
@@ -730,7 +784,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
   function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
     checkBulkBody(request, d, stream, bodies).then(
-      (checked) => reply.from(d.target!.path, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
+      (checked) => forward(reply, d, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
       (error: unknown) => reply.send(error),
     );
     return reply;

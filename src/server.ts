@@ -15,7 +15,7 @@ import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import type { BodyBudget } from './request/body.js';
-import { createRewriteUrl, gateway, InFlight, parserMayAnswer, parserRefusalOf } from './gateway.js';
+import { afterAnswersOwed, createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
@@ -51,17 +51,24 @@ class HeaderTooLarge extends GatewayError {
 
 /**
  * Writes `error` as a SCIM error on a raw socket and closes it; counts and logs the answer: as the
- * line of the request whose body the parser refused, or of a request that never got a head. Where
- * a response is under way on the socket, closes it without a word instead.
+ * line of the request whose body the parser refused, or of a request that never got a head.
+ * Nothing is written on a connection already closing (the last answer owed said `Connection:
+ * close`) nor behind the answer of the request the refusal concerns.
  */
 function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
-  if (!parserMayAnswer(socket, reason)) {
-    socket.destroy();
+  if (!socket.writable) return;
+  const refused = parserRefusalOf(socket, error.statusCode, reason);
+  if (refused === null) {
+    // Its own answer is under way: the connection ends after what is written of it (as Node's
+    // own handler does, an answer still streaming is cut: nothing more can be read from a
+    // connection whose parser refused).
+    socket.destroySoon();
     return;
   }
   const body = scimErrorBody(error);
-  socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-  const line = parserRefusalOf(socket, error.statusCode, reason) ?? {
+  socket.write(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.destroySoon();
+  const line = refused ?? {
     reqId: randomUUID(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
     reason, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
   };
@@ -71,19 +78,30 @@ function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOpti
 
 /**
  * Answers a request the HTTP parser refused, on the raw socket, as a SCIM error, and counts it
- * like any other answer of the proxy port (metrics and an access line).
+ * like any other answer of the proxy port (metrics and an access line): after the answers the
+ * connection owes the requests before it.
  */
 function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoException, socket: Socket) => void {
+  // A parser that refused stays refused: every later byte of its connection is reported again.
+  const refused = new WeakSet<Socket>();
   return (error, socket) => {
     // A peer that went away mid-request (ECONNRESET) has nobody to answer.
     if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();
       return;
     }
+    if (refused.has(socket)) return;
+    refused.add(socket);
+    // Bytes after a request that closes its connection (`Connection: close`, HTTP/1.0) are never
+    // processed and get no answer (RFC 9112 section 9.6): the connection ends after that request's.
+    if (error.code === 'HPE_CLOSED_CONNECTION') {
+      afterAnswersOwed(socket, () => socket.destroySoon());
+      return;
+    }
     const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
         : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
-    answerOnSocket(socket, gatewayError, options, undefined, `refused by the HTTP parser: ${gatewayError.reason}`);
+    afterAnswersOwed(socket, () => answerOnSocket(socket, gatewayError, options, undefined, `refused by the HTTP parser: ${gatewayError.reason}`));
   };
 }
 
@@ -111,11 +129,10 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // Any other expectation: to the steps too, which answer 417 in their order (not Node's bare 417
   // before the table is consulted).
   server.on('checkExpectation', handler);
-  server.on('clientError', createClientErrorHandler(serverOptions));
   // CONNECT (authority-form) never reaches the request handler: without this listener Node would
   // close the connection without a word.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    answerOnSocket(socket, new InvalidTarget('CONNECT (authority-form request-target)'), serverOptions, 'CONNECT', 'CONNECT is not served');
+    afterAnswersOwed(socket, () => answerOnSocket(socket, new InvalidTarget('CONNECT (authority-form request-target)'), serverOptions, 'CONNECT', 'CONNECT is not served'));
   });
   return server as Server;
 }
@@ -153,6 +170,9 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     childLoggerFactory: (logger) => logger,
     requestIdHeader: false,
     rewriteUrl: createRewriteUrl(options.current),
+    // The only handler of the parser's refusals: Fastify's own would write its JSON 400 beside
+    // ours, or destroy the connection while the answers owed before the refusal are still due.
+    clientErrorHandler: createClientErrorHandler(options),
     // The gateway answers such requests itself (src/gateway.ts, ShuttingDown).
     return503OnClosing: false,
     forceCloseConnections: 'idle',

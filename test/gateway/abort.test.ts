@@ -3,12 +3,13 @@
  * request): the request still gets exactly one access line, with its method, path and operation:
  * 499 whether its body had been read whole and forwarded or the answer had begun; the parser's
  * 400 when the connection ended in the middle of the body. Never an upstream failure in
- * scopegate_upstream_errors_total: the client left.
+ * scopegate_upstream_errors_total: the client left. And a request whose client left before it was
+ * forwarded is never forwarded afterwards.
  */
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
-import { accessLines, B } from '../helpers/gateway.js';
-import { type GatewayStack, startGatewayStack, until } from './support.js';
+import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
+import { type GatewayStack, readText, startGatewayStack, startServer, tokenConfig, until } from './support.js';
 
 const WRITE = 'https://jans.io/scim/users.write';
 const READ = 'https://jans.io/scim/users.read';
@@ -123,4 +124,68 @@ t.test('the requests answered before and after on one connection keep their own 
   await new Promise((resolve) => setTimeout(resolve, 150));
   const lines = accessLines(gw.logs).slice(before);
   t.same(lines.map((l) => [l.path, l.status]), [[`${B}/Users/keep-1`, 200], [`${B}/Users/keep-2`, 200]], 'one line each, 200, no 499');
+});
+
+t.test('a client that goes away mid-body is no upstream error', async (t) => {
+  const { auth, up, gw } = stack!;
+  const token = await auth.issueToken([WRITE]);
+  for (const framing of ['Content-Length', 'chunked'] as const) {
+    for (const leaves of ['FIN', 'RST'] as const) {
+      const name = `${framing}, ${leaves}`;
+      up.reset();
+      const errors = await upstreamErrors(gw.adminUrl);
+      const before = accessLines(gw.logs).length;
+      const socket = connect(gw.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const framed = framing === 'chunked' ? `Transfer-Encoding: chunked\r\n\r\n${USER.length.toString(16)}\r\n${USER}\r\n` : `Content-Length: ${USER.length + 100}\r\n\r\n${USER}`;
+      socket.write(`POST ${B}/Users HTTP/1.1\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n${JSON_TYPE}${framed}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (leaves === 'FIN') socket.end();
+      else socket.resetAndDestroy();
+      t.ok(await until(() => accessLines(gw.logs).length > before), `${name}: an access line`);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      t.match(accessLines(gw.logs).slice(before), [{ path: `${B}/Users`, status: leaves === 'FIN' ? 400 : 499 }], `${name}: one line, the parser's 400 or a 499`);
+      t.equal(await upstreamErrors(gw.adminUrl), errors, `${name}: no upstream error counted`);
+      t.notOk(up.requests.some((r) => r.complete), `${name}: nothing complete upstream`);
+      socket.destroy();
+    }
+  }
+});
+
+t.test('a request whose client goes away while its token is validated is not forwarded afterwards', async (t) => {
+  const { auth, up } = stack!;
+  // The authorization server answers after 300 ms: the client is gone by then.
+  let introspections = 0;
+  const slowAuth = await startServer((req, res) => {
+    introspections += 1;
+    void readText(req).then(async (form) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const answer = await fetch(auth.introspectionEndpoint, { method: 'POST', headers: { authorization: req.headers.authorization ?? '', 'content-type': req.headers['content-type'] ?? '' }, body: form });
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(await answer.text());
+    });
+  });
+  t.teardown(() => slowAuth.close());
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth, { introspection: { endpoint: `${slowAuth.origin}/introspection` } }) });
+  t.teardown(() => gw.close());
+  for (const [name, head, body] of [
+    ['DELETE', `DELETE ${B}/Users/victim HTTP/1.1\r\n`, ''],
+    ['POST with a Content-Length', `POST ${B}/Users HTTP/1.1\r\n${JSON_TYPE}Content-Length: ${USER.length}\r\n`, USER],
+    ['POST chunked', `POST ${B}/Users HTTP/1.1\r\n${JSON_TYPE}Transfer-Encoding: chunked\r\n`, `${USER.length.toString(16)}\r\n${USER}\r\n0\r\n\r\n`],
+  ] as const) {
+    up.reset();
+    const token = await auth.issueToken([WRITE]);
+    const asked = introspections;
+    const before = accessLines(gw.logs).length;
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write(`${head}Host: scim.example\r\nAuthorization: Bearer ${token}\r\n\r\n${body}`);
+    t.ok(await until(() => introspections > asked), `${name}: the token is being validated`);
+    socket.destroy();
+    t.ok(await until(() => accessLines(gw.logs).length > before), `${name}: an access line`);
+    // The validation ends (allowed): still nothing goes upstream.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    t.equal(up.requests.length, 0, `${name}: nothing forwarded`);
+    t.match(accessLines(gw.logs).slice(before), [{ status: 499, decision: 'deny', reason: 'connection closed before the response was complete' }], `${name}: one line, which says it was not forwarded`);
+    t.equal(await upstreamErrors(gw.adminUrl), 0, `${name}: no upstream error counted`);
+  }
 });

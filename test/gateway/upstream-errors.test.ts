@@ -1,6 +1,7 @@
 /**
  * When the upstream fails after a request was allowed: refused or reset is a 502, silent past
- * `upstream.timeoutMs` is a 504, both as SCIM errors from the gateway itself. And what the
+ * `upstream.timeoutMs` is a 504, both as SCIM errors from the gateway itself, also while the
+ * client is still sending its body. And what the
  * upstream answers is relayed without its hop-by-hop headers (RFC 9110 section 7.6.1).
  */
 import t from 'tap';
@@ -8,7 +9,8 @@ import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js'
 import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest } from '../helpers/raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
-import { assertScimError, closedPort, send, tokenConfig } from './support.js';
+import { converse } from '../helpers/stack.js';
+import { assertScimError, closedPort, send, startServer, tokenConfig } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const USERS = `${B}/Users`;
@@ -99,4 +101,31 @@ t.test('an allowed request the upstream fails is logged and counted as allowed, 
     t.notMatch(metrics, /decision="deny"/, `${name}: no denial counted`);
     await gw.close();
   }
+});
+
+t.test('upstream resets while the client still sends the body: a SCIM 502, counted as the upstream\'s failure', async (t) => {
+  let received = 0;
+  const up = await startServer((req) => {
+    req.once('data', (chunk: Buffer) => {
+      received += chunk.length;
+      req.socket.destroy();
+    });
+  });
+  t.teardown(() => up.close());
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth) });
+  t.teardown(() => gw.close());
+  const writer = await auth.issueToken(['https://jans.io/scim/users.write']);
+  const c = await converse(gw.port);
+  t.teardown(() => c.end());
+  c.write(`POST ${USERS} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${writer}\r\nContent-Type: application/scim+json\r\nContent-Length: 5000\r\n\r\n${'x'.repeat(1000)}`);
+  t.ok(await c.waitFor(/\r\n\r\n[^]*\}/, 5000), 'answered');
+  t.ok(received > 0, 'the upstream had part of the body');
+  const res = c.response();
+  assertScimError(t, res, 502);
+  t.notMatch(res.body, /null|Symbol|properties/, 'no internal detail');
+  t.equal(res.headers.connection, 'close', 'the rest of the body is not read: the connection closes');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.match(accessLines(gw.logs), [{ path: USERS, status: 502, decision: 'allow', reason: /^upstream connection failed/ }], 'the access line');
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  t.match(metrics, /^scopegate_upstream_errors_total\{kind="reset"\} 1$/m, 'an upstream reset counted');
 });

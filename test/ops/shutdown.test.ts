@@ -1,7 +1,9 @@
 // SIGTERM while a kept-alive connection is busy: the request in flight finishes, and a request
 // that comes after it on the same connection is the gateway's own 503 (a SCIM error with
 // Retry-After and Connection: close), counted in the access log like any other answer: never
-// Fastify's JSON 503, never forwarded. A request whose client has gone does not hold the stop.
+// Fastify's JSON 503, never forwarded. A request whose client has gone does not hold the stop, and
+// a connection is closed as its last answer ends, so that the drain ends with the last answer,
+// not at a keep-alive timeout.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -50,7 +52,7 @@ t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, 
   t.equal(await serve.exited, 0, 'exit code 0');
   const access = serve.lines.filter((l) => l.includes('"msg":"access"'));
   t.equal(access.length, 2, 'one access line each');
-  t.match(access[1], /"status":503/);
+  t.match(JSON.parse(access[1]!), { method: 'GET', path: `${B}/ServiceProviderConfig`, status: 503, decision: 'deny' }, 'the line names the request it refused');
   c.end();
 });
 
@@ -139,4 +141,47 @@ t.test('a request whose client went away does not hold the stop: the upstream\'s
   t.ok(tookMs < 1000, `closed at once (${tookMs} ms), not at the shutdown deadline (3000 ms)`);
   t.notOk(gw.logs.some((l) => l.includes('shutdown deadline reached')), 'no request was in flight to cut');
   t.match(gw.logs.filter((l) => l.includes('"msg":"access"')), [/"status":499/], 'its line was written as the client left');
+});
+
+t.test('connections are closed as their last answers end the drain: the process exits with the last of them, not at a keep-alive timeout or the deadline', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (req, res) => {
+    // The first request is answered at once, before SIGTERM; the others 400 ms after it.
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
+      res.end('{}');
+    }, req.url?.endsWith('/Schemas') ? 0 : 400);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-drain-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0, shutdownTimeoutMs: 20000 }, admin: { host: '127.0.0.1', port: 0 },
+    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
+  }));
+  const serve = await startServe(file);
+  t.teardown(() => up.close());
+  const get = (path: string) => `GET ${B}${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+  // Kept alive: one answered before SIGTERM and idle since, one whose answer is still to come,
+  // and one with two requests pipelined.
+  const idle = await converse(serve.port);
+  idle.write(get('/Schemas'));
+  t.ok(await idle.waitFor(/\r\n\r\n\{\}$/), 'the first connection is answered and idle');
+  const busy = await converse(serve.port);
+  busy.write(get('/ResourceTypes'));
+  const pipelined = await converse(serve.port);
+  pipelined.write(get('/ServiceProviderConfig') + get('/ResourceTypes/User'));
+  while (up.requests.length < 3) await settle(10);
+  const started = Date.now();
+  serve.child.kill('SIGTERM');
+  for (const [name, c, answers] of [['busy', busy, 1], ['pipelined', pipelined, 2]] as const) {
+    t.ok(await c.waitClose(3000), `${name}: the connection closes after its answers`);
+    const heads = c.data.split('\r\n\r\n').filter((part) => /^(?:\{\})?HTTP\/1\.1 /.test(part));
+    t.equal(heads.length, answers, `${name}: every answer owed`);
+  }
+  t.ok(idle.closed, 'the idle connection is closed');
+  t.equal(await serve.exited, 0, 'exit code 0');
+  const ms = Date.now() - started;
+  t.ok(ms < 3000, `the process exits with the last answer (${ms} ms), not at the keep-alive timeout`);
+  t.notOk(serve.lines.some((l) => l.includes('shutdown deadline reached')), 'no deadline warning: nothing was in flight');
 });

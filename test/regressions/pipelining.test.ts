@@ -3,7 +3,11 @@
 // would have run upstream with nobody to see its response. A request the HTTP parser cut short
 // (408, 400) has one access line, not a second one for its abort, and that refusal is never
 // written into a response that has begun. And an HTTP/1.0 client never gets `100 Continue`
-// (RFC 9110 section 10.1.1: it must be ignored).
+// (RFC 9110 section 10.1.1: it must be ignored). Pipelined requests whose answers were still
+// queued when the client went away each get their 499 line and give their bodies' bytes back
+// (Node emits no 'close' for a response that never had the socket). What the parser refuses
+// behind requests still being answered is answered after them (RFC 9112 section 9.3.2), and bytes
+// after a request that closes its connection get no answer of their own.
 import type { ServerResponse } from 'node:http';
 import t from 'tap';
 import { startServer } from '../gateway/support.js';
@@ -77,8 +81,10 @@ t.test('HTTP/1.0 with Expect: 100-continue: no 100 Continue, the request is serv
   c.end();
 });
 
-// Node's own clientError rule: the parser's refusal is written only where no response has begun
-// on the connection; written there, it would be read as that response's body.
+// The parser's refusal is never written into a response that has begun on the connection (it
+// would be read as that response's body): the refusal of the body of a request the upstream
+// answered early ends the connection after what is written of that answer; one of bytes
+// pipelined behind a request follows that request's whole answer.
 t.test('the HTTP parser\'s refusal is never written into a response under way', async (t) => {
   let held: ServerResponse | undefined;
   // An upstream that answers at once, without waiting for the body, and never ends its answer.
@@ -109,15 +115,114 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
     t.match(lines[0], { path: `${B}/Users`, status: 499, decision: 'allow', reason: /^connection closed before the response was complete \(refused by the HTTP parser: HPE_INVALID_EOF_STATE\)$/ });
   });
 
-  t.test('garbage pipelined behind a GET whose answer has begun: no 400 inside that answer', async (t) => {
+  t.test('garbage pipelined behind a GET whose answer has begun: that answer whole, then the 400', async (t) => {
     const before = accessLines(gw.logs).length;
     const c = await converse(gw.port);
     c.write(`GET ${B}/Users/begun HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
     t.ok(await c.waitFor(/\{"schemas":/, 5000), 'the answer has begun');
     c.write('FOO / HTTP/1.1\r\n\r\n');
-    t.ok(await c.waitClose(3000), 'closed');
-    t.equal((c.data.match(/HTTP\/1\.1 /g) ?? []).length, 1, 'one status line: no 400 inside the 200');
+    await settle(200);
+    t.equal((c.data.match(/HTTP\/1\.1 /g) ?? []).length, 1, 'nothing written inside the answer under way');
+    t.notOk(c.closed, 'nor is it cut');
+    held?.end('[]}');
+    t.ok(await c.waitClose(3000), 'closed after the refusal');
+    t.match(c.data, /\r\n\r\nb\r\n\{"schemas":\r\n3\r\n\[\]\}\r\n0\r\n\r\nHTTP\/1\.1 400 [^]*"status":"400"/, 'the GET\'s answer whole (chunked), then the parser\'s 400');
     await settle(100);
-    t.same(accessLines(gw.logs).slice(before).map((l) => [l.path, l.status]), [[`${B}/Users/begun`, 499]], 'the GET\'s line only: nothing else was answered');
+    t.same(accessLines(gw.logs).slice(before).map((l) => [l.path, l.status]), [[`${B}/Users/begun`, 200], ['(unparsed)', 400]], 'one line each');
   });
+});
+
+/** The sum of scopegate_requests_total, and the bytes of bodies held. */
+async function counters(): Promise<{ answered: number; held: number }> {
+  const text = await (await fetch(`${stack.gw.adminUrl}/metrics`)).text();
+  const answered = [...text.matchAll(/^scopegate_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  return { answered, held: Number(/^scopegate_request_body_bytes_held (\d+)$/m.exec(text)?.[1]) };
+}
+
+/** Makes the upstream hold its answer to `path` until the returned function is called (the others as usual). */
+function holdAnswer(path: string): () => void {
+  const usual = stack.up.respond;
+  const held: Array<() => void> = [];
+  stack.up.respond = (req, res, body) => {
+    if (req.url !== path) return usual(req, res, body);
+    held.push(() => usual(req, res, body));
+  };
+  return () => {
+    stack.up.respond = usual;
+    for (const answer of held.splice(0)) answer();
+  };
+}
+
+const SLOW = `${B}/Users/slow`;
+const getSlow = (headers = '') => `GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n${headers}\r\n`;
+const responses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+
+t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
+  stack.up.reset();
+  const release = holdAnswer(SLOW);
+  t.teardown(release);
+  const before = accessLines(stack.gw.logs).length;
+  const { answered } = await counters();
+  const c = await converse(stack.gw.port);
+  // The chunked body is read whole and forwarded; its answer waits behind the slow one's, and so
+  // does the 401 of the last request.
+  c.write(getSlow()
+    + `POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('{"schemas":[]}')}0\r\n\r\n`
+    + `GET ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  while (!stack.up.requests.some((r) => r.method === 'POST' && r.complete)) await settle(10);
+  t.equal((await counters()).held, 14, 'the chunked body is held until its response closes');
+  c.end();
+  await settle(300);
+  const lines = accessLines(stack.gw.logs).slice(before);
+  t.same(lines.map((l) => [l.method, l.path, l.status]).sort(), [['GET', `${B}/Groups`, 499], ['GET', SLOW, 499], ['POST', `${B}/Users`, 499]], 'one line each: the connection closed before their answers');
+  t.same(await counters(), { answered, held: 0 }, 'nothing answered, nothing held');
+});
+
+t.test('a request the HTTP parser refuses behind requests still being answered: their answers first, in order, then the refusal', async (t) => {
+  for (const [name, bytes, status] of [
+    ['a malformed request line', 'GARBAGE\x01 / HTTP/1.1\r\n\r\n', 400],
+    ['a header block over limits.headerBytes', `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(9000)}\r\n\r\n`, 431],
+    ['a chunked body with a malformed chunk', `POST ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n`, 400],
+  ] as const) {
+    stack.up.reset();
+    const release = holdAnswer(SLOW);
+    const before = accessLines(stack.gw.logs).length;
+    const { answered } = await counters();
+    const c = await converse(stack.gw.port);
+    c.write(getSlow() + `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` + bytes);
+    while (stack.up.requests.length < 2) await settle(10);
+    await settle(100);
+    t.same(responses(c.data), [], `${name}: nothing written while the first answer is owed`);
+    release();
+    t.ok(await c.waitClose(3000), `${name}: the connection closes`);
+    t.same(responses(c.data), [200, 200, status], `${name}: the two answers, then the refusal`);
+    const lines = accessLines(stack.gw.logs).slice(before);
+    t.same(lines.map((l) => l.status), [200, 200, status], `${name}: one line each`);
+    t.match(lines[2], { status, decision: 'deny', reason: /^refused by the HTTP parser: / });
+    t.equal((await counters()).answered, answered + 3, `${name}: three answers counted`);
+    t.same(stack.up.requests.map((r) => r.url), [SLOW, `${B}/Schemas`], `${name}: only the two requests before it reached the upstream`);
+  }
+});
+
+t.test('bytes after a request that closes its connection are not processed: its answer, then the connection closes', async (t) => {
+  for (const [name, first] of [
+    ['Connection: close', getSlow('Connection: close\r\n')],
+    ['HTTP/1.0', `GET ${SLOW} HTTP/1.0\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`],
+  ] as const) {
+    stack.up.reset();
+    const release = holdAnswer(SLOW);
+    const before = accessLines(stack.gw.logs).length;
+    const { answered } = await counters();
+    const c = await converse(stack.gw.port);
+    c.write(`${first}DELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
+    while (stack.up.requests.length < 1) await settle(10);
+    await settle(100);
+    release();
+    t.ok(await c.waitClose(3000), `${name}: the connection closes`);
+    t.same([...c.data.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1])), [200], `${name}: the one answer, nothing for the bytes after it`);
+    t.same(stack.up.requests.map((r) => r.url), [SLOW], `${name}: only the first request reached the upstream`);
+    await settle(100);
+    t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [200], `${name}: one access line`);
+    t.equal((await counters()).answered, answered + 1, `${name}: one answer counted`);
+  }
 });
