@@ -53,6 +53,27 @@ const COMMAND_OPTIONS: Partial<Record<string, readonly (keyof typeof OPTIONS)[]>
   purge: ['config', 'token', 'fingerprint', 'client-id'],
 };
 
+/**
+ * `--token -abc` as `--token=-abc`: the value of an option that takes one is the next argument,
+ * whatever it begins with. A token or a fingerprint is base64url and may begin with a dash, which
+ * parseArgs would otherwise refuse as an ambiguous option value.
+ */
+function attachValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    const long = arg.startsWith('--') ? arg.slice(2) : Object.entries(OPTIONS).find(([, o]) => 'short' in o && arg === `-${o.short}`)?.[0];
+    const option = long !== undefined && Object.hasOwn(OPTIONS, long) ? OPTIONS[long as keyof typeof OPTIONS] : undefined;
+    if (option?.type === 'string' && i + 1 < args.length) out.push(`--${long}=${args[++i]!}`);
+    else out.push(arg);
+  }
+  return out;
+}
+
 function configPath(given: string | undefined): string {
   // An empty SCOPEGATE_CONFIG (a template that left it blank) names no file: the default applies.
   return given ?? (process.env.SCOPEGATE_CONFIG || 'config/scopegate.yaml');
@@ -220,7 +241,7 @@ async function main(argv: string[]): Promise<number> {
   // silently ignored.
   const taken: readonly (keyof typeof OPTIONS)[] = ['help', ...names];
   const options = Object.fromEntries(taken.map((name) => [name, OPTIONS[name]]));
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: command === 'explain', options, strict: true }) as {
+  const { values, positionals } = parseArgs({ args: attachValues(rest), allowPositionals: command === 'explain', options, strict: true }) as {
     values: { config?: string; json?: boolean; help?: boolean; token?: string; fingerprint?: string; 'client-id'?: string; port?: string };
     positionals: string[];
   };

@@ -304,6 +304,13 @@ t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2
   const ok = await runCli(['purge', '--config', config, '--client-id', 'c']);
   t.equal(ok.code, 0, ok.stderr);
   t.same(JSON.parse(ok.stdout), { purged: 0 });
+  // A token or a fingerprint is base64url: it may begin with a dash, and is still the value.
+  for (const args of [['--token', '-Xy9_token-value'], ['--fingerprint', '-abcdefgh123'], ['--client-id', '-client']]) {
+    const dashed = await runCli(['purge', '-c', config, ...args]);
+    t.equal(dashed.code, 0, `${args.join(' ')}: ${dashed.stderr}`);
+    t.same(JSON.parse(dashed.stdout), { purged: 0 });
+  }
+  t.equal((await runCli(['purge', '--config', config, '--token'])).code, 2, '--token without a value: bad usage');
   const short = await runCli(['purge', '--config', config, '--fingerprint', 'abc']);
   t.equal(short.code, 2, 'a fingerprint that is not one: exit 2');
   t.match(short.stderr, /fingerprint: must be 8 to 43 base64url characters/);
