@@ -164,6 +164,32 @@ if (!hasRedis()) {
     t.equal(left.filter((v, i) => v !== null && i % 3 !== 0).length, 800, 'the other client\'s kept');
   });
 
+  t.test('a keyPrefix with glob characters purges its own keys only', async (t) => {
+    const file = join(dir, 'glob.json');
+    const globPrefix = `g${Date.now()}*:`;
+    const neighbour = globPrefix.replace('*', 'x');
+    writeFileSync(file, JSON.stringify({
+      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
+      upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+      token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret }, cache: { redis: { url: redis.url, keyPrefix: globPrefix } } },
+    }));
+    const g = await startServe(file);
+    t.teardown(() => g.stop());
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const value = JSON.stringify({ c: 'glob-client', sc: READ });
+    await raw.set(`${globPrefix}token:own`, value, 'PX', 60000);
+    await raw.set(`${neighbour}token:theirs`, value, 'PX', 60000);
+    for (const body of [{ clientId: 'glob-client' }, { fingerprint: 'theirsXX' }]) {
+      const response = await request(`${g.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      t.equal(response.statusCode, 200, JSON.stringify(body));
+      await response.body.text();
+    }
+    t.equal(await raw.exists(`${globPrefix}token:own`), 0, 'its own entry is purged');
+    t.equal(await raw.exists(`${neighbour}token:theirs`), 1, 'the entry under the other prefix is not');
+  });
+
   t.test('an entry read from Redis ends when it ends there, not a full TTL later', async (t) => {
     // An authorization server whose answer for a token the test changes: a token valid when
     // first seen is revoked, and one refused when first seen becomes valid.

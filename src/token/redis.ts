@@ -81,6 +81,9 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
   const client = new Redis(options.url, { ...common, commandTimeout: timeout });
   const subscriber = new Redis(options.url, { ...common, enableOfflineQueue: true });
   const prefix = `${options.keyPrefix}token:`;
+  // The prefix as a SCAN pattern matches itself only: a keyPrefix with `*`, `?` or `[` would
+  // otherwise let a purge reach the keys of another prefix sharing the Redis.
+  const prefixPattern = prefix.replace(/[*?[\]\\]/g, '\\$&');
   const channel = `${options.keyPrefix}purge`;
   let warnedAt = 0;
   const failed = (error: unknown) => {
@@ -166,9 +169,9 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
       try {
         let keys: string[] = [];
         if (match.key) keys = [prefix + match.key];
-        else if (match.fingerprint) keys = await scanKeys(`${prefix}${match.fingerprint.replace(/[*?[\]\\]/g, '')}*`);
+        else if (match.fingerprint) keys = await scanKeys(`${prefixPattern}${match.fingerprint.replace(/[*?[\]\\]/g, '')}*`);
         else if (match.clientId) {
-          const all = await scanKeys(`${prefix}*`);
+          const all = await scanKeys(`${prefixPattern}*`);
           // Read in batches: one round trip per PURGE_BATCH keys, not one per key.
           for (let i = 0; i < all.length; i += PURGE_BATCH) {
             const batch = all.slice(i, i + PURGE_BATCH);
