@@ -17,6 +17,21 @@ import { CLI, startServe } from '../helpers/process.js';
 import { converse, settle } from '../helpers/stack.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
+/**
+ * `scopegate serve` in front of `upstreamOrigin` (tokens: a JWT verifier that never needs its
+ * JWKS here, as every request of these tests is public), with `listen` merged over the listener.
+ */
+async function serveBefore(upstreamOrigin: string, listen: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-shutdown-'));
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0, ...listen }, admin: { host: '127.0.0.1', port: 0 },
+    upstream: { url: upstreamOrigin }, openapi: { file: SHARED_OPENAPI },
+    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
+  }));
+  return startServe(file);
+}
+
 t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, not forwarded', async (t) => {
   const up = await startRecordingUpstream();
   up.respond = (_req, res) => {
@@ -25,14 +40,7 @@ t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, 
       res.end('{}');
     }, 600);
   };
-  const dir = mkdtempSync(join(tmpdir(), 'scopegate-shutdown-'));
-  const file = join(dir, 'scopegate.json');
-  writeFileSync(file, JSON.stringify({
-    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
-  }));
-  const serve = await startServe(file);
+  const serve = await serveBefore(up.origin);
   t.teardown(() => up.close());
   const c = await converse(serve.port);
   c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
@@ -98,14 +106,7 @@ t.test('while requests in flight finish after SIGTERM, the admin listener still 
       res.end('{}');
     }, 1500);
   };
-  const dir = mkdtempSync(join(tmpdir(), 'scopegate-drain-'));
-  const file = join(dir, 'scopegate.json');
-  writeFileSync(file, JSON.stringify({
-    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
-  }));
-  const serve = await startServe(file);
+  const serve = await serveBefore(up.origin);
   t.teardown(() => up.close());
   const admin = async (path: string) => {
     const r = await request(`${serve.adminUrl}${path}`).catch((error: Error & { code?: string }) => ({ statusCode: error.code ?? error.message, body: null }));
@@ -152,14 +153,7 @@ t.test('connections are closed as their last answers end the drain: the process 
       res.end('{}');
     }, req.url?.endsWith('/Schemas') ? 0 : 400);
   };
-  const dir = mkdtempSync(join(tmpdir(), 'scopegate-drain-'));
-  const file = join(dir, 'scopegate.json');
-  writeFileSync(file, JSON.stringify({
-    listen: { host: '127.0.0.1', port: 0, shutdownTimeoutMs: 20000 }, admin: { host: '127.0.0.1', port: 0 },
-    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-    token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
-  }));
-  const serve = await startServe(file);
+  const serve = await serveBefore(up.origin, { shutdownTimeoutMs: 20000 });
   t.teardown(() => up.close());
   const get = (path: string) => `GET ${B}${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
   // Kept alive: one answered before SIGTERM and idle since, one whose answer is still to come,

@@ -155,15 +155,21 @@ function holdAnswer(path: string): () => void {
 
 const SLOW = `${B}/Users/slow`;
 const getSlow = (headers = '') => `GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n${headers}\r\n`;
-const responses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 
-t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
+/** A new connection with the upstream holding its answer to SLOW, and the counts before it. */
+async function beginHeld() {
   stack.up.reset();
   const release = holdAnswer(SLOW);
-  t.teardown(release);
   const before = accessLines(stack.gw.logs).length;
   const { answered } = await counters();
   const c = await converse(stack.gw.port);
+  return { release, before, answered, c };
+}
+const responses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+
+t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
+  const { release, before, answered, c } = await beginHeld();
+  t.teardown(release);
   // The chunked body is read whole and forwarded; its answer waits behind the slow one's, and so
   // does the 401 of the last request.
   c.write(getSlow()
@@ -184,11 +190,7 @@ t.test('a request the HTTP parser refuses behind requests still being answered: 
     ['a header block over limits.headerBytes', `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(9000)}\r\n\r\n`, 431],
     ['a chunked body with a malformed chunk', `POST ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nZZ\r\n`, 400],
   ] as const) {
-    stack.up.reset();
-    const release = holdAnswer(SLOW);
-    const before = accessLines(stack.gw.logs).length;
-    const { answered } = await counters();
-    const c = await converse(stack.gw.port);
+    const { release, before, answered, c } = await beginHeld();
     c.write(getSlow() + `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` + bytes);
     while (stack.up.requests.length < 2) await settle(10);
     await settle(100);
@@ -209,11 +211,7 @@ t.test('bytes after a request that closes its connection are not processed: its 
     ['Connection: close', getSlow('Connection: close\r\n')],
     ['HTTP/1.0', `GET ${SLOW} HTTP/1.0\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`],
   ] as const) {
-    stack.up.reset();
-    const release = holdAnswer(SLOW);
-    const before = accessLines(stack.gw.logs).length;
-    const { answered } = await counters();
-    const c = await converse(stack.gw.port);
+    const { release, before, answered, c } = await beginHeld();
     c.write(`${first}DELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
     while (stack.up.requests.length < 1) await settle(10);
     await settle(100);
