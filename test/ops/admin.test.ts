@@ -63,6 +63,7 @@ t.test('/metrics after traffic', async (t) => {
   await getText(`${gw.url}${B}/Nope/raw-path-xyz`);
   t.equal((await request(`${gw.url}${B}/Users/raw-method-77`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).statusCode, 405, 'POST on a user: not in the table');
   t.equal((await request(`${gw.url}${B}/Users`, { method: 'OPTIONS' })).statusCode, 204);
+  t.same(up.requests.map((r) => r.url), [`${B}/Users?secret-query=1`, `${B}/Users`], 'only the two allowed GETs reached the upstream');
   const { status, body } = await getText(`${gw.adminUrl}/metrics`);
   t.equal(status, 200);
   t.match(body, /scopegate_requests_total\{operation="get-users",decision="allow",status="200"\} 2/);

@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 import { CLI, startServe } from '../helpers/process.js';
@@ -18,30 +18,31 @@ import { converse, settle } from '../helpers/stack.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
 /**
- * `scopegate serve` in front of `upstreamOrigin` (tokens: a JWT verifier that never needs its
- * JWKS here, as every request of these tests is public), with `listen` merged over the listener.
+ * A recording upstream that answers `{}` after `delayMs(url)`, and `scopegate serve` in front of
+ * it (tokens: a JWT verifier that never needs its JWKS here, as every request of these tests is
+ * public), with `listen` merged over the listener.
  */
-async function serveBefore(upstreamOrigin: string, listen: Record<string, unknown> = {}) {
+async function serveBehindSlowUpstream(t: Test, delayMs: (url: string) => number, listen: Record<string, unknown> = {}) {
+  const up = await startRecordingUpstream();
+  up.respond = (req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
+      res.end('{}');
+    }, delayMs(req.url ?? ''));
+  };
+  t.teardown(() => up.close());
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-shutdown-'));
   const file = join(dir, 'scopegate.json');
   writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0, ...listen }, admin: { host: '127.0.0.1', port: 0 },
-    upstream: { url: upstreamOrigin }, openapi: { file: SHARED_OPENAPI },
+    upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
     token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } },
   }));
-  return startServe(file);
+  return { up, serve: await startServe(file) };
 }
 
 t.test('a request on a kept-alive connection after SIGTERM: a SCIM 503, logged, not forwarded', async (t) => {
-  const up = await startRecordingUpstream();
-  up.respond = (_req, res) => {
-    setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
-      res.end('{}');
-    }, 600);
-  };
-  const serve = await serveBefore(up.origin);
-  t.teardown(() => up.close());
+  const { up, serve } = await serveBehindSlowUpstream(t, () => 600);
   const c = await converse(serve.port);
   c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   while (up.requests.length === 0) await settle(10);
@@ -99,15 +100,7 @@ t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, t
 });
 
 t.test('while requests in flight finish after SIGTERM, the admin listener still answers: /healthz 200, /readyz 503, /metrics', async (t) => {
-  const up = await startRecordingUpstream();
-  up.respond = (_req, res) => {
-    setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
-      res.end('{}');
-    }, 1500);
-  };
-  const serve = await serveBefore(up.origin);
-  t.teardown(() => up.close());
+  const { up, serve } = await serveBehindSlowUpstream(t, () => 1500);
   const admin = async (path: string) => {
     const r = await request(`${serve.adminUrl}${path}`).catch((error: Error & { code?: string }) => ({ statusCode: error.code ?? error.message, body: null }));
     return { status: r.statusCode, body: r.body ? await r.body.text() : '' };
@@ -145,16 +138,8 @@ t.test('a request whose client went away does not hold the stop: the upstream\'s
 });
 
 t.test('connections are closed as their last answers end the drain: the process exits with the last of them, not at a keep-alive timeout or the deadline', async (t) => {
-  const up = await startRecordingUpstream();
-  up.respond = (req, res) => {
-    // The first request is answered at once, before SIGTERM; the others 400 ms after it.
-    setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/scim+json', 'content-length': '2' });
-      res.end('{}');
-    }, req.url?.endsWith('/Schemas') ? 0 : 400);
-  };
-  const serve = await serveBefore(up.origin, { shutdownTimeoutMs: 20000 });
-  t.teardown(() => up.close());
+  // The first request is answered at once, before SIGTERM; the others 400 ms after it.
+  const { up, serve } = await serveBehindSlowUpstream(t, (url) => (url.endsWith('/Schemas') ? 0 : 400), { shutdownTimeoutMs: 20000 });
   const get = (path: string) => `GET ${B}${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
   // Kept alive: one answered before SIGTERM and idle since, one whose answer is still to come,
   // and one with two requests pipelined.
