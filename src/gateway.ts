@@ -6,7 +6,7 @@
  *   3. token    public operations skip; else one Bearer credential, validated through the cache (401, 503)
  *   4. scopes   the operation's requirement is satisfied (403)
  *   5. body     the size limit, and /Bulk's inner operations (413, 400, 403)
- *   6. forward  @fastify/http-proxy, exactly the checked method and raw target
+ *   6. forward  @fastify/http-proxy (reply-from, from its preHandler), exactly the checked method and raw target
  *   7. log      one access line in onResponse, or as an unfinished response closes
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -720,34 +720,48 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // Each content type arrives as the raw stream (see the parsers above), never parsed.
     proxyPayloads: false,
     replyOptions: { rewriteHeaders: responseHeaders },
-    // Step 5 runs here rather than in a preHandler hook: one hook fewer on every request.
-    handler(request, reply, _dest, replyOptions) {
-      const d = request.decision!;
-      const { config } = d.runtime;
-      fromOptions ??= { ...replyOptions, queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relayUpstreamBody };
-      // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
-      if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
-      const body = request.body;
-      const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
-      // A body without a declared length (chunked) is read whole, within the limit, before
-      // anything goes upstream: past the limit the upstream must get nothing at all, not a
-      // request cut off mid-body whose first JSON value it may already have acted on.
-      if (!bulk && request.headers['content-length'] === undefined && request.headers['transfer-encoding'] !== undefined) {
-        return forwardChunked(request, reply, d, body);
-      }
-      if (body === undefined || body === null) {
-        if (bulk) return forwardBulk(request, reply, d, undefined);
-        return forward(reply, d, fromOptions);
-      }
-      // Every content type is parsed as a pass-through stream (above): anything else here
-      // would be a body the checks never saw.
-      if (typeof (body as { pipe?: unknown }).pipe !== 'function') return reply.send(new InternalError('request body is not a stream'));
-      if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
-      // A declared length is within the limit (checked before the body) and Node's parser
-      // holds the body to it: streamed as it comes.
-      return forward(reply, d, fromOptions);
+    // Step 5 forwards from the routes' preHandler, which never calls `done`: the answer comes from
+    // reply.from (Fastify's way of answering from a hook). http-proxy's own handler would parse
+    // and resolve the target again (three URL objects, a percent-decoding), which the grammar has
+    // settled, and Fastify would then wait on the reply it returns: 4 µs of the 48 a request costs
+    // (bench/RESULTS.md, bare-proxy-hook). The options are http-proxy's own (its response-header
+    // sanitising), taken once from its public fromParameters.
+    preHandler(request, reply, _done) {
+      fromOptions ??= { ...(reply.fromParameters('/').options as Record<string, unknown>), queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relayUpstreamBody };
+      proceed(request, reply);
+    },
+    // Never reached (the preHandler answers every request); were it reached, it denies.
+    handler(_request, reply) {
+      reply.send(new InternalError('the forwarder was reached past its preHandler'));
     },
   });
+
+  /** Steps 5 and 6: the body (a chunked or /Bulk one read and checked first), then forward. */
+  function proceed(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const d = request.decision!;
+    const { config } = d.runtime;
+    // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
+    if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && CONTINUE.test(request.headers.expect)) reply.raw.writeContinue();
+    const body = request.body;
+    const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
+    // A body without a declared length (chunked) is read whole, within the limit, before
+    // anything goes upstream: past the limit the upstream must get nothing at all, not a
+    // request cut off mid-body whose first JSON value it may already have acted on.
+    if (!bulk && request.headers['content-length'] === undefined && request.headers['transfer-encoding'] !== undefined) {
+      return forwardChunked(request, reply, d, body);
+    }
+    if (body === undefined || body === null) {
+      if (bulk) return forwardBulk(request, reply, d, undefined);
+      return forward(reply, d, fromOptions);
+    }
+    // Every content type is parsed as a pass-through stream (above): anything else here
+    // would be a body the checks never saw.
+    if (typeof (body as { pipe?: unknown }).pipe !== 'function') return reply.send(new InternalError('request body is not a stream'));
+    if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
+    // A declared length is within the limit (checked before the body) and Node's parser
+    // holds the body to it: streamed as it comes.
+    return forward(reply, d, fromOptions);
+  }
 
   /**
    * Step 6, for a request still owed an answer. One whose connection closed while it was decided
