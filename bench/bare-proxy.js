@@ -3,7 +3,12 @@
 // keep-alive), but no authorization, no access log, no metrics. Runs in its own process.
 // Prints one JSON line {"port": N} on stdout once it listens on 127.0.0.1.
 //
-//   node bench/bare-proxy.js --upstream http://127.0.0.1:PORT [--connections 128] [--port 0]
+// --hook forwards the way scopegate does (src/gateway.ts): from the route's preHandler, with
+// reply.from and the raw path and query, so that neither @fastify/http-proxy's handler (which
+// parses and resolves the target again) nor Fastify's wait on the handler's returned reply run.
+// The baseline of the same forwarding, without authorization (bench target bare-proxy-hook).
+//
+//   node bench/bare-proxy.js --upstream http://127.0.0.1:PORT [--connections 128] [--port 0] [--hook]
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
@@ -15,6 +20,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '128' },
     port: { type: 'string', default: '0' },
     timeout: { type: 'string', default: '30000' },
+    hook: { type: 'boolean', default: false },
   },
 });
 if (!values.upstream) {
@@ -39,7 +45,21 @@ await app.register(proxy, {
   undici: dispatcher,
   disableRequestLogging: true,
   internalRewriteLocationHeader: false,
+  ...(values.hook ? { preHandler: forwardFromHook } : {}),
 });
+
+let fromOptions;
+function forwardFromHook(request, reply) {
+  fromOptions ??= { ...reply.fromParameters('/').options, queryString: rawQuery };
+  const url = request.raw.url;
+  const q = url.indexOf('?');
+  reply.from(q < 0 ? url : url.slice(0, q), fromOptions);
+}
+
+function rawQuery(_search, url) {
+  const q = url.indexOf('?');
+  return q < 0 ? '' : url.slice(q + 1);
+}
 await app.listen({ host: '127.0.0.1', port: Number(values.port) });
 process.stdout.write(`${JSON.stringify({ port: app.server.address().port })}\n`);
 

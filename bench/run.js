@@ -32,7 +32,9 @@ import {
 
 // bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header, the baseline of
 // the same request as scopegate-jwt (the issue's ratio is against bare-proxy; both are reported).
-const TARGETS = ['direct', 'bare-proxy', 'bare-proxy-jwt', 'scopegate-introspection', 'scopegate-jwt', 'scopegate-many-tokens', 'nginx'];
+// bare-proxy-hook: bare-proxy forwarding the way scopegate does (from its preHandler, bypassing
+// @fastify/http-proxy's handler), the baseline of the same forwarding with no authorization.
+const TARGETS = ['direct', 'bare-proxy', 'bare-proxy-jwt', 'bare-proxy-hook', 'scopegate-introspection', 'scopegate-jwt', 'scopegate-many-tokens', 'nginx'];
 const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
 // Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
 // (no access line), to size what the access log costs, and with no identity headers.
@@ -243,6 +245,12 @@ async function prepare(name) {
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached` };
+      }
+      case 'bare-proxy-hook': {
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name });
+        const { issue } = await introspectionToken();
+        const token = await issue();
+        return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: 'bare-proxy forwarding as scopegate does: reply.from in the preHandler, raw path and query (http-proxy\'s handler and its re-resolution of the target skipped), no auth, no access log' };
       }
       case 'bare-proxy-jwt': {
         const bare = await prepare('bare-proxy');
@@ -675,6 +683,13 @@ function report() {
     results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
     results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');
   }
+  // Authorization's own cost: each scopegate target against the bare proxy that forwards as it does.
+  if (rr0('bare-proxy-hook')) {
+    for (const n of sgs) {
+      results.ratios[n].bareHook = ratio(n, 'bare-proxy-hook');
+      results.ratios[n].cpuBareHook = eff(n, 'bare-proxy-hook');
+    }
+  }
   const chk = (label, value, ok, shown) => TARGET_LINES.push({ label, value: shown ?? value, verdict: verdict(Number.isFinite(value) || typeof value === 'boolean' ? ok : undefined) });
   const rr = results.ratios;
   chk('scopegate-introspection / bare-proxy >= 0.95', rr['scopegate-introspection']?.bare, rr['scopegate-introspection']?.bare >= 0.95, fmt.ratio(rr['scopegate-introspection']?.bare));
@@ -682,6 +697,10 @@ function report() {
   chk('scopegate-many-tokens / bare-proxy >= 0.85', rr['scopegate-many-tokens']?.bare, rr['scopegate-many-tokens']?.bare >= 0.85, fmt.ratio(rr['scopegate-many-tokens']?.bare));
   const same = rr['scopegate-jwt']?.bareJwt;
   chk('(same request) scopegate-jwt / bare-proxy-jwt >= 0.95', same, same >= 0.95, fmt.ratio(same));
+  for (const n of ['scopegate-introspection', 'scopegate-jwt']) {
+    const v = rr[n]?.bareHook;
+    if (v !== undefined) chk(`(same forwarding) ${n} / bare-proxy-hook >= 0.95`, v, v >= 0.95, fmt.ratio(v));
+  }
   for (const n of sgs) chk(`${n} / nginx >= 0.35`, rr[n]?.nginx, rr[n]?.nginx >= 0.35, fmt.ratio(rr[n]?.nginx));
   // The same targets judged by CPU time per request (robust to a busy machine), for information.
   for (const [n, other, min] of [['scopegate-introspection', 'bare-proxy', 0.95], ['scopegate-jwt', 'bare-proxy', 0.95], ['scopegate-many-tokens', 'bare-proxy', 0.85], ...sgs.map((x) => [x, 'nginx', 0.35])]) {
@@ -727,6 +746,11 @@ function report() {
       L.push('', 'CPU efficiency = the other target\'s CPU us/req / this one\'s: the req/s ratio to expect when each is CPU-bound on a core of its own.');
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
+      const hooked = Object.entries(results.ratios).filter(([, r]) => r.bareHook !== undefined);
+      if (hooked.length) {
+        L.push('', 'Against bare-proxy-hook, the bare proxy that forwards as scopegate does (so only what authorization, the access line, metrics and identity headers cost shows): '
+          + `${hooked.map(([n, r]) => `${n} req/s ${fmt.ratio(r.bareHook)}, CPU efficiency ${fmt.ratio(r.cpuBareHook)}`).join('; ')}.`);
+      }
       L.push('');
     }
     const cached = Object.entries(t).filter(([, x]) => x.cache);
@@ -801,7 +825,7 @@ async function main() {
     log(`  ${'target'.padEnd(24)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'CPU us/req'.padStart(11)}`);
     for (const [n, x] of Object.entries(t)) log(`  ${n.padEnd(24)} ${fmt.rps(x.rps).padStart(8)} ${fmt.ms(x.p50).padStart(8)} ${fmt.ms(x.p99).padStart(8)} ${x.cpuUs.toFixed(0).padStart(11)}${x.non2xx || x.errors ? `  (${x.non2xx} non-2xx, ${x.errors} errors)` : ''}`);
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
-    for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}`);
+    for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
   }
   log('  targets:');
   for (const x of TARGET_LINES) log(`    ${x.verdict.padEnd(8)} ${x.label}: ${x.value ?? '-'}`);
