@@ -246,13 +246,19 @@ export function procMemory(pid) {
 
 /** CPU seconds (user + system) a process has used so far, its threads included; NaN if gone. */
 export function procCpuSeconds(pid) {
+  const { user, system } = procCpuSplit(pid);
+  return user + system;
+}
+
+/** User and system CPU seconds of `pid` (all its threads). */
+export function procCpuSplit(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state): utime is field 14, stime field 15
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
   } catch {
-    return NaN;
+    return { user: NaN, system: NaN };
   }
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;

@@ -27,7 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   BASE_PATH, BENCH, CLI, NGINX, ROOT, SHARED_OPENAPI, buildRequest, fmt, freePort, get, load, machineInfo, median,
-  childPids, metrics, paced, procCpuSeconds, procMemory, sleep, startNodeChild, startServe, stopAll, stopChild, track, waitPort,
+  childPids, metrics, paced, procCpuSeconds, procCpuSplit, procMemory, sleep, startNodeChild, startServe, stopAll, stopChild, track, waitPort,
 } from './lib.js';
 
 // bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header, the baseline of
@@ -51,6 +51,10 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
   --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 5; quick 2)
   --duration S                 seconds per round                       (BENCH_DURATION, default 5; quick 2)
   --warmup S                   warm-up seconds per target, not counted (BENCH_WARMUP, default 2; quick 1)
+  --round-warmup S             load before each round, not counted     (BENCH_ROUND_WARMUP, default 1; quick 0.5):
+                               a target idles while the others run (35 s between its rounds in a full
+                               run), and the first second after such a gap ran 20-30% slower on every
+                               target (V8 shrinks an idle heap and drops idle code)
   --connections N              autocannon connections                  (BENCH_CONNECTIONS, default 50)
   --upstream-connections N     undici pool size (scopegate upstream.connections, bare-proxy) and
                                nginx upstream keepalive                (BENCH_UPSTREAM_CONNECTIONS, default 128)
@@ -76,7 +80,7 @@ const { values: argv } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' }, skip: { type: 'string' },
-    rounds: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' },
+    rounds: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, 'round-warmup': { type: 'string' },
     connections: { type: 'string' }, 'upstream-connections': { type: 'string' },
     tokens: { type: 'string' }, 'many-source': { type: 'string' },
     rate: { type: 'string' }, 'rate-connections': { type: 'string' }, 'rate-rounds': { type: 'string' }, 'rate-duration': { type: 'string' },
@@ -102,6 +106,7 @@ const opts = {
   rounds: num('rounds', 'BENCH_ROUNDS', 5, 2),
   duration: num('duration', 'BENCH_DURATION', 5, 2),
   warmup: num('warmup', 'BENCH_WARMUP', 2, 1),
+  roundWarmup: num('round-warmup', 'BENCH_ROUND_WARMUP', 1, 0.5),
   connections: num('connections', 'BENCH_CONNECTIONS', 50, 50),
   upstreamConnections: num('upstream-connections', 'BENCH_UPSTREAM_CONNECTIONS', 128, 128),
   tokens: num('tokens', 'BENCH_TOKENS', 10000, 10000),
@@ -381,17 +386,20 @@ http {
 /** One round on a target; also the CPU time its own process(es) used per request. */
 async function runTarget(name, t, seconds) {
   const pids = t.pids ?? [t.pid];
+  const system = () => pids.reduce((a, p) => a + procCpuSplit(p).system, 0);
   const cpu = () => pids.reduce((a, p) => a + procCpuSeconds(p), 0);
   const before = cpu();
+  const systemBefore = system();
   const r = await load({ url: t.url, connections: opts.connections, duration: seconds, ...(t.buffers ? { buffers: t.buffers } : { headers: t.headers }) });
   r.cpuUs = ((cpu() - before) * 1e6) / Math.max(1, r.total);
+  r.systemUs = ((system() - systemBefore) * 1e6) / Math.max(1, r.total);
   return r;
 }
 
 async function throughput() {
   const names = [...TARGETS, ...DIAG].filter(wanted);
   if (names.length === 0) return;
-  log(`\n== throughput: ${names.length} targets, ${opts.rounds} alternating rounds x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each)`);
+  log(`\n== throughput: ${names.length} targets, ${opts.rounds} alternating rounds x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each, and ${opts.roundWarmup} s before each round)`);
   const ready = [];
   for (const name of names) {
     const t = await prepare(name);
@@ -409,10 +417,11 @@ async function throughput() {
   }
   for (let round = 1; round <= opts.rounds; round++) {
     for (const [name, t] of ready) {
+      await runTarget(name, t, opts.roundWarmup);
       const r = await runTarget(name, t, opts.duration);
       results.targets[name].rounds.push(r);
       const bad = r.non2xx || r.errors ? `  !! ${r.non2xx} non-2xx, ${r.errors} errors ${JSON.stringify(r.statuses)}` : '';
-      log(`  round ${round}/${opts.rounds} ${name.padEnd(24)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req${bad}`);
+      log(`  round ${round}/${opts.rounds} ${name.padEnd(24)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req (system ${r.systemUs.toFixed(0)})${bad}`);
     }
   }
   for (const [name, t] of ready) {
@@ -726,7 +735,7 @@ function report() {
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
-  L.push(`- ${opts.rounds} alternating rounds x ${opts.duration} s per target, ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target; medians of rounds`);
+  L.push(`- ${opts.rounds} alternating rounds x ${opts.duration} s per target, ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target and ${opts.roundWarmup} s of uncounted load before each round (a target idles while the others run; the first second after that gap ran 20-30% slower on every target); medians of rounds`);
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
   L.push(`- upstream pool: ${opts.upstreamConnections} connections (scopegate \`upstream.connections\`, bare-proxy's undici Pool, nginx \`keepalive\`)`);
   L.push(`- scopegate: \`node dist/cli.js serve\`, jans table (\`../shared/jans-scim-openapi.yaml\`), log level info, access log ${opts.accessLog === 'file' ? 'to a file' : 'piped and dropped'}, \`token.cache.maxTtlSeconds: 3600\` (entries outlive the run)`);
@@ -759,8 +768,8 @@ function report() {
       for (const [n, x] of cached) L.push(`- ${n}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
       L.push('');
     }
-    L.push('<details><summary>Every round</summary>', '', '| target | round | req/s | p50 ms | p99 ms | non-2xx |', '|---|---:|---:|---:|---:|---:|');
-    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r, i) => L.push(`| ${n} | ${i + 1} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.non2xx} |`));
+    L.push('<details><summary>Every round</summary>', '', '| target | round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r, i) => L.push(`| ${n} | ${i + 1} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.cpuUs.toFixed(0)} | ${r.systemUs.toFixed(0)} | ${r.non2xx} |`));
     L.push('', '</details>', '');
   }
   if (results.fixedRate) {
