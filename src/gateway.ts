@@ -720,12 +720,13 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // Each content type arrives as the raw stream (see the parsers above), never parsed.
     proxyPayloads: false,
     replyOptions: { rewriteHeaders: responseHeaders },
-    // Step 5 forwards from the routes' preHandler, which never calls `done`: the answer comes from
+    // Steps 5 and 6 run in the routes' preHandler, which never calls `done`: the answer comes from
     // reply.from (Fastify's way of answering from a hook). http-proxy's own handler would parse
     // and resolve the target again (three URL objects, a percent-decoding), which the grammar has
-    // settled, and Fastify would then wait on the reply it returns: 4 µs of the 48 a request costs
-    // (bench/RESULTS.md, bare-proxy-hook). The options are http-proxy's own (its response-header
-    // sanitising), taken once from its public fromParameters.
+    // settled, and Fastify would then wait on the reply it returns: 4-5 µs of the 47-52 a request
+    // costs the stock proxy (bench/RESULTS.md, bare-proxy-hook). The options are http-proxy's own
+    // (its response-header sanitising), taken once from its public fromParameters. Nothing is
+    // returned: a reply is thenable, and Fastify would wait on it and then run the handler.
     preHandler(request, reply, _done) {
       fromOptions ??= { ...(reply.fromParameters('/').options as Record<string, unknown>), queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relayUpstreamBody };
       proceed(request, reply);
