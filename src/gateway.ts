@@ -737,8 +737,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     },
   });
 
-  /** Steps 5 and 6: the body (a chunked or /Bulk one read and checked first), then forward. */
-  function proceed(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  /**
+   * Steps 5 and 6: the body (a chunked or /Bulk one read and checked first), then forward. It
+   * returns nothing, as the preHandler must not (a reply is thenable).
+   */
+  function proceed(request: FastifyRequest, reply: FastifyReply): void {
     const d = request.decision!;
     const { config } = d.runtime;
     // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
@@ -749,38 +752,48 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // anything goes upstream: past the limit the upstream must get nothing at all, not a
     // request cut off mid-body whose first JSON value it may already have acted on.
     if (!bulk && request.headers['content-length'] === undefined && request.headers['transfer-encoding'] !== undefined) {
-      return forwardChunked(request, reply, d, body);
+      forwardChunked(request, reply, d, body);
+    } else if (body === undefined || body === null) {
+      if (bulk) forwardBulk(request, reply, d, undefined);
+      else forward(reply, d, fromOptions);
+    } else if (typeof (body as { pipe?: unknown }).pipe !== 'function') {
+      // Every content type is parsed as a pass-through stream (above): anything else here
+      // would be a body the checks never saw.
+      reply.send(new InternalError('request body is not a stream'));
+    } else if (bulk) {
+      forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
+    } else {
+      // A declared length is within the limit (checked before the body) and Node's parser
+      // holds the body to it: streamed as it comes.
+      forward(reply, d, fromOptions);
     }
-    if (body === undefined || body === null) {
-      if (bulk) return forwardBulk(request, reply, d, undefined);
-      return forward(reply, d, fromOptions);
-    }
-    // Every content type is parsed as a pass-through stream (above): anything else here
-    // would be a body the checks never saw.
-    if (typeof (body as { pipe?: unknown }).pipe !== 'function') return reply.send(new InternalError('request body is not a stream'));
-    if (bulk) return forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
-    // A declared length is within the limit (checked before the body) and Node's parser
-    // holds the body to it: streamed as it comes.
-    return forward(reply, d, fromOptions);
   }
 
   /**
    * Step 6, for a request still owed an answer. One whose connection closed while it was decided
    * or its body read has its access line already (499, not forwarded), and nobody would see the
    * upstream's answer: it is never forwarded then, so that the upstream gets only what the log
-   * says it got.
+   * says it got. The forwarder's own refusals (it throws) go to the error handler.
    */
-  function forward(reply: FastifyReply, d: Decision, replyOptions: Record<string, unknown> | undefined): FastifyReply {
-    if (d.logged) return reply;
-    return reply.from(d.target!.path, replyOptions);
+  function forward(reply: FastifyReply, d: Decision, replyOptions: Record<string, unknown> | undefined): void {
+    if (d.logged) return;
+    try {
+      reply.from(d.target!.path, replyOptions);
+    } catch (error) {
+      reply.send(error);
+    }
   }
+
+  // The two below read a body before forwarding. Their callbacks return nothing: a reply is
+  // thenable, and the promise they end would wait on the response and reject, unhandled, if it
+  // failed.
 
   /**
    * A chunked body: read whole (bounded by limits.bodyBytes, 413 past it), then forwarded with
    * its Content-Length. A body Fastify does not hand over for the method (GET, HEAD, DELETE
    * without a media type) is read the same way, for the limit, and not forwarded, as before.
    */
-  function forwardChunked(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): FastifyReply {
+  function forwardChunked(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): void {
     const stream = (body ?? request.raw) as NodeJS.ReadableStream;
     const { limits } = d.runtime.config;
     readBody(stream, limits.bodyBytes, bodies, limits.bufferedBytes, d).then(
@@ -789,19 +802,23 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
           d.bodyLength = buffer.length;
           request.body = Readable.from([buffer], { objectMode: false });
         }
-        return forward(reply, d, fromOptions);
+        forward(reply, d, fromOptions);
       },
-      (error: unknown) => reply.send(error),
+      (error: unknown) => {
+        reply.send(error);
+      },
     );
-    return reply;
   }
 
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */
-  function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): FastifyReply {
+  function forwardBulk(request: FastifyRequest, reply: FastifyReply, d: Decision, stream: NodeJS.ReadableStream | undefined): void {
     checkBulkBody(request, d, stream, bodies).then(
-      (checked) => forward(reply, d, { ...fromOptions, body: checked, contentType: request.headers['content-type']! }),
-      (error: unknown) => reply.send(error),
+      (checked) => {
+        forward(reply, d, { ...fromOptions, body: checked, contentType: request.headers['content-type']! });
+      },
+      (error: unknown) => {
+        reply.send(error);
+      },
     );
-    return reply;
   }
 }
