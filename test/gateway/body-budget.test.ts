@@ -68,10 +68,13 @@ t.test('a chunked body that would pass the total: 503, Retry-After, nothing upst
 });
 
 t.test('a client that goes away mid-body gives its bytes back', async (t) => {
+  stack.up.reset();
   const c = await begin(`${B}/Users`, 800);
   t.ok(await waitHeld(800), 'held while it is read');
   c.socket.destroy();
   t.ok(await waitHeld(0), 'given back when the connection closes');
+  await settle(100);
+  t.equal(stack.up.requests.length, 0, 'nothing of the unfinished body reached the upstream');
 });
 
 t.test('a body read behind a pipelined request gives its bytes back, and gets its line, when the client goes away', async (t) => {

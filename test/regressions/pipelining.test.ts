@@ -87,8 +87,10 @@ t.test('HTTP/1.0 with Expect: 100-continue: no 100 Continue, the request is serv
 // pipelined behind a request follows that request's whole answer.
 t.test('the HTTP parser\'s refusal is never written into a response under way', async (t) => {
   let held: ServerResponse | undefined;
+  let hits = 0;
   // An upstream that answers at once, without waiting for the body, and never ends its answer.
   const up = await startServer((req, res) => {
+    hits++;
     req.resume();
     res.writeHead(200, { 'content-type': 'application/scim+json' });
     res.write('{"schemas":');
@@ -117,6 +119,7 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
 
   t.test('garbage pipelined behind a GET whose answer has begun: that answer whole, then the 400', async (t) => {
     const before = accessLines(gw.logs).length;
+    hits = 0;
     const c = await converse(gw.port);
     c.write(`GET ${B}/Users/begun HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
     t.ok(await c.waitFor(/\{"schemas":/, 5000), 'the answer has begun');
@@ -127,6 +130,9 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
     held?.end('[]}');
     t.ok(await c.waitClose(3000), 'closed after the refusal');
     t.match(c.data, /\r\n\r\nb\r\n\{"schemas":\r\n3\r\n\[\]\}\r\n0\r\n\r\nHTTP\/1\.1 400 [^]*"status":"400"/, 'the GET\'s answer whole (chunked), then the parser\'s 400');
+    const refusal = c.data.slice(c.data.indexOf('HTTP/1.1 400 '));
+    t.match(refusal, /\r\ncontent-type: application\/scim\+json\r\n/i, 'the 400 is a SCIM error');
+    t.equal(hits, 1, 'the upstream received the one GET, nothing for the refused bytes');
     await settle(100);
     t.same(accessLines(gw.logs).slice(before).map((l) => [l.path, l.status]), [[`${B}/Users/begun`, 200], ['(unparsed)', 400]], 'one line each');
   });
@@ -179,6 +185,7 @@ t.test('a client that goes away with pipelined requests still unanswered: one 49
   t.equal((await counters()).held, 14, 'the chunked body is held until its response closes');
   c.end();
   await settle(300);
+  t.same(stack.up.requests.map((r) => r.url).sort(), [SLOW, `${B}/Users`].sort(), 'the unauthenticated GET never reached the upstream');
   const lines = accessLines(stack.gw.logs).slice(before);
   t.same(lines.map((l) => [l.method, l.path, l.status]).sort(), [['GET', `${B}/Groups`, 499], ['GET', SLOW, 499], ['POST', `${B}/Users`, 499]], 'one line each: the connection closed before their answers');
   t.same(await counters(), { answered, held: 0 }, 'nothing answered, nothing held');
@@ -198,6 +205,9 @@ t.test('a request the HTTP parser refuses behind requests still being answered: 
     release();
     t.ok(await c.waitClose(3000), `${name}: the connection closes`);
     t.same(responses(c.data), [200, 200, status], `${name}: the two answers, then the refusal`);
+    const refusal = c.data.slice(c.data.lastIndexOf('HTTP/1.1 '));
+    t.match(refusal, new RegExp(`^HTTP/1\\.1 ${status} [^]*\\r\\ncontent-type: application/scim\\+json\\r\\n`, 'i'), `${name}: the refusal is a SCIM error`);
+    t.match(refusal.slice(refusal.indexOf('\r\n\r\n')), `"status":"${status}"`, `${name}: with its status`);
     const lines = accessLines(stack.gw.logs).slice(before);
     t.same(lines.map((l) => l.status), [200, 200, status], `${name}: one line each`);
     t.match(lines[2], { status, decision: 'deny', reason: /^refused by the HTTP parser: / });
