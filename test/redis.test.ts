@@ -3,8 +3,6 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -13,11 +11,11 @@ import { request } from 'undici';
 import { startAuthServer, type AuthServer } from '../src/demo/auth-server.js';
 import { B, SHARED_OPENAPI } from './helpers/gateway.js';
 import { CLI, startServe, type ServeProcess } from './helpers/process.js';
+import { readText, sleep, startServer } from './gateway/support.js';
 import { hasRedis, startRedis, type RedisServer } from './helpers/redis.js';
 import { startRecordingUpstream, type RecordingUpstream } from './helpers/upstream.js';
 
 const READ = 'https://jans.io/scim/users.read';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 if (!hasRedis()) {
   t.fail('redis-server is not installed (.ci/run installs it)');
@@ -212,18 +210,15 @@ if (!hasRedis()) {
     // An authorization server whose answer for a token the test changes: a token valid when
     // first seen is revoked, and one refused when first seen becomes valid.
     const active = new Map<string, boolean>();
-    const as = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString()));
-      req.on('end', () => {
+    const as = await startServer((req, res) => {
+      void readText(req).then((body) => {
         const token = new URLSearchParams(body).get('token') ?? '';
         const answer = active.get(token) === true ? { active: true, scope: READ, client_id: 'c', token_type: 'Bearer' } : { active: false };
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(answer));
       });
     });
-    await new Promise<void>((r) => as.listen(0, '127.0.0.1', r));
-    const endpoint = `http://127.0.0.1:${(as.address() as AddressInfo).port}/introspection`;
+    const endpoint = `${as.origin}/introspection`;
     const file = join(dir, 'ttl.json');
     writeFileSync(file, JSON.stringify({
       listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
@@ -236,8 +231,7 @@ if (!hasRedis()) {
     const [c, d] = await Promise.all([startServe(file), startServe(file)]);
     t.teardown(async () => {
       await Promise.allSettled([c.stop(), d.stop()]);
-      as.closeAllConnections();
-      as.close();
+      await as.close();
     });
     const revoked = `revoked-${Date.now()}`;
     const late = `late-${Date.now()}`;

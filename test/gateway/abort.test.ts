@@ -9,7 +9,7 @@
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
 import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
-import { type GatewayStack, readText, startGatewayStack, startServer, tokenConfig, until } from './support.js';
+import { type GatewayStack, readText, sleep, startGatewayStack, startServer, tokenConfig, until } from './support.js';
 
 const WRITE = 'https://jans.io/scim/users.write';
 const READ = 'https://jans.io/scim/users.read';
@@ -98,7 +98,7 @@ for (const c of cases) {
     t.ok(await until(() => accessLines(gw.logs).length > before), 'an access line is written');
     // The upstream answers after all: still one line.
     release();
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    await sleep(150);
     const lines = accessLines(gw.logs).slice(before);
     t.equal(lines.length, 1, 'exactly one access line');
     t.match(lines[0], c.status === undefined
@@ -124,7 +124,7 @@ t.test('the requests answered before and after on one connection keep their own 
   socket.write(get(1) + get(2));
   t.ok(await until(() => (received.match(/HTTP\/1\.1 200/g) ?? []).length === 2), 'both answered');
   socket.destroy();
-  await new Promise((resolve) => setTimeout(resolve, 150));
+  await sleep(150);
   const lines = accessLines(gw.logs).slice(before);
   t.same(lines.map((l) => [l.path, l.status]), [[`${B}/Users/keep-1`, 200], [`${B}/Users/keep-2`, 200]], 'one line each, 200, no 499');
 });
@@ -142,11 +142,11 @@ t.test('a client that goes away mid-body is no upstream error', async (t) => {
       socket.on('error', () => undefined);
       const framed = framing === 'chunked' ? `Transfer-Encoding: chunked\r\n\r\n${USER.length.toString(16)}\r\n${USER}\r\n` : `Content-Length: ${USER.length + 100}\r\n\r\n${USER}`;
       socket.write(`POST ${B}/Users HTTP/1.1\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n${JSON_TYPE}${framed}`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       if (leaves === 'FIN') socket.end();
       else socket.resetAndDestroy();
       t.ok(await until(() => accessLines(gw.logs).length > before), `${name}: an access line`);
-      await new Promise((resolve) => setTimeout(resolve, 150));
+      await sleep(150);
       const lines = accessLines(gw.logs).slice(before);
       t.equal(lines.length, 1, `${name}: one line`);
       t.match(lines[0], { path: `${B}/Users`, status: leaves === 'FIN' ? 400 : 499 }, `${name}: the parser's 400 or a 499`);
@@ -167,7 +167,7 @@ t.test('a request whose client goes away while its token is validated is not for
   const slowAuth = await startServer((req, res) => {
     introspections += 1;
     void readText(req).then(async (form) => {
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sleep(300);
       const answer = await fetch(auth.introspectionEndpoint, { method: 'POST', headers: { authorization: req.headers.authorization ?? '', 'content-type': req.headers['content-type'] ?? '' }, body: form });
       res.writeHead(answer.status, { 'content-type': 'application/json' }).end(await answer.text());
     });
@@ -191,7 +191,7 @@ t.test('a request whose client goes away while its token is validated is not for
     socket.destroy();
     t.ok(await until(() => accessLines(gw.logs).length > before), `${name}: an access line`);
     // The validation ends (allowed): still nothing goes upstream.
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await sleep(600);
     t.equal(up.requests.length, 0, `${name}: nothing forwarded`);
     const lines = accessLines(gw.logs).slice(before);
     t.equal(lines.length, 1, `${name}: one line`);

@@ -10,7 +10,7 @@ import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest } from '../helpers/raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import { converse } from '../helpers/stack.js';
-import { assertScimError, closedPort, send, startServer, tokenConfig } from './support.js';
+import { assertScimError, closedPort, send, sleep, startServer, tokenConfig } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const USERS = `${B}/Users`;
@@ -93,7 +93,7 @@ t.test('an allowed request the upstream fails is logged and counted as allowed, 
     const gw = await startTestGateway({ upstream: { url, timeoutMs: 300 }, token: tokenConfig(auth) });
     const res = await send(gw.port, 'GET', USERS, { token, timeoutMs: 5000 });
     t.equal(res.status, status, name);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     // The decision is the gateway's (the token held the scope): the upstream's failure is not a denial.
     const lines = accessLines(gw.logs);
     t.equal(lines.length, 1, `${name}: one access line`);
@@ -126,7 +126,7 @@ t.test('upstream resets while the client still sends the body: a SCIM 502, count
   assertScimError(t, res, 502);
   t.notMatch(res.body, /null|Symbol|properties/, 'no internal detail');
   t.equal(res.headers.connection, 'close', 'the rest of the body is not read: the connection closes');
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await sleep(100);
   const lines = accessLines(gw.logs);
   t.equal(lines.length, 1, 'one access line');
   t.match(lines[0], { path: USERS, status: 502, decision: 'allow', reason: /^upstream connection failed/ }, 'the access line');
