@@ -399,7 +399,7 @@ async function runTarget(name, t, seconds) {
 async function throughput() {
   const names = [...TARGETS, ...DIAG].filter(wanted);
   if (names.length === 0) return;
-  log(`\n== throughput: ${names.length} targets, ${opts.rounds} alternating rounds x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each, and ${opts.roundWarmup} s before each round)`);
+  log(`\n== throughput: ${names.length} targets, ${opts.rounds} rounds in serpentine order x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each, and ${opts.roundWarmup} s before each round)`);
   const ready = [];
   for (const name of names) {
     const t = await prepare(name);
@@ -416,9 +416,14 @@ async function throughput() {
     log(`  warm-up ${name.padEnd(24)} ${fmt.rps(w.rps).padStart(8)} req/s${w.non2xx || w.errors ? `  (${w.non2xx} non-2xx, ${w.errors} errors: ${JSON.stringify(w.statuses)})` : ''}`);
   }
   for (let round = 1; round <= opts.rounds; round++) {
-    for (const [name, t] of ready) {
+    // Serpentine order (A B C, C B A, A B C ...): in a fixed order the targets late in a round
+    // would always run late, and a drift within a round (the machine is shared) would land on
+    // them alone; reversed every other round, each target's mean position is the same.
+    const order = round % 2 === 1 ? ready : [...ready].reverse();
+    for (const [position, [name, t]] of order.entries()) {
       await runTarget(name, t, opts.roundWarmup);
       const r = await runTarget(name, t, opts.duration);
+      r.position = position + 1;
       results.targets[name].rounds.push(r);
       const bad = r.non2xx || r.errors ? `  !! ${r.non2xx} non-2xx, ${r.errors} errors ${JSON.stringify(r.statuses)}` : '';
       log(`  round ${round}/${opts.rounds} ${name.padEnd(24)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req (system ${r.systemUs.toFixed(0)})${bad}`);
@@ -688,6 +693,11 @@ function report() {
     bare: ratio(n, 'bare-proxy'), direct: ratio(n, 'direct'), nginx: ratio(n, 'nginx'),
     cpuBare: eff(n, 'bare-proxy'), cpuDirect: eff(n, 'direct'), cpuNginx: eff(n, 'nginx'),
   }]));
+  // The same ratio round by round (each round's scopegate against that round's bare proxy): how
+  // far the headline ratio of medians moves with the machine. For information; the targets are
+  // judged on the ratio of medians.
+  const perRound = (a, b) => (t[a]?.rounds && t[b]?.rounds ? t[a].rounds.map((r, i) => r.rps / t[b].rounds[i]?.rps).filter(Number.isFinite) : []);
+  for (const n of sgs) results.ratios[n].barePerRound = perRound(n, 'bare-proxy');
   if (t['bare-proxy-jwt']?.rps && rr0('scopegate-jwt')) {
     results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
     results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');
@@ -735,7 +745,7 @@ function report() {
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
-  L.push(`- ${opts.rounds} alternating rounds x ${opts.duration} s per target, ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target and ${opts.roundWarmup} s of uncounted load before each round (a target idles while the others run; the first second after that gap ran 20-30% slower on every target); medians of rounds`);
+  L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target, every target once per round, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target and ${opts.roundWarmup} s of uncounted load before each round (a target idles while the others run; the first second after that gap ran 20-30% slower on every target); medians of rounds`);
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
   L.push(`- upstream pool: ${opts.upstreamConnections} connections (scopegate \`upstream.connections\`, bare-proxy's undici Pool, nginx \`keepalive\`)`);
   L.push(`- scopegate: \`node dist/cli.js serve\`, jans table (\`../shared/jans-scim-openapi.yaml\`), log level info, access log ${opts.accessLog === 'file' ? 'to a file' : 'piped and dropped'}, \`token.cache.maxTtlSeconds: 3600\` (entries outlive the run)`);
@@ -753,6 +763,7 @@ function report() {
       L.push('| ratio | req/s / bare-proxy | / direct | / nginx | CPU efficiency vs bare-proxy | vs direct | vs nginx |', '|---|---:|---:|---:|---:|---:|---:|');
       for (const n of sgs) L.push(`| ${n} | ${fmt.ratio(rr[n].bare)} | ${fmt.ratio(rr[n].direct)} | ${fmt.ratio(rr[n].nginx)} | ${fmt.ratio(rr[n].cpuBare)} | ${fmt.ratio(rr[n].cpuDirect)} | ${fmt.ratio(rr[n].cpuNginx)} |`);
       L.push('', 'CPU efficiency = the other target\'s CPU us/req / this one\'s: the req/s ratio to expect when each is CPU-bound on a core of its own.');
+      L.push('', `req/s / bare-proxy round by round (each round's figures; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
       const hooked = Object.entries(results.ratios).filter(([, r]) => r.bareHook !== undefined);
@@ -768,8 +779,8 @@ function report() {
       for (const [n, x] of cached) L.push(`- ${n}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
       L.push('');
     }
-    L.push('<details><summary>Every round</summary>', '', '| target | round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|');
-    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r, i) => L.push(`| ${n} | ${i + 1} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.cpuUs.toFixed(0)} | ${r.systemUs.toFixed(0)} | ${r.non2xx} |`));
+    L.push('<details><summary>Every round</summary>', '', '| target | round | position in the round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r, i) => L.push(`| ${n} | ${i + 1} | ${r.position} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.cpuUs.toFixed(0)} | ${r.systemUs.toFixed(0)} | ${r.non2xx} |`));
     L.push('', '</details>', '');
   }
   if (results.fixedRate) {
@@ -835,6 +846,7 @@ async function main() {
     for (const [n, x] of Object.entries(t)) log(`  ${n.padEnd(24)} ${fmt.rps(x.rps).padStart(8)} ${fmt.ms(x.p50).padStart(8)} ${fmt.ms(x.p99).padStart(8)} ${x.cpuUs.toFixed(0).padStart(11)}${x.non2xx || x.errors ? `  (${x.non2xx} non-2xx, ${x.errors} errors)` : ''}`);
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
     for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
+    for (const [n, r] of Object.entries(results.ratios)) if (r.barePerRound.length) log(`  ${n.padEnd(24)} req/s / bare-proxy round by round: ${r.barePerRound.map(fmt.ratio).join(', ')}`);
   }
   log('  targets:');
   for (const x of TARGET_LINES) log(`    ${x.verdict.padEnd(8)} ${x.label}: ${x.value ?? '-'}`);
