@@ -32,6 +32,7 @@ import { both, closest, satisfied, type Requirement } from './scopes/requirement
 import { authorizationValue, checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
 import type { Principal } from './token/principal.js';
+import { abortableDispatcher, ClientLeft, kUpstreamAbort, UpstreamAbort } from './upstream.js';
 
 /** What the steps learned about one request; the access line is written from it. */
 export interface Decision {
@@ -54,6 +55,8 @@ export interface Decision {
   logged: boolean;
   /** The upstream answer's body, once it is relayed. */
   upstreamBody: Readable | undefined;
+  /** Aborts its upstream request, once it is forwarded: its client left before the answer. */
+  upstreamAbort: UpstreamAbort | undefined;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
   heldBytes: number;
   /** The client's connection; the request's own `socket` is null once the forwarder destroyed its body stream. */
@@ -440,6 +443,8 @@ function toGatewayError(error: unknown, clientError?: Error | null): GatewayErro
   const codes: string[] = [];
   for (let e: unknown = error; e && codes.length < 5; e = (e as { cause?: unknown }).cause) {
     if (e instanceof GatewayError) return e;
+    // Aborted because its client left (src/upstream.ts): not an upstream failure.
+    if (e instanceof ClientLeft) return new InvalidRequest('the client closed the connection before the answer', 'The connection closed');
     if (clientError && e === clientError) return new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete');
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') codes.push(code);
@@ -505,6 +510,8 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: Record<string, 
   });
   d.token = undefined;
   if (d.bodyLength !== undefined) forwarded['content-length'] = String(d.bodyLength);
+  // The request's abort signal, for the pool (src/upstream.ts): headers are all reply-from passes on.
+  (forwarded as Record<symbol, unknown>)[kUpstreamAbort] = d.upstreamAbort = new UpstreamAbort();
   return forwarded;
 }
 
@@ -625,7 +632,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false, upstreamBody: undefined, heldBytes: 0, connection: request.raw.socket,
+      bodyLength: undefined, logged: false, upstreamBody: undefined, upstreamAbort: undefined, heldBytes: 0, connection: request.raw.socket,
     };
     request.decision = decision;
     // Every request ends once: as its response closes, finished or not (a client that went away,
@@ -637,7 +644,12 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     inFlight.enter();
     const end = () => {
       if (!open.delete(reply)) return;
-      if (!decision.logged && !reply.raw.writableFinished) recorder.endedEarly(request, reply, decision);
+      if (!reply.raw.writableFinished) {
+        if (!decision.logged) recorder.endedEarly(request, reply, decision);
+        // Nobody is left to read the upstream's answer: its request is aborted, not left to
+        // hold a pool connection until upstream.timeoutMs (nginx's and Envoy's default).
+        decision.upstreamAbort?.abort();
+      }
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
       inFlight.leave();
       const refusal = socket[kRefusal];
@@ -714,7 +726,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(proxy, {
     upstream: options.current().config.upstream.url,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    undici: options.dispatcher,
+    undici: abortableDispatcher(options.dispatcher) as unknown as Dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
     // Each content type arrives as the raw stream (see the parsers above), never parsed.

@@ -10,7 +10,6 @@ import type { Socket } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Pool } from 'undici';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
@@ -20,6 +19,7 @@ import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
 import type { PurgeMatch } from './token/cache.js';
+import { createUpstreamPool } from './upstream.js';
 
 /** What buildServer needs. */
 export interface ServerOptions {
@@ -147,20 +147,7 @@ function createRequestIds(): () => string {
 /** Builds both instances; the proxy forwards through one undici pool to the upstream. */
 export async function buildServer(options: ServerOptions): Promise<Servers> {
   const config = options.current().config;
-  const upstream = new URL(config.upstream.url);
-  const dispatcher = new Pool(upstream.origin, {
-    connections: config.upstream.connections,
-    pipelining: 1,
-    headersTimeout: config.upstream.timeoutMs,
-    bodyTimeout: config.upstream.timeoutMs,
-    keepAliveTimeout: 4000,
-    connect: {
-      timeout: Math.min(config.upstream.timeoutMs, 10000),
-      // TLS to the upstream is always verified (reply-from's own default is not).
-      rejectUnauthorized: true,
-      ...(config.upstream.caFile ? { ca: readFileSync(config.upstream.caFile) } : {}),
-    },
-  });
+  const dispatcher = createUpstreamPool(config.upstream);
   const proxy = Fastify({
     serverFactory: (handler) => createProxyServer(config, handler, options),
     loggerInstance: options.logger as FastifyBaseLogger,
@@ -189,9 +176,9 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   const closeProxy = async () => {
     stopping = true;
     await proxy.close();
-    // Every client connection is closed now: what the upstream still owes (a request whose
-    // client went away, which reply-from does not abort) has nobody to go to. Waiting for it, as
-    // close() would, held the stop up to upstream.timeoutMs.
+    // Every client connection is closed now, and the requests they had in flight upstream were
+    // aborted as they closed: whatever the upstream still owes has nobody to go to. Waiting for
+    // it, as close() would, could hold the stop up to upstream.timeoutMs.
     await dispatcher.destroy().catch(() => undefined);
   };
   return {
