@@ -6,6 +6,7 @@ import { request } from 'undici';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { startAuthServer } from '../../src/demo/auth-server.js';
 import { B, startTestGateway } from '../helpers/gateway.js';
+import { rawRequest } from '../helpers/raw.js';
 import { freePort } from '../helpers/redis.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
@@ -63,6 +64,8 @@ t.test('/metrics after traffic', async (t) => {
   await getText(`${gw.url}${B}/Nope/raw-path-xyz`);
   t.equal((await request(`${gw.url}${B}/Users/raw-method-77`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).statusCode, 405, 'POST on a user: not in the table');
   t.equal((await request(`${gw.url}${B}/Users`, { method: 'OPTIONS' })).statusCode, 204);
+  // The HTTP parser's refusal (a header line without a colon) is an answer of the proxy port too.
+  t.equal((await rawRequest(gw.port, `GET ${B}/Users HTTP/1.1\r\nHost: scim.example\r\nno colon here\r\n\r\n`)).status, 400, 'a head the parser refuses');
   t.same(up.requests.map((r) => r.url), [`${B}/Users?secret-query=1`, `${B}/Users`], 'only the two allowed GETs reached the upstream');
   const { status, body } = await getText(`${gw.adminUrl}/metrics`);
   t.equal(status, 200);
@@ -76,7 +79,9 @@ t.test('/metrics after traffic', async (t) => {
   t.match(body, /scopegate_token_cache_entries 1/);
   t.match(body, /scopegate_introspection_requests_total\{outcome="active"\} 1/);
   t.match(body, /scopegate_introspection_duration_seconds_count 1/);
+  t.match(body, /scopegate_requests_total\{operation="none",decision="deny",status="400"\} 1/, 'the parser\'s 400');
   t.match(body, /scopegate_request_duration_seconds_count\{decision="allow"\} 3/, 'two GETs and the OPTIONS');
+  t.match(body, /scopegate_request_duration_seconds_count\{decision="deny"\} 4/, 'the 401, 404, 405 and the parser\'s 400');
   t.match(body, /scopegate_upstream_errors_total/);
   t.notMatch(body, /some-raw-id-123|raw-path-xyz|raw-method-77|secret-query/, 'no raw path or query in labels');
   t.notOk(body.includes(token), 'no token in metrics');
