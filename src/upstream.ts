@@ -42,15 +42,18 @@ export class ClientLeft extends Error {
 /**
  * The abort signal of one forwarded request, in the EventEmitter form undici accepts (`on`,
  * `once`, `removeListener`): an AbortController costs several times more, on every request, for
- * the few whose client leaves. undici adds one listener and removes it once the answer is read.
+ * the few whose client leaves. undici adds one listener and removes it once the answer is read;
+ * any further one is kept too.
  */
 export class UpstreamAbort {
   aborted = false;
   reason: Error | undefined = undefined;
   private listener: (() => void) | undefined = undefined;
+  private more: Array<() => void> | undefined = undefined;
 
   on(_event: 'abort', listener: () => void): this {
-    this.listener = listener;
+    if (this.listener === undefined) this.listener = listener;
+    else (this.more ??= []).push(listener);
     return this;
   }
 
@@ -60,6 +63,7 @@ export class UpstreamAbort {
 
   removeListener(_event: 'abort', listener: () => void): this {
     if (this.listener === listener) this.listener = undefined;
+    else if (this.more) this.more = this.more.filter((l) => l !== listener);
     return this;
   }
 
@@ -68,9 +72,10 @@ export class UpstreamAbort {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = new ClientLeft();
-    const listener = this.listener;
+    const listeners = [this.listener, ...(this.more ?? [])];
     this.listener = undefined;
-    listener?.();
+    this.more = undefined;
+    for (const listener of listeners) listener?.();
   }
 }
 

@@ -1,0 +1,79 @@
+/**
+ * src/upstream.ts on its own: UpstreamAbort is a signal undici accepts and acts on, through the
+ * dispatcher reply-from forwards with, before the answer and while its body is read. (The
+ * gateway's use of it, a client that leaves: test/gateway/abort.test.ts.)
+ */
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import t from 'tap';
+import { abortableDispatcher, ClientLeft, createUpstreamPool, kUpstreamAbort, UpstreamAbort } from '../src/upstream.js';
+import { until } from './gateway/support.js';
+
+t.test('listeners: each called once on abort, a removed one never; abort is once', async (t) => {
+  const signal = new UpstreamAbort();
+  const calls: string[] = [];
+  const a = () => calls.push('a');
+  const b = () => calls.push('b');
+  const c = () => calls.push('c');
+  signal.once('abort', a).on('abort', b).on('abort', c).removeListener('abort', b);
+  t.equal(signal.aborted, false);
+  signal.abort();
+  signal.abort();
+  t.same(calls, ['a', 'c'], 'a and c, once each');
+  t.ok(signal.reason instanceof ClientLeft, 'the reason says the client left');
+  t.equal((signal.reason as ClientLeft).code, 'SCOPEGATE_CLIENT_LEFT');
+});
+
+t.test('through the dispatcher, undici aborts the request: before its answer, and while its body is read', async (t) => {
+  const held: ServerResponse[] = [];
+  let closedUnanswered = 0;
+  const server = createServer((req, res) => {
+    res.on('close', () => {
+      if (!res.writableFinished) closedUnanswered += 1;
+    });
+    if (req.url === '/begun') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"begun":');
+    }
+    held.push(res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const pool = createUpstreamPool({ url: origin, connections: 2, timeoutMs: 30000 });
+  const dispatcher = abortableDispatcher(pool);
+  t.teardown(async () => {
+    for (const res of held) res.destroy();
+    await dispatcher.destroy();
+    server.close();
+  });
+  const send = (path: string, signal: UpstreamAbort | undefined) => new Promise<{ error: Error | null; body?: NodeJS.ReadableStream }>((resolve) => {
+    const headers: Record<string | symbol, unknown> = { host: 'upstream.example' };
+    if (signal) headers[kUpstreamAbort] = signal;
+    dispatcher.request({ origin, path, method: 'GET', headers: headers as Record<string, string> }, (error, data) => resolve({ error, body: data?.body }));
+  });
+
+  // Before the answer: the callback gets the reason, the upstream sees its connection close.
+  const waiting = new UpstreamAbort();
+  const pending = send('/waiting', waiting);
+  t.ok(await until(() => held.length === 1), 'the upstream has the request');
+  waiting.abort();
+  const { error } = await pending;
+  t.ok(error instanceof ClientLeft, 'the request fails with the reason');
+  t.ok(await until(() => closedUnanswered === 1), 'the upstream side closes unanswered');
+
+  // The answer has begun: its body fails with the reason.
+  const reading = new UpstreamAbort();
+  const begun = await send('/begun', reading);
+  t.equal(begun.error, null, 'the head arrives');
+  const failed = new Promise<unknown>((resolve) => begun.body!.on('error', resolve));
+  begun.body!.on('data', () => undefined);
+  reading.abort();
+  t.ok((await failed) instanceof ClientLeft, 'the body fails with the reason');
+  t.ok(await until(() => closedUnanswered === 2), 'the upstream side closes unfinished');
+
+  // Without a signal in its headers, a request is sent as it is.
+  const plain = send('/plain', undefined);
+  t.ok(await until(() => held.length === 3), 'a request without a signal goes as well');
+  held[2]!.end('{}');
+  t.equal((await plain).error, null, 'and is answered');
+});
