@@ -10,14 +10,9 @@
 //
 //   node bench/bare-proxy.js --upstream http://127.0.0.1:PORT [--connections 128] [--port 0] [--hook]
 import { parseArgs } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
 import { Pool } from 'undici';
-
-// As `scopegate serve` runs (src/cli.ts): V8's memory reducer off, so that both keep their heap
-// between rounds alike.
-setFlagsFromString('--no-memory-reducer');
 
 const { values } = parseArgs({
   options: {

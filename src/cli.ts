@@ -6,7 +6,6 @@
 import { existsSync } from 'node:fs';
 import { METHODS } from 'node:http';
 import { parseArgs } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
 import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
@@ -197,11 +196,6 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
 }
 
 async function serve(values: { config?: string }): Promise<number> {
-  // V8's memory reducer shrinks the heap in the lull after a burst, and the next burst paid for
-  // it: 7-10% more CPU time a request after 40 s idle, against the same process with it off
-  // (README, Performance). A gateway keeps the heap its traffic needs; the bench's bare proxy
-  // runs the same way, so that its ratios stay like for like.
-  setFlagsFromString('--no-memory-reducer');
   const { startGateway } = await import('./app.js');
   // The stop signals are listened for from the start: one that arrives while the gateway starts
   // (discovery, the wait for Redis) is carried out as soon as it has started, rather than killing
