@@ -72,6 +72,10 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
   --access-log file|discard    scopegate's stdout (the access log): a file in the temp dir, or a
                                pipe read and dropped by the bench        (BENCH_ACCESS_LOG, default file)
   --out FILE                   results markdown (default bench/RESULTS.md); --no-write: print only
+  --pin                        taskset: the bench process (load generator, the AS) and what it starts
+                               (the upstream, the fast introspection server) on CPU 0, each measured
+                               target (every thread of it) on CPU 1: no target shares a core with the
+                               load generator or the upstream, and none migrates   (BENCH_PIN=1)
 `;
 
 // ---------------------------------------------------------------- options
@@ -86,6 +90,7 @@ const { values: argv } = parseArgs({
     rate: { type: 'string' }, 'rate-connections': { type: 'string' }, 'rate-rounds': { type: 'string' }, 'rate-duration': { type: 'string' },
     burst: { type: 'string' }, 'new-tokens': { type: 'string' }, rss: { type: 'string' }, 'startup-runs': { type: 'string' },
     'access-log': { type: 'string' }, out: { type: 'string' }, 'no-write': { type: 'boolean', default: false },
+    pin: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -122,6 +127,7 @@ const opts = {
   accessLog: argv['access-log'] ?? env.BENCH_ACCESS_LOG ?? 'file',
   out: resolve(argv.out ?? env.BENCH_OUT ?? join(BENCH, 'RESULTS.md')),
   write: !argv['no-write'],
+  pin: argv.pin || env.BENCH_PIN === '1',
 };
 if (!['fast', 'oidc'].includes(opts.manySource)) throw new Error('--many-source: fast or oidc');
 if (!['file', 'discard'].includes(opts.accessLog)) throw new Error('--access-log: file or discard');
@@ -396,6 +402,12 @@ async function runTarget(name, t, seconds) {
   return r;
 }
 
+/** Every thread of `pid` onto `cpu` (--pin). */
+function pinTo(pid, cpu) {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`--pin: taskset failed for pid ${pid}: ${r.stderr || r.error}`);
+}
+
 async function throughput() {
   const names = [...TARGETS, ...DIAG].filter(wanted);
   if (names.length === 0) return;
@@ -409,6 +421,8 @@ async function throughput() {
       continue;
     }
     results.targets[name] = { note: t.note, rounds: [] };
+    // direct is the upstream itself: it stays on CPU 0 for the others.
+    if (opts.pin && name !== 'direct') for (const pid of t.pids ?? [t.pid]) pinTo(pid, 1);
     ready.push([name, t]);
   }
   for (const [name, t] of ready) {
@@ -746,6 +760,7 @@ function report() {
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
   L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target, every target once per round, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target and ${opts.roundWarmup} s of uncounted load before each round (a target idles while the others run; the first second after that gap ran 20-30% slower on every target); medians of rounds`);
+  if (opts.pin) L.push('- **Pinned** (`--pin`): the bench process (autocannon, the AS), the upstream and the fast introspection server on CPU 0; each measured target, every thread of it, on CPU 1 (direct, the upstream itself, on CPU 0 with the load generator)');
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
   L.push(`- upstream pool: ${opts.upstreamConnections} connections (scopegate \`upstream.connections\`, bare-proxy's undici Pool, nginx \`keepalive\`)`);
   L.push(`- scopegate: \`node dist/cli.js serve\`, jans table (\`../shared/jans-scim-openapi.yaml\`), log level info, access log ${opts.accessLog === 'file' ? 'to a file' : 'piped and dropped'}, \`token.cache.maxTtlSeconds: 3600\` (entries outlive the run)`);
@@ -831,6 +846,8 @@ function report() {
 async function main() {
   log(`scopegate bench${quick ? ' (--quick)' : ''}: ${machine.cpu}, ${machine.cores} cores, ${machine.memory}; node ${machine.node}; nginx ${machine.nginx}; load average ${machine.loadavg}`);
   log(`temp dir ${tmp}`);
+  // Children inherit the affinity: the upstream and the fast AS share CPU 0 with the load generator.
+  if (opts.pin) pinTo(process.pid, 0);
   if (wanted('startup')) await startup();
   await throughput();
   if (wanted('fixed-rate')) await fixedRate();
