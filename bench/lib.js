@@ -244,13 +244,7 @@ export function procMemory(pid) {
   }
 }
 
-/** CPU seconds (user + system) a process has used so far, its threads included; NaN if gone. */
-export function procCpuSeconds(pid) {
-  const { user, system } = procCpuSplit(pid);
-  return user + system;
-}
-
-/** User and system CPU seconds of `pid` (all its threads). */
+/** User and system CPU seconds `pid` has used so far, its threads included; NaN if gone. */
 export function procCpuSplit(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -27,7 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   BASE_PATH, BENCH, CLI, NGINX, ROOT, SHARED_OPENAPI, buildRequest, fmt, freePort, get, load, machineInfo, median,
-  childPids, metrics, paced, procCpuSeconds, procCpuSplit, procMemory, sleep, startNodeChild, startServe, stopAll, stopChild, track, waitPort,
+  childPids, metrics, paced, procCpuSplit, procMemory, sleep, startNodeChild, startServe, stopAll, stopChild, track, waitPort,
 } from './lib.js';
 
 // bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header, the baseline of
@@ -392,13 +392,16 @@ http {
 /** One round on a target; also the CPU time its own process(es) used per request. */
 async function runTarget(name, t, seconds) {
   const pids = t.pids ?? [t.pid];
-  const system = () => pids.reduce((a, p) => a + procCpuSplit(p).system, 0);
-  const cpu = () => pids.reduce((a, p) => a + procCpuSeconds(p), 0);
+  // One read of each /proc/<pid>/stat per instant: user and system time together.
+  const cpu = () => pids.reduce((a, p) => {
+    const { user, system } = procCpuSplit(p);
+    return { total: a.total + user + system, system: a.system + system };
+  }, { total: 0, system: 0 });
   const before = cpu();
-  const systemBefore = system();
   const r = await load({ url: t.url, connections: opts.connections, duration: seconds, ...(t.buffers ? { buffers: t.buffers } : { headers: t.headers }) });
-  r.cpuUs = ((cpu() - before) * 1e6) / Math.max(1, r.total);
-  r.systemUs = ((system() - systemBefore) * 1e6) / Math.max(1, r.total);
+  const after = cpu();
+  r.cpuUs = ((after.total - before.total) * 1e6) / Math.max(1, r.total);
+  r.systemUs = ((after.system - before.system) * 1e6) / Math.max(1, r.total);
   return r;
 }
 
@@ -710,8 +713,7 @@ function report() {
   // The same ratio round by round (each round's scopegate against that round's bare proxy): how
   // far the headline ratio of medians moves with the machine. For information; the targets are
   // judged on the ratio of medians.
-  const perRound = (a, b) => (t[a]?.rounds && t[b]?.rounds ? t[a].rounds.map((r, i) => r.rps / t[b].rounds[i]?.rps).filter(Number.isFinite) : []);
-  for (const n of sgs) results.ratios[n].barePerRound = perRound(n, 'bare-proxy');
+  for (const n of sgs) results.ratios[n].barePerRound = t[n].rounds.map((r, i) => r.rps / t['bare-proxy']?.rounds[i]?.rps).filter(Number.isFinite);
   if (t['bare-proxy-jwt']?.rps && rr0('scopegate-jwt')) {
     results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
     results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');

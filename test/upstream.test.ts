@@ -3,11 +3,11 @@
  * dispatcher reply-from forwards with, before the answer and while its body is read. (The
  * gateway's use of it, a client that leaves: test/gateway/abort.test.ts.)
  */
-import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import t from 'tap';
 import { abortableDispatcher, ClientLeft, createUpstreamPool, kUpstreamAbort, UpstreamAbort } from '../src/upstream.js';
 import { until } from './gateway/support.js';
+import { startRecordingUpstream } from './helpers/upstream.js';
 
 t.test('listeners: each called once on abort, a removed one never; abort is once', async (t) => {
   const signal = new UpstreamAbort();
@@ -25,9 +25,10 @@ t.test('listeners: each called once on abort, a removed one never; abort is once
 });
 
 t.test('through the dispatcher, undici aborts the request: before its answer, and while its body is read', async (t) => {
+  const up = await startRecordingUpstream();
   const held: ServerResponse[] = [];
   let closedUnanswered = 0;
-  const server = createServer((req, res) => {
+  up.respond = (req, res) => {
     res.on('close', () => {
       if (!res.writableFinished) closedUnanswered += 1;
     });
@@ -36,20 +37,17 @@ t.test('through the dispatcher, undici aborts the request: before its answer, an
       res.write('{"begun":');
     }
     held.push(res);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const pool = createUpstreamPool({ url: origin, connections: 2, timeoutMs: 30000 });
+  };
+  const pool = createUpstreamPool({ url: up.origin, connections: 2, timeoutMs: 30000 });
   const dispatcher = abortableDispatcher(pool);
   t.teardown(async () => {
-    for (const res of held) res.destroy();
     await dispatcher.destroy();
-    server.close();
+    await up.close();
   });
   const send = (path: string, signal: UpstreamAbort | undefined) => new Promise<{ error: Error | null; body?: NodeJS.ReadableStream }>((resolve) => {
     const headers: Record<string | symbol, unknown> = { host: 'upstream.example' };
     if (signal) headers[kUpstreamAbort] = signal;
-    dispatcher.request({ origin, path, method: 'GET', headers: headers as Record<string, string> }, (error, data) => resolve({ error, body: data?.body }));
+    dispatcher.request({ origin: up.origin, path, method: 'GET', headers: headers as Record<string, string> }, (error, data) => resolve({ error, body: data?.body }));
   });
 
   // Before the answer: the callback gets the reason, the upstream sees its connection close.
