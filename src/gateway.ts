@@ -344,7 +344,8 @@ export function afterAnswersOwed(socket: Socket, answer: () => void): void {
  * The HTTP parser refused what came next on `socket` (src/server.ts answers it there). When that
  * was the body of the connection's latest request, still incomplete (cut off, malformed chunks, a
  * stall to limits.requestTimeoutMs), the refusal is that request's answer: its decision records
- * it and its one access line is returned; null when that request has its own answer under way
+ * it and its one access line is returned (a request already forwarded stays allowed, and its
+ * upstream request is aborted); null when that request has its own answer under way
  * (refused before its body was read, or answered by the upstream before it), which the refusal
  * must not follow nor be written into. Otherwise (a request whose head could not be parsed) there
  * is no request yet: undefined.
@@ -362,9 +363,17 @@ export function parserRefusalOf(socket: Socket, status: number, reason: string):
     return null;
   }
   d.logged = true;
-  d.allowed = false;
-  d.reason = reason;
-  return accessLineOf(request, d, status, reason, performance.now() - d.started);
+  if (d.upstreamAbort === undefined) {
+    d.allowed = false;
+    d.reason = reason;
+  } else {
+    // Already forwarded (its body streams as it comes): the upstream has its head and part of its
+    // body. Its request is aborted, and its line says allow, as it was: the log is the record of
+    // what the upstream was given.
+    d.upstreamAbort.abort();
+    d.reason = `forwarded, then its body was cut short: ${reason}`;
+  }
+  return accessLineOf(request, d, status, d.reason, performance.now() - d.started);
 }
 
 const kLastKey = Symbol('scopegate.lastKey');

@@ -72,9 +72,9 @@ function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOpti
     reqId: randomUUID(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
     reason, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
   };
-  options.metrics.requests.inc({ operation: line.operation ?? 'none', decision: 'deny', status: String(error.statusCode) });
+  options.metrics.requests.inc({ operation: line.operation ?? 'none', decision: line.decision, status: String(error.statusCode) });
   // A head that never parsed has no start to time from: it counts with 0.
-  options.metrics.duration.cell({ decision: 'deny' }).observe(line.durationMs / 1000);
+  options.metrics.duration.cell({ decision: line.decision }).observe(line.durationMs / 1000);
   options.access(line);
 }
 

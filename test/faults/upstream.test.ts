@@ -5,7 +5,7 @@
  * with the upstream healthy again, serves 200: its connection pool has recovered.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
@@ -286,8 +286,50 @@ t.test('a client too slow to send its body is cut off; the upstream never gets a
   if (res.status !== 0) assertScimError(t, res, 408);
   t.ok(await until(() => up.seen.every((r) => r.aborted || r.complete), 5000), 'every upstream request has ended');
   t.same(up.seen.filter((r) => r.complete), [], 'the upstream never recorded a complete request');
+  // A declared length streams as it comes: the upstream had the head, so the line says allow (what
+  // the upstream was given), with the status the client got and why it ended.
+  t.equal(up.seen.length, 1, 'the upstream had the request head');
+  await assertCutShortLine(t, gw, { method: 'POST', operation: 'create-user', status: res.status === 0 ? 408 : res.status, cause: 'ERR_HTTP_REQUEST_TIMEOUT' });
   await assertRecovered(t, gw, up);
 });
+
+t.test('a client that ends mid-body after its request was forwarded: its line says allow, and its upstream request is aborted', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  // An upstream that acts on the head without reading the body (as RESTEasy's DELETE does), slower
+  // than the client.
+  up.respond = (_req, res) => {
+    setTimeout(() => res.writeHead(204).end(), 1000);
+  };
+  const head = http11('DELETE', `${B}/Users/victim`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', 'Content-Length: 10']);
+  const res = await new Promise<{ status: number; raw: string }>((resolve) => {
+    const socket = connect(gw.port, '127.0.0.1');
+    let raw = '';
+    socket.on('data', (c: Buffer) => (raw += c.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0), raw }));
+    // 3 of the 10 declared bytes, then the client's side of the connection ends.
+    socket.write(head.slice(0, head.indexOf('\r\n\r\n') + 4) + 'abc');
+    setTimeout(() => socket.end(), 300);
+  });
+  t.equal(res.status, 400, 'the client gets the parser\'s 400');
+  t.match(res.raw, /\r\ncontent-type: application\/scim\+json\r\n/, 'a SCIM error');
+  t.ok(await until(() => up.seen.length === 1 && up.seen[0]!.aborted, 5000), 'the upstream request was aborted, unanswered');
+  t.match(up.seen[0], { method: 'DELETE', url: `${B}/Users/victim`, complete: false }, 'the upstream had the head and part of the body');
+  await assertCutShortLine(t, gw, { method: 'DELETE', operation: 'delete-user-by-id', status: 400, cause: 'HPE_INVALID_EOF_STATE' });
+});
+
+/** The one access line and count of a forwarded request whose body the HTTP parser then refused. */
+async function assertCutShortLine(t: Test, gw: TestGateway, want: { method: string; operation: string; status: number; cause: string }): Promise<void> {
+  const lines = () => accessLines(gw.logs).filter((l) => l.method === want.method);
+  t.ok(await until(() => lines().length >= 1), 'its access line');
+  t.equal(lines().length, 1, 'one access line');
+  t.match(lines()[0], { operation: want.operation, status: want.status, decision: 'allow', reason: `forwarded, then its body was cut short: refused by the HTTP parser: ${want.cause}` });
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="allow",status="${want.status}"\\} 1$`, 'm'), 'counted as allowed');
+  t.notMatch(metrics, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="deny"`, 'm'), 'never as denied');
+}
 
 t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section 7.6.1)', async (t) => {
   const up = await startUpstream();
