@@ -145,7 +145,7 @@ export const schema: Section = {
       kind: 'object', description: 'How bearer tokens are validated. At least one of introspection and jwt.',
       fields: {
         issuer: { kind: 'url', description: 'Issuer; endpoints not given are read from its /.well-known/openid-configuration at startup.' },
-        realm: { kind: 'string', default: 'scopegate', description: 'The realm of WWW-Authenticate challenges.' },
+        realm: { kind: 'string', default: 'scopegate', description: 'The realm of WWW-Authenticate challenges: printable ASCII and spaces, no double quote nor backslash.' },
         introspection: {
           kind: 'object', optional: true, description: 'RFC 7662 introspection, for opaque tokens.',
           fields: {
@@ -341,7 +341,9 @@ function crossCheck(c: Config): string[] {
       problems.push('upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received');
     }
   }
-  if (typeof c.token.realm === 'string' && /["\\]/.test(c.token.realm)) problems.push('token.realm: must not contain " or \\');
+  // A quoted-string of WWW-Authenticate (RFC 9110 section 5.6.4) that Node writes as a header value:
+  // printable ASCII and spaces, no quote nor backslash (no escaping needed).
+  if (typeof c.token.realm === 'string' && !/^[\x20\x21\x23-\x5B\x5D-\x7E]*$/.test(c.token.realm)) problems.push('token.realm: must be printable ASCII (spaces allowed), without " or \\');
   if (c.limits && c.limits.bufferedBytes < c.limits.bodyBytes) problems.push(`limits.bufferedBytes: must be at least limits.bodyBytes (${c.limits.bodyBytes}), or no body of the largest size could ever be read`);
   if (sameSocket(c.admin, c.listen)) problems.push(`admin.port: must differ from listen.port: admin ${c.admin.host}:${c.admin.port} and listen ${c.listen.host}:${c.listen.port} cannot both be bound`);
   return problems;
@@ -368,7 +370,8 @@ function readSecretFile(path: string, key: string): { value?: string; problem?: 
     const value = readFileSync(path, 'utf8').trim();
     return value ? { value } : { problem: `${key}: the file is empty` };
   } catch (error) {
-    return { problem: `${key}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+    // Not the path: the value may be the secret itself, set where its file's path belongs.
+    return { problem: `${key}: cannot read the file it names (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
   }
 }
 
@@ -400,20 +403,20 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));
+  // The secret file is read whatever else is wrong, so that its problem is listed with the others.
+  const introspection = config.token?.introspection;
+  const secretFile = typeof introspection?.clientSecretFile === 'string' ? introspection.clientSecretFile : undefined;
+  const secret = secretFile === undefined ? undefined : readSecretFile(secretFile, 'token.introspection.clientSecretFile');
+  if (secret?.problem && !seen.has('token.introspection.clientSecretFile')) problems.push(secret.problem);
   // One section that is no mapping is one problem, however many variables set keys under it.
   if (problems.length > 0) throw new ConfigError(nameSources([...new Set(problems)], fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).
   if (config.listen.shutdownTimeoutMs === undefined) {
     config = { ...config, listen: Object.freeze({ ...config.listen, shutdownTimeoutMs: Math.min(config.upstream.timeoutMs + 5000, MAX_TIMER_MS) }) };
   }
-  const more: string[] = [];
-  const introspection = config.token.introspection;
-  if (introspection?.clientSecretFile) {
-    const secret = readSecretFile(introspection.clientSecretFile, 'token.introspection.clientSecretFile');
-    if (secret.problem) more.push(secret.problem);
-    else config = { ...config, token: Object.freeze({ ...config.token, introspection: Object.freeze({ ...introspection, clientSecret: secret.value }) }) };
+  if (introspection && secret?.value !== undefined) {
+    config = { ...config, token: Object.freeze({ ...config.token, introspection: Object.freeze({ ...introspection, clientSecret: secret.value }) }) };
   }
-  if (more.length > 0) throw new ConfigError(nameSources(more, fromEnv.sources), fromEnv.warnings, config);
   return Object.freeze(config);
 }
 

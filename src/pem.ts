@@ -14,11 +14,15 @@ interface PemKeys {
 
 const CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-function read(path: string, key: string, problems: string[]): string | undefined {
+/**
+ * The text of `path`. The path of the private key is not repeated when it cannot be read: the value
+ * may be no path at all but the key itself (or another secret) pasted in its place.
+ */
+function read(path: string, key: string, problems: string[], secret = false): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
-    problems.push(`${key}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    problems.push(`${key}: cannot read ${secret ? 'the file it names' : path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
     return undefined;
   }
 }
@@ -45,7 +49,7 @@ function certificates(path: string, key: string, problems: string[]): X509Certif
 }
 
 function privateKey(path: string, key: string, problems: string[]): KeyObject | undefined {
-  const text = read(path, key, problems);
+  const text = read(path, key, problems, true);
   if (text === undefined) return undefined;
   try {
     return createPrivateKey(text);
@@ -59,12 +63,11 @@ function privateKey(path: string, key: string, problems: string[]): KeyObject | 
 export function checkPemFiles(config: PemKeys): string[] {
   const problems: string[] = [];
   const tls = config.listen?.tls;
-  if (tls?.certFile && tls.keyFile) {
-    const chain = certificates(tls.certFile, 'listen.tls.certFile', problems);
-    const key = privateKey(tls.keyFile, 'listen.tls.keyFile', problems);
-    // The first certificate is the server's own: the key must be its key.
-    if (chain && key && !chain[0]!.checkPrivateKey(key)) problems.push('listen.tls.keyFile: does not match the certificate of listen.tls.certFile');
-  }
+  // Each file is read even when the other is missing: `check` lists every problem at once.
+  const chain = tls?.certFile ? certificates(tls.certFile, 'listen.tls.certFile', problems) : undefined;
+  const key = tls?.keyFile ? privateKey(tls.keyFile, 'listen.tls.keyFile', problems) : undefined;
+  // The first certificate is the server's own: the key must be its key.
+  if (chain && key && !chain[0]!.checkPrivateKey(key)) problems.push('listen.tls.keyFile: does not match the certificate of listen.tls.certFile');
   const caFile = config.upstream?.caFile;
   if (caFile) certificates(caFile, 'upstream.caFile', problems);
   return problems;

@@ -287,6 +287,10 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ token: { jwt: { ...JWT.jwt, clockToleranceSeconds: 301 } } }, ['token.jwt.clockToleranceSeconds: must be an integer from 0 to 300']],
     [{ log: { level: 'loud' }, token: JWT }, ['log.level: must be one of fatal, error, warn, info, debug, trace, silent']],
     [{ openapi: { extra: [{ method: 'GET', path: 'UpdatedUsers' }] }, token: JWT }, ['openapi.extra[0].path: must be a path starting with /', 'openapi.extra[0].scopes: must name at least one scope (or set public: true)']],
+    // The realm is written into every challenge: a character Node refuses in a header value would
+    // turn every 401 and 403 into Fastify's own error, without its challenge.
+    ...['a"b', 'a\\b', 'scim\u0001gw', 'a\r\nX-Injected: 1', 'a\tb', 'r\u00e9alm', 'a\u2028b', 'a\u007fb'].map((realm): [object, string[]] =>
+      [{ token: { ...JWT, realm } }, ['token.realm: must be printable ASCII (spaces allowed), without " or \\']]),
   ];
   for (const [content, expected] of cases) t.same(problems(t, content), expected, expected.join('; '));
 });
@@ -310,6 +314,29 @@ t.test('every problem of a file is listed at once', async (t) => {
     'upstream.timeoutMs (SCOPEGATE_UPSTREAM_TIMEOUT_MS): must be an integer from 1 to 2147483647',
     'upstream.url: must be a URL',
   ].sort());
+});
+
+t.test('a realm of printable ASCII and spaces is taken as written', async (t) => {
+  for (const realm of ['scopegate', 'SCIM gateway (prod) #1', "!#$%&'()*+,-./:;<=>?@[]^_`{|}~"]) {
+    t.equal(loadConfig(write({ token: { ...JWT, realm } }), {}).token.realm, realm, realm);
+  }
+});
+
+t.test('files are read, and their problems listed, whatever else is wrong', async (t) => {
+  const missing = join(tmp, 'no-such-file');
+  const introspection = { endpoint: 'https://as.example/i', clientId: 'gw', clientSecretFile: missing };
+  t.same([...problems(t, { listen: { port: 'abc' }, token: { introspection } })].sort(), [
+    'listen.port: must be a port number (0-65535)',
+    'token.introspection.clientSecretFile: cannot read the file it names (ENOENT)',
+  ], 'the secret file beside a bad port');
+  t.same([...problems(t, { listen: { tls: { certFile: missing } }, token: JWT })].sort(), [
+    `listen.tls.certFile: cannot read ${missing} (ENOENT)`,
+    'listen.tls.keyFile: is required',
+  ], 'the certificate beside a missing key');
+  t.same([...problems(t, { listen: { tls: { keyFile: missing } }, token: JWT })].sort(), [
+    'listen.tls.certFile: is required',
+    'listen.tls.keyFile: cannot read the file it names (ENOENT)',
+  ], 'the key beside a missing certificate');
 });
 
 t.test('problems between keys are listed together with problems of single keys', async (t) => {
@@ -348,6 +375,9 @@ t.test('a secret never appears in a problem', async (t) => {
     ['the secret from the environment', `listen: {port: abc}\n${introspection('    endpoint: nope\n')}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: SECRET, SCOPEGATE_LISTEN_PORT: 'x' }],
     ['the secret in a misspelled variable, next to a problem', `listen: {port: abc}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
     ['the secret as a tls key path that is wrong', `listen: {tls: {keyFile: ${SECRET}}}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`],
+    ['the secret as the tls key path, with a certificate', `listen: {tls: {keyFile: ${SECRET}, certFile: /etc/hostname}}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`],
+    ['the secret as the path of its file', `listen: {port: abc}\n${introspection(`    clientSecretFile: ${SECRET}\n    clientId: gw\n    endpoint: https://as.example/i\n`)}`],
+    ['the secret as the path of its file, from the environment', introspection('    clientId: gw\n    endpoint: https://as.example/i\n'), { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET_FILE: SECRET }],
   ];
   for (const [name, content, env] of cases) {
     const error = configError(t, () => loadConfig(write(content), env ?? {}));
@@ -375,7 +405,7 @@ t.test('clientSecretFile is read (first line, trimmed), and its problems name th
   const missing = join(dirname(empty), 'missing.txt');
   const cases: Array<[name: string, content: object, expected: RegExp]> = [
     ['an empty file', introspection({ clientSecretFile: empty }), /^token\.introspection\.clientSecretFile: the file is empty$/],
-    ['a missing file', introspection({ clientSecretFile: missing }), /^token\.introspection\.clientSecretFile: cannot read .*missing\.txt \(ENOENT\)$/],
+    ['a missing file', introspection({ clientSecretFile: missing }), /^token\.introspection\.clientSecretFile: cannot read the file it names \(ENOENT\)$/],
     ['both ways at once', introspection({ clientSecretFile: secret, clientSecret: 'x' }), /^token\.introspection\.clientSecretFile: give clientSecret or clientSecretFile, not both$/],
     ['neither, with client_secret_basic', introspection({}), /^token\.introspection\.clientSecret: is required with authMethod client_secret_basic/],
   ];
@@ -398,7 +428,8 @@ t.test('the PEM files of listen.tls and upstream.caFile are read and parsed at l
   t.ok(loadConfig(write(config({ certFile: chain, keyFile: key }, chain)), {}), 'a chain and its key, a CA bundle');
   const cases: Array<[name: string, content: object, expected: string[]]> = [
     ['missing certificate', config({ certFile: missing, keyFile: key }), [`listen.tls.certFile: cannot read ${missing} (ENOENT)`]],
-    ['missing key', config({ certFile: cert, keyFile: missing }), [`listen.tls.keyFile: cannot read ${missing} (ENOENT)`]],
+    // The value of the key's path may be a secret pasted in its place: never repeated unread.
+    ['missing key', config({ certFile: cert, keyFile: missing }), ['listen.tls.keyFile: cannot read the file it names (ENOENT)']],
     ['garbage certificate', config({ certFile: garbage, keyFile: key }), [`listen.tls.certFile: certificate 1 of ${garbage} cannot be parsed`]],
     ['no certificate at all', config({ certFile: text, keyFile: key }), [`listen.tls.certFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
     ['a certificate as the key', config({ certFile: cert, keyFile: cert }), [`listen.tls.keyFile: ${cert} holds no PEM private key that can be read without a passphrase`]],
