@@ -88,10 +88,13 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
   }
 
   function interpret(status: number, text: string): Principal {
-    if (status === 401 && options.authMethod === 'bearer_token') {
+    if ((status === 401 || status === 403) && options.authMethod === 'bearer_token') {
       // jans-auth answers 401 {"error":"access_denied"} when the presented token cannot
-      // authorise its own introspection: the token is invalid (JANS.md section 2).
-      throw new InvalidToken('the authorization server refused the token (self-introspection 401)');
+      // authorise its own introspection (JANS.md section 2), and an AS that wants an
+      // introspection scope of it answers 403: either way the token is refused, and the gateway
+      // has no credentials of its own in this mode. Counted as failures, anyone could open the
+      // circuit with five made-up tokens.
+      throw new InvalidToken(`the authorization server refused the token (self-introspection ${status})`);
     }
     if (status === 401 || status === 403) {
       options.onCredentialsRefused?.(status);

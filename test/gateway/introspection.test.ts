@@ -78,6 +78,41 @@ t.test('bearer_token: an invalid token is invalid (the AS answers 401 access_den
   t.same(await res.json(), { error: 'access_denied' });
 });
 
+t.test('bearer_token: a token the AS refuses to let introspect itself (403) is invalid, and never opens the circuit', async (t) => {
+  // An AS that requires an introspection scope of the presenting token (jans:
+  // introspectionAccessTokenMustHaveIntrospectionScope) refuses the others with 403: that is the
+  // token's verdict, not the gateway's credentials (it has none in this mode). Were it counted as a
+  // failure, five such requests from anyone would open the circuit for every client.
+  const future = Math.floor(Date.now() / 1000) + 300;
+  const asked: string[] = [];
+  const as = await startServer((req, res) => {
+    void readText(req).then(() => {
+      const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+      asked.push(token);
+      if (token.startsWith('good')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ active: true, scope: READ, client_id: 'c', token_type: 'Bearer', exp: future }));
+      } else res.writeHead(403, { 'content-type': 'application/json' }).end('{"error":"access_denied"}');
+    });
+  });
+  t.teardown(() => as.close());
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { introspection: { endpoint: `${as.origin}/introspection`, authMethod: 'bearer_token' } } });
+  t.teardown(() => gw.close());
+  for (let i = 0; i < 8; i++) {
+    up.reset();
+    assertDenied(t, await send(gw.port, 'GET', USERS, { token: `no-introspection-scope-${i}` }), 401, INVALID_TOKEN, up);
+  }
+  t.equal(asked.length, 8, 'the AS was asked for each token');
+  up.reset();
+  const res = await send(gw.port, 'GET', USERS, { token: 'good-1' });
+  t.equal(res.status, 200, `another client's valid token is served: ${res.body.slice(0, 200)}`);
+  t.equal(up.requests.length, 1);
+  up.reset();
+  assertDenied(t, await send(gw.port, 'GET', USERS, { token: 'no-introspection-scope-0' }), 401, INVALID_TOKEN, up);
+  t.equal(asked.length, 9, 'a refused token is cached as invalid (negativeTtlSeconds): not asked again');
+  const errors = gw.logs.filter((l) => (JSON.parse(l) as { level?: number }).level! >= 50);
+  t.same(errors, [], 'no error line about credentials this mode does not have');
+});
+
 t.test('client_secret_basic with a wrong secret: 503, and the log says why', async (t) => {
   const gw = await startTestGateway(introspectionConfig({ authMethod: 'client_secret_basic', clientId: auth.clientId, clientSecret: 'wrong-secret' }));
   t.teardown(() => gw.close());
