@@ -152,7 +152,8 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     let ok: boolean;
     try {
       const { status, text } = await call(`scopegate-readiness-${Date.now()}`);
-      if (options.authMethod === 'bearer_token') ok = status === 200 || status === 401;
+      // In bearer_token mode the probe's token is refused (401, or 403: see interpret): the AS answered.
+      if (options.authMethod === 'bearer_token') ok = status === 200 || status === 401 || status === 403;
       else ok = status === 200 && typeof (JSON.parse(text) as { active?: unknown }).active === 'boolean';
     } catch {
       ok = false;

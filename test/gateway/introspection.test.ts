@@ -97,6 +97,10 @@ t.test('bearer_token: a token the AS refuses to let introspect itself (403) is i
   t.teardown(() => as.close());
   const gw = await startTestGateway({ upstream: { url: up.origin }, token: { introspection: { endpoint: `${as.origin}/introspection`, authMethod: 'bearer_token' } } });
   t.teardown(() => gw.close());
+  // Ready: the readiness probe's made-up token got the AS's 403, an answer.
+  t.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200, 'ready');
+  t.equal(asked.length, 1, 'the AS was probed');
+  asked.length = 0;
   for (let i = 0; i < 8; i++) {
     up.reset();
     assertDenied(t, await send(gw.port, 'GET', USERS, { token: `no-introspection-scope-${i}` }), 401, INVALID_TOKEN, up);
