@@ -537,12 +537,29 @@ function noRetry(): null {
 /** The access line of `request`, from what the steps decided. */
 function accessLineOf(request: FastifyRequest, d: Decision, status: number, reason: string, durationMs: number): AccessLine {
   const line: AccessLine = {
-    reqId: request.id, method: request.raw.method, path: d.target?.path ?? '(refused)', operation: d.operation?.id ?? null,
+    reqId: request.id, method: request.raw.method, path: d.target?.path ?? refusedPath(request.originalUrl), operation: d.operation?.id ?? null,
     status, decision: d.allowed ? 'allow' : 'deny', reason, clientId: d.principal?.clientId ?? null, subject: d.principal?.subject ?? null,
     fingerprint: d.fingerprint ?? null, requiredScopes: d.required ?? null, durationMs: Math.round(durationMs * 1000) / 1000,
   };
   if (d.bulk) line.bulk = d.bulk;
   return line;
+}
+
+/** How much of a refused path its access line keeps. */
+const REFUSED_PATH_CHARS = 512;
+
+/**
+ * The path of a request-target the grammar refused, as the client sent it, for its access line:
+ * what an operator investigates. Cut at the first `?`, `;` or `#` (where a token could ride: a query,
+ * a matrix parameter, a fragment) and at 512 characters, and JSON-escaped here, as it passed no
+ * grammar (the line writer takes paths verbatim).
+ */
+function refusedPath(url: string | undefined): string {
+  const end = url === undefined ? -1 : url.search(/[?;#]/);
+  let path = url === undefined ? '' : end === -1 ? url : url.slice(0, end);
+  if (end !== -1) path += ` (cut at ${url![end]})`;
+  if (path.length > REFUSED_PATH_CHARS) path = `${path.slice(0, REFUSED_PATH_CHARS)}... (${url!.length} characters)`;
+  return JSON.stringify(path).slice(1, -1);
 }
 
 /** How a request ended, for its one access line and its metrics. */

@@ -73,7 +73,13 @@ t.test('a run of allowed and denied requests', async (t) => {
     { name: 'public', method: 'GET', target: `${B}/Schemas/urn:ietf:params:scim:schemas:core:2.0:User`, path: `${B}/Schemas/urn:ietf:params:scim:schemas:core:2.0:User`, headers: [`Authorization: Bearer ${opaqueOther}`], status: 200, decision: 'allow', operation: 'get-schema-by-uri', clientId: null, fingerprinted: null, requiredScopes: null },
     { name: 'not in the table', method: 'GET', target: `${B}/Nope`, path: `${B}/Nope`, headers: [`Authorization: Bearer ${opaque}`], status: 404, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
     { name: 'method not allowed', method: 'DELETE', target: `${B}/Groups`, path: `${B}/Groups`, headers: [`Authorization: Bearer ${opaque}`], status: 405, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
-    { name: 'ambiguous target', method: 'GET', target: `${B}/Schemas/../Users`, path: '(refused)', headers: [`Authorization: Bearer ${jwt}`], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    // A refused target keeps its path as sent (what an operator investigates), escaped, cut where a
+    // token could ride (query, matrix parameter, fragment) and at 512 characters.
+    { name: 'ambiguous target', method: 'GET', target: `${B}/Schemas/../Users`, path: `${B}/Schemas/../Users`, headers: [`Authorization: Bearer ${jwt}`], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    { name: 'refused target with a quote and a backslash', method: 'GET', target: `${B}/Users/a"b\\c%5C`, path: `${B}/Users/a"b\\c%5C`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    { name: 'refused target, token in a matrix parameter', method: 'GET', target: `${B}/Users;access_token=${opaqueOther}`, path: `${B}/Users (cut at ;)`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    { name: 'refused target, token in the query', method: 'GET', target: `${B}/Schemas/%2e%2e/Users?access_token=${opaqueOther}`, path: `${B}/Schemas/%2e%2e/Users (cut at ?)`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    { name: 'refused target, too long', method: 'GET', target: `${B}/Users/${'a'.repeat(5000)}`, path: `${`${B}/Users/${'a'.repeat(5000)}`.slice(0, 512)}... (${B.length + 7 + 5000} characters)`, headers: [], status: 414, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
   ];
 
   const logsBefore = accessLines(gw.logs).length;
