@@ -40,6 +40,17 @@ function removedByPrefix(name: string): boolean {
   return false;
 }
 
+/**
+ * A removed name spelt with underscores (`X_Scopegate_Scopes`, `X_Forwarded_For`): Jetty keeps
+ * it apart, but a later hop that maps `_` to `-` (CGI-style variables, some proxies) would read it
+ * as the original. nginx drops every such name by default (`underscores_in_headers off`); the
+ * others are kept.
+ */
+function removedWithUnderscores(name: string): boolean {
+  const dashed = name.replaceAll('_', '-');
+  return REMOVED.has(dashed) || removedByPrefix(dashed);
+}
+
 /** What the gateway adds after a decision. */
 export interface ForwardContext {
   clientIp: string | undefined;
@@ -82,6 +93,7 @@ export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardCo
   for (const name in headers) {
     if (REMOVED.has(name) || removedByPrefix(name)) continue;
     if (named !== undefined && named.includes(name)) continue;
+    if (name.includes('_') && removedWithUnderscores(name)) continue;
     out[name] = headers[name];
   }
   if (ctx.clientIp) out['x-forwarded-for'] = ctx.clientIp;

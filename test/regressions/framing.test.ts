@@ -334,7 +334,11 @@ t.test('framing over raw TCP', async (t) => {
       'X-Proxied-Https: on', 'Proxy-ssl-id: 1234', 'Proxy-auth-cert: MIIB', 'X-Client-IP: 6.6.6.6', 'True-Client-IP: 6.6.6.6',
       'X-Original-URL: /jans-scim/restv1/v2/Bulk', 'X-Rewrite-URL: /jans-scim/restv1/v2/Bulk',
       'X-Scopegate-Client-Id: admin', 'X-Scopegate-Subject: admin', 'X-Scopegate-Scopes: https://jans.io/scim/users.write',
-      'X-Kept: yes',
+      // The same names with underscores, which a later hop (CGI-style variables, a proxy folding `_`
+      // into `-`) may read as the originals.
+      'X_Scopegate_Scopes: https://jans.io/scim/bulk', 'x_scopegate-client_id: admin', 'X_Forwarded_For: 6.6.6.6', 'X_Forwarded-Host: evil.example',
+      'X_Real_IP: 6.6.6.6', 'X-Http_Method-Override: DELETE', 'Proxy_Authorization: Basic dXNlcjpwYXNz', 'X_Remote_User: admin',
+      'X-Kept: yes', 'X_Kept_Underscore: yes',
     ];
     const res = await send(stack, head(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead), ...client]));
     t.equal(res.status, 200);
@@ -343,7 +347,8 @@ t.test('framing over raw TCP', async (t) => {
     const h = seen?.headers ?? {};
     for (const name of ['x-custom-hop', 'x-other-hop', 'keep-alive', 'te', 'trailer', 'proxy-connection', 'upgrade', 'http2-settings',
       'proxy-authorization', 'cookie', 'cookie2', 'forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-prefix',
-      'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url', 'x-scopegate-subject']) {
+      'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url', 'x-scopegate-subject',
+      'x_scopegate_scopes', 'x_scopegate-client_id', 'x_forwarded_for', 'x_forwarded-host', 'x_real_ip', 'x-http_method-override', 'proxy_authorization', 'x_remote_user']) {
       t.notOk(name in h, `${name} removed`);
     }
     t.equal(h['x-forwarded-for'], '127.0.0.1', 'X-Forwarded-For is the gateway\'s, not the client\'s');
@@ -352,6 +357,8 @@ t.test('framing over raw TCP', async (t) => {
     t.equal(h['x-scopegate-scopes'], scope('users.read'), 'identity headers are the gateway\'s');
     t.not(h['x-scopegate-client-id'], 'admin');
     t.equal(h['x-kept'], 'yes', 'an end-to-end header is kept');
+    t.equal(h['x_kept_underscore'], 'yes', 'with underscores too, when it names no removed header');
+    t.notOk(seen?.rawHeaders.some((v) => /admin|DELETE/.test(v)), 'no spoofed identity or method upstream');
     t.notOk(seen?.rawHeaders.some((v) => /6\.6\.6\.6|7\.7\.7\.7|evil\.example|c00kie|dXNlcjpwYXNz/.test(v)), 'no client forwarding value or credential upstream');
     t.equal(seen?.rawHeaders.filter((v) => v.toLowerCase() === 'x-forwarded-for').length, 1, 'one X-Forwarded-For');
   });
