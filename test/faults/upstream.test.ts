@@ -9,7 +9,7 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { accessLines, B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { accessLines, B, scrape, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { http11 } from '../helpers/raw.js';
 import { assertScimError, closedPort, until } from '../gateway/support.js';
 import { exchange, send } from './support.js';
@@ -133,9 +133,9 @@ async function assertUpstreamFailedLines(t: Test, gw: TestGateway, count: number
   t.equal(lines().length, count, 'one line per request');
   for (const line of lines()) t.match(line, { method: 'GET', path: `${B}/Users`, operation: 'get-users', decision: 'allow', reason: /^the upstream failed mid-response: upstream/ });
   t.equal(accessLines(gw.logs).filter((l) => l.status === 499).length, 0, 'never a client gone away');
-  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  t.equal(Number(new RegExp(`^scopegate_upstream_errors_total\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]), count, `scopegate_upstream_errors_total{kind="${kind}"}`);
-  t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="get-users",decision="allow",status="200"\\} ${count}$`, 'm'), 'counted as answered');
+  const metrics = await scrape(gw.adminUrl);
+  t.equal(metrics.value('scopegate_upstream_errors_total', { kind }), count, `scopegate_upstream_errors_total{kind="${kind}"}`);
+  t.equal(metrics.value('scopegate_requests_total', { operation: 'get-users', decision: 'allow', status: '200' }), count, 'counted as answered');
 }
 
 /** With the upstream healthy again, the same gateway serves a whole 200. */
@@ -326,9 +326,9 @@ async function assertCutShortLine(t: Test, gw: TestGateway, want: { method: stri
   t.ok(await until(() => lines().length >= 1), 'its access line');
   t.equal(lines().length, 1, 'one access line');
   t.match(lines()[0], { operation: want.operation, status: want.status, decision: 'allow', reason: `forwarded, then its body was cut short: refused by the HTTP parser: ${want.cause}` });
-  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="allow",status="${want.status}"\\} 1$`, 'm'), 'counted as allowed');
-  t.notMatch(metrics, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="deny"`, 'm'), 'never as denied');
+  const metrics = await scrape(gw.adminUrl);
+  t.equal(metrics.value('scopegate_requests_total', { operation: want.operation, decision: 'allow', status: String(want.status) }), 1, 'counted as allowed');
+  t.notMatch(metrics.text, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="deny"`, 'm'), 'never as denied');
 }
 
 t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section 7.6.1)', async (t) => {

@@ -9,7 +9,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import t from 'tap';
-import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, B, scrape, startTestGateway } from '../helpers/gateway.js';
 import { type GatewayStack, readText, sleep, startGatewayStack, startServer, tokenConfig, until } from './support.js';
 
 const WRITE = 'https://jans.io/scim/users.write';
@@ -53,12 +53,7 @@ const after = (ms: number) => {
 };
 
 /** The sum of scopegate_upstream_errors_total over its kinds. */
-async function upstreamErrors(adminUrl: string): Promise<number> {
-  const text = await (await fetch(`${adminUrl}/metrics`)).text();
-  let sum = 0;
-  for (const m of text.matchAll(/^scopegate_upstream_errors_total\{[^}]*\} (\d+)$/gm)) sum += Number(m[1]);
-  return sum;
-}
+const upstreamErrors = async (adminUrl: string) => (await scrape(adminUrl)).sum('scopegate_upstream_errors_total');
 const cases: Case[] = [
   { name: 'GET', scope: READ, method: 'GET', path: `${B}/Users/abort-get`, operation: 'get-user-by-id', head: '', body: '', ready: (u) => u !== undefined },
   { name: 'POST with a Content-Length, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length}\r\n`, body: USER, ready: whole },

@@ -6,7 +6,7 @@
  * them.
  */
 import t from 'tap';
-import { accessLines } from '../helpers/gateway.js';
+import { accessLines, scrape } from '../helpers/gateway.js';
 import { until } from './support.js';
 import { B, bearer, converse, settle, startStack, type Conversation, type Stack } from '../helpers/stack.js';
 
@@ -20,8 +20,7 @@ const chunk = (payload: string) => `${payload.length.toString(16)}\r\n${payload}
 const head = (path: string) => `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n`;
 
 async function held(): Promise<number> {
-  const text = await (await fetch(`${stack.gw.adminUrl}/metrics`)).text();
-  return Number(/^scopegate_request_body_bytes_held (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+  return (await scrape(stack.gw.adminUrl)).value('scopegate_request_body_bytes_held');
 }
 
 /** Opens a chunked POST and sends `bytes` of its body (a string that is not yet JSON's end). */

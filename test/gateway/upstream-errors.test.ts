@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, B, scrape, startTestGateway } from '../helpers/gateway.js';
 import { http11, rawRequest } from '../helpers/raw.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import { converse } from '../helpers/stack.js';
@@ -98,9 +98,9 @@ t.test('an allowed request the upstream fails is logged and counted as allowed, 
     const lines = accessLines(gw.logs);
     t.equal(lines.length, 1, `${name}: one access line`);
     t.match(lines[0], { path: USERS, status, decision: 'allow', reason, clientId: auth.clientId, requiredScopes: [READ] }, `${name}: the access line`);
-    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    t.match(metrics, new RegExp(`^scopegate_requests_total\\{operation="get-users",decision="allow",status="${status}"\\} 1$`, 'm'), `${name}: the request counter`);
-    t.notMatch(metrics, /decision="deny"/, `${name}: no denial counted`);
+    const metrics = await scrape(gw.adminUrl);
+    t.equal(metrics.value('scopegate_requests_total', { operation: 'get-users', decision: 'allow', status: String(status) }), 1, `${name}: the request counter`);
+    t.notMatch(metrics.text, /decision="deny"/, `${name}: no denial counted`);
     await gw.close();
   }
 });
@@ -130,6 +130,5 @@ t.test('upstream resets while the client still sends the body: a SCIM 502, count
   const lines = accessLines(gw.logs);
   t.equal(lines.length, 1, 'one access line');
   t.match(lines[0], { path: USERS, status: 502, decision: 'allow', reason: /^upstream connection failed/ }, 'the access line');
-  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  t.match(metrics, /^scopegate_upstream_errors_total\{kind="reset"\} 1$/m, 'an upstream reset counted');
+  t.equal((await scrape(gw.adminUrl)).value('scopegate_upstream_errors_total', { kind: 'reset' }), 1, 'an upstream reset counted');
 });

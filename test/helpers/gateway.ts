@@ -49,6 +49,33 @@ export async function startTestGateway(config: Record<string, unknown>, env: Rec
   return { gateway, port, url: gateway.proxyUrl, adminUrl: gateway.adminUrl, logs, configFile, close: () => gateway.close() };
 }
 
+/** One scrape of an admin listener's /metrics. */
+export interface Scrape {
+  readonly text: string;
+  /** The sample `name` with exactly `labels` (in the order the metric exposes them); NaN when absent. */
+  value(name: string, labels?: Record<string, string>): number;
+  /** The sum of the samples of `name`, whatever their labels. */
+  sum(name: string): number;
+}
+
+/** Reads `adminUrl`/metrics once. */
+export async function scrape(adminUrl: string): Promise<Scrape> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const samples = text.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
+  const valueOf = (line: string) => Number(line.slice(line.lastIndexOf(' ') + 1));
+  return {
+    text,
+    value(name, labels) {
+      const series = labels === undefined ? name : `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
+      const line = samples.find((l) => l.startsWith(`${series} `));
+      return line === undefined ? Number.NaN : valueOf(line);
+    },
+    sum(name) {
+      return samples.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).reduce((total, l) => total + valueOf(l), 0);
+    },
+  };
+}
+
 /** The access lines among captured log lines. */
 export function accessLines(logs: readonly string[]): Array<Record<string, unknown>> {
   return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'access');

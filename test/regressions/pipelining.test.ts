@@ -11,7 +11,7 @@
 import type { ServerResponse } from 'node:http';
 import t from 'tap';
 import { startServer } from '../gateway/support.js';
-import { accessLines, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, scrape, startTestGateway } from '../helpers/gateway.js';
 import { B, bearer, converse, send, settle, startStack, type Stack } from '../helpers/stack.js';
 
 let stack: Stack;
@@ -140,9 +140,8 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
 
 /** The sum of scopegate_requests_total, and the bytes of bodies held. */
 async function counters(): Promise<{ answered: number; held: number }> {
-  const text = await (await fetch(`${stack.gw.adminUrl}/metrics`)).text();
-  const answered = [...text.matchAll(/^scopegate_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
-  return { answered, held: Number(/^scopegate_request_body_bytes_held (\d+)$/m.exec(text)?.[1]) };
+  const metrics = await scrape(stack.gw.adminUrl);
+  return { answered: metrics.sum('scopegate_requests_total'), held: metrics.value('scopegate_request_body_bytes_held') };
 }
 
 /** Makes the upstream hold its answer to `path` until the returned function is called (the others as usual). */
