@@ -28,6 +28,15 @@ if (!hasRedis()) {
   let dir: string;
   let keyPrefix: string;
 
+  /** Writes the serve config `name` (port-0 listeners, the recording upstream, the shared OpenAPI file) with `token`. */
+  const serveConfig = (name: string, token: Record<string, unknown>) => {
+    const file = join(dir, `${name}.json`);
+    writeFileSync(file, JSON.stringify({
+      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI }, token,
+    }));
+    return file;
+  };
+
   /** The whole answer of a GET /Users with `token`: status, headers and body. */
   const getFull = async (replica: ServeProcess, token: string) => {
     const response = await request(`${replica.proxyUrl}${B}/Users`, { headers: { authorization: `Bearer ${token}` } });
@@ -52,19 +61,11 @@ if (!hasRedis()) {
     redis = await startRedis();
     dir = mkdtempSync(join(tmpdir(), 'scopegate-redis-'));
     keyPrefix = `t${Date.now()}:`;
-    const config = (name: string) => {
-      const file = join(dir, `${name}.json`);
-      writeFileSync(file, JSON.stringify({
-        listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-        upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-        token: {
-          introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret },
-          cache: { maxTtlSeconds: 300, negativeTtlSeconds: 1, redis: { url: redis.url, keyPrefix } },
-        },
-      }));
-      return file;
+    const token = {
+      introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret },
+      cache: { maxTtlSeconds: 300, negativeTtlSeconds: 1, redis: { url: redis.url, keyPrefix } },
     };
-    [a, b] = await Promise.all([startServe(config('a')), startServe(config('b'))]);
+    [a, b] = await Promise.all([startServe(serveConfig('a', token)), startServe(serveConfig('b', token))]);
   });
   t.teardown(async () => {
     await Promise.allSettled([a?.stop(), b?.stop()]);
@@ -175,15 +176,11 @@ if (!hasRedis()) {
   });
 
   t.test('a keyPrefix with glob characters purges its own keys only', async (t) => {
-    const file = join(dir, 'glob.json');
     const globPrefix = `g${Date.now()}*:`;
     const neighbour = globPrefix.replace('*', 'x');
-    writeFileSync(file, JSON.stringify({
-      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-      upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-      token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret }, cache: { redis: { url: redis.url, keyPrefix: globPrefix } } },
+    const g = await startServe(serveConfig('glob', {
+      introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret }, cache: { redis: { url: redis.url, keyPrefix: globPrefix } },
     }));
-    const g = await startServe(file);
     t.teardown(() => g.stop());
     const raw = new Redis(redis.url, { lazyConnect: true });
     await raw.connect();
@@ -219,15 +216,10 @@ if (!hasRedis()) {
       });
     });
     const endpoint = `${as.origin}/introspection`;
-    const file = join(dir, 'ttl.json');
-    writeFileSync(file, JSON.stringify({
-      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-      upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-      token: {
-        introspection: { endpoint, clientId: 'c', clientSecret: 's' },
-        cache: { maxTtlSeconds: 3, negativeTtlSeconds: 3, redis: { url: redis.url, keyPrefix: `ttl${Date.now()}:` } },
-      },
-    }));
+    const file = serveConfig('ttl', {
+      introspection: { endpoint, clientId: 'c', clientSecret: 's' },
+      cache: { maxTtlSeconds: 3, negativeTtlSeconds: 3, redis: { url: redis.url, keyPrefix: `ttl${Date.now()}:` } },
+    });
     const [c, d] = await Promise.all([startServe(file), startServe(file)]);
     t.teardown(async () => {
       await Promise.allSettled([c.stop(), d.stop()]);
@@ -252,15 +244,7 @@ if (!hasRedis()) {
   t.test('replicas share only what their own token rules would decide alike', async (t) => {
     // Two replicas of one Redis whose rules differ (as while a reload or a rolling deploy
     // tightens them): what the lenient one allowed is not an answer for the strict one.
-    const config = (name: string, audience: string[]) => {
-      const file = join(dir, `${name}.json`);
-      writeFileSync(file, JSON.stringify({
-        listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 },
-        upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
-        token: { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer, audience }, cache: { redis: { url: redis.url, keyPrefix } } },
-      }));
-      return file;
-    };
+    const config = (name: string, audience: string[]) => serveConfig(name, { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer, audience }, cache: { redis: { url: redis.url, keyPrefix } } });
     const [lenient, strict] = await Promise.all([startServe(config('lenient', [])), startServe(config('strict', ['https://elsewhere.example']))]);
     t.teardown(() => Promise.allSettled([lenient.stop(), strict.stop()]));
     const token = await auth.issueToken([READ], { jwt: true });
