@@ -407,7 +407,7 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   const introspection = config.token?.introspection;
   const secretFile = typeof introspection?.clientSecretFile === 'string' ? introspection.clientSecretFile : undefined;
   const secret = secretFile === undefined ? undefined : readSecretFile(secretFile, 'token.introspection.clientSecretFile');
-  if (secret?.problem && !seen.has('token.introspection.clientSecretFile')) problems.push(secret.problem);
+  if (secret?.problem) problems.push(secret.problem);
   // One section that is no mapping is one problem, however many variables set keys under it.
   if (problems.length > 0) throw new ConfigError(nameSources([...new Set(problems)], fromEnv.sources), fromEnv.warnings, config);
   // The default lets every request the upstream may still answer finish (INTERFACE.md: graceful).

@@ -554,12 +554,12 @@ const REFUSED_PATH_CHARS = 512;
  * a matrix parameter, a fragment) and at 512 characters, and JSON-escaped here, as it passed no
  * grammar (the line writer takes paths verbatim).
  */
-function refusedPath(url: string | undefined): string {
-  const end = url === undefined ? -1 : url.search(/[?;#]/);
-  let path = url === undefined ? '' : end === -1 ? url : url.slice(0, end);
-  if (end !== -1) path += ` (cut at ${url![end]})`;
-  if (path.length > REFUSED_PATH_CHARS) path = `${path.slice(0, REFUSED_PATH_CHARS)}... (${url!.length} characters)`;
-  return JSON.stringify(path).slice(1, -1);
+function refusedPath(url = ''): string {
+  const end = url.search(/[?;#]/);
+  const path = end === -1 ? url : url.slice(0, end);
+  let shown = path.length > REFUSED_PATH_CHARS ? `${path.slice(0, REFUSED_PATH_CHARS)}... (${path.length} characters)` : path;
+  if (end !== -1) shown += ` (cut at ${url[end]})`;
+  return JSON.stringify(shown).slice(1, -1);
 }
 
 /** How a request ended, for its one access line and its metrics. */
