@@ -314,6 +314,7 @@ t.test('a client that ends mid-body after its request was forwarded: its line sa
     setTimeout(() => socket.end(), 300);
   });
   t.equal(res.status, 400, 'the client gets the parser\'s 400');
+  t.equal(res.raw.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, 'and nothing after it');
   t.match(res.raw, /\r\ncontent-type: application\/scim\+json\r\n/, 'a SCIM error');
   t.ok(await until(() => up.seen.length === 1 && up.seen[0]!.aborted, 5000), 'the upstream request was aborted, unanswered');
   t.match(up.seen[0], { method: 'DELETE', url: `${B}/Users/victim`, complete: false }, 'the upstream had the head and part of the body');
@@ -329,6 +330,7 @@ async function assertCutShortLine(t: Test, gw: TestGateway, want: { method: stri
   const metrics = await scrape(gw.adminUrl);
   t.equal(metrics.value('scopegate_requests_total', { operation: want.operation, decision: 'allow', status: String(want.status) }), 1, 'counted as allowed');
   t.notMatch(metrics.text, new RegExp(`^scopegate_requests_total\\{operation="${want.operation}",decision="deny"`, 'm'), 'never as denied');
+  t.same(gw.logs.filter((l) => (JSON.parse(l) as { level?: number }).level! >= 50), [], 'no error line (the aborted upstream request is not an error)');
 }
 
 t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section 7.6.1)', async (t) => {
