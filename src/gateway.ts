@@ -61,6 +61,8 @@ export interface Decision {
   heldBytes: number;
   /** The client's connection; the request's own `socket` is null once the forwarder destroyed its body stream. */
   readonly connection: Socket;
+  /** Runs its steps, once the request before it on its connection has ended (pipelining). */
+  resume: (() => void) | undefined;
 }
 
 declare module 'fastify' {
@@ -659,6 +661,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
       bodyLength: undefined, logged: false, upstreamBody: undefined, upstreamAbort: undefined, heldBytes: 0, connection: request.raw.socket,
+      resume: undefined,
     };
     request.decision = decision;
     // Every request ends once: as its response closes, finished or not (a client that went away,
@@ -687,6 +690,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // idle too, and closed at once: kept alive, it would hold the drain open to its keep-alive
       // timeout, for requests that could only be refused.
       if (closing && open.size === 0) app.server.closeIdleConnections();
+      // The next request of the connection takes its turn, unless the connection is gone (its
+      // requests all end now, unforwarded).
+      const next = open.size === 0 ? undefined : open.keys().next().value!.request.decision;
+      if (next?.resume !== undefined && !socket.destroyed) {
+        const resume = next.resume;
+        next.resume = undefined;
+        resume();
+      }
     };
     open.set(reply, end);
     reply.raw.on('close', end);
@@ -694,6 +705,16 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // its path when the grammar passed it.
     const target = (request.raw as WithTarget)[kTarget];
     if (!(target instanceof GatewayError)) decision.target = target;
+    // One request of a connection at a time, as nginx and Envoy take pipelined requests: one sent
+    // behind a request still in flight waits for that one to end. Its answer could not go before
+    // anyway (answers go in order), and a connection holds at most one validation and one
+    // upstream request: one client cannot take the whole pool with a single connection.
+    if (open.size > 1) decision.resume = () => steps(request, decision, socket, done);
+    else steps(request, decision, socket, done);
+  });
+
+  /** The steps up to the forwarder, for a request whose turn it is on its connection. */
+  function steps(request: FastifyRequest, decision: Decision, socket: MarkedSocket, done: (error?: Error) => void): void {
     let pending: Promise<void> | undefined;
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
@@ -705,7 +726,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     }
     if (pending) pending.then(() => done(), done);
     else done();
-  });
+  }
 
   app.setErrorHandler((error, request, reply) => {
     const decision = request.decision;

@@ -10,7 +10,7 @@
 // after a request that closes its connection get no answer of their own.
 import type { ServerResponse } from 'node:http';
 import t from 'tap';
-import { startServer } from '../gateway/support.js';
+import { startServer, until } from '../gateway/support.js';
 import { accessLines, scrape, startTestGateway } from '../helpers/gateway.js';
 import { B, bearer, converse, send, settle, startStack, type Stack } from '../helpers/stack.js';
 
@@ -172,22 +172,42 @@ async function beginHeld() {
 }
 const responses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 
-t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, their bodies\' bytes come back', async (t) => {
+t.test('a client that goes away with pipelined requests still unanswered: one 499 line each, nothing counted, nothing of the waiting ones forwarded', async (t) => {
   const { release, before, answered, c } = await beginHeld();
   t.teardown(release);
-  // The chunked body is read whole and forwarded; its answer waits behind the slow one's, and so
-  // does the 401 of the last request.
+  // One request of a connection at a time: the chunked POST and the unauthenticated GET wait for
+  // the slow one to end, their bodies unread.
   c.write(getSlow()
     + `POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('{"schemas":[]}')}0\r\n\r\n`
     + `GET ${B}/Groups HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-  while (!stack.up.requests.some((r) => r.method === 'POST' && r.complete)) await settle(10);
-  t.equal((await counters()).held, 14, 'the chunked body is held until its response closes');
+  while (stack.up.requests.length < 1) await settle(10);
+  await settle(200);
+  t.same(stack.up.requests.map((r) => r.url), [SLOW], 'the requests behind the slow one wait for their turn');
+  t.equal((await counters()).held, 0, 'the waiting chunked body is not read');
   c.end();
   await settle(300);
-  t.same(stack.up.requests.map((r) => r.url).sort(), [SLOW, `${B}/Users`].sort(), 'the unauthenticated GET never reached the upstream');
+  t.same(stack.up.requests.map((r) => r.url), [SLOW], 'nothing of the waiting requests ever reached the upstream');
   const lines = accessLines(stack.gw.logs).slice(before);
   t.same(lines.map((l) => [l.method, l.path, l.status]).sort(), [['GET', `${B}/Groups`, 499], ['GET', SLOW, 499], ['POST', `${B}/Users`, 499]], 'one line each: the connection closed before their answers');
   t.same(await counters(), { answered, held: 0 }, 'nothing answered, nothing held');
+});
+
+t.test('pipelined requests take their turns: one validation and one upstream request at a time per connection, answers in order', async (t) => {
+  const { release, before, c } = await beginHeld();
+  t.teardown(release);
+  const get = (n: number) => `GET ${B}/Users/turn-${n} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`;
+  c.write(getSlow() + get(1) + get(2) + get(3));
+  while (stack.up.requests.length < 1) await settle(10);
+  await settle(200);
+  t.same(stack.up.requests.map((r) => r.url), [SLOW], 'while the first is in flight, none of the others reaches the upstream');
+  t.same(responses(c.data), [], 'and nothing is answered');
+  release();
+  t.ok(await until(() => responses(c.data).length === 4), 'then all four are answered');
+  t.same(responses(c.data), [200, 200, 200, 200], 'each allowed');
+  t.same(stack.up.requests.map((r) => r.url), [SLOW, `${B}/Users/turn-1`, `${B}/Users/turn-2`, `${B}/Users/turn-3`], 'forwarded one after another, in order');
+  c.end();
+  await settle(100);
+  t.same(accessLines(stack.gw.logs).slice(before).map((l) => [l.path, l.status]), [[SLOW, 200], [`${B}/Users/turn-1`, 200], [`${B}/Users/turn-2`, 200], [`${B}/Users/turn-3`, 200]], 'one line each, in order');
 });
 
 t.test('a request the HTTP parser refuses behind requests still being answered: their answers first, in order, then the refusal', async (t) => {
@@ -198,9 +218,10 @@ t.test('a request the HTTP parser refuses behind requests still being answered: 
   ] as const) {
     const { release, before, answered, c } = await beginHeld();
     c.write(getSlow() + `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` + bytes);
-    while (stack.up.requests.length < 2) await settle(10);
+    while (stack.up.requests.length < 1) await settle(10);
     await settle(100);
     t.same(responses(c.data), [], `${name}: nothing written while the first answer is owed`);
+    t.same(stack.up.requests.map((r) => r.url), [SLOW], `${name}: the second request waits for its turn`);
     release();
     t.ok(await c.waitClose(3000), `${name}: the connection closes`);
     t.same(responses(c.data), [200, 200, status], `${name}: the two answers, then the refusal`);
