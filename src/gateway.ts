@@ -691,9 +691,9 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // timeout, for requests that could only be refused.
       if (closing && open.size === 0) app.server.closeIdleConnections();
       // The next request of the connection takes its turn, unless the connection is gone (its
-      // requests all end now, unforwarded).
+      // requests all end now, unforwarded) or its own line is written (the parser refused its body).
       const next = open.size === 0 ? undefined : open.keys().next().value!.request.decision;
-      if (next?.resume !== undefined && !socket.destroyed) {
+      if (next?.resume !== undefined && !socket.destroyed && !next.logged) {
         const resume = next.resume;
         next.resume = undefined;
         resume();

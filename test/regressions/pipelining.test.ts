@@ -210,6 +210,23 @@ t.test('pipelined requests take their turns: one validation and one upstream req
   t.same(accessLines(stack.gw.logs).slice(before).map((l) => [l.path, l.status]), [[SLOW, 200], [`${B}/Users/turn-1`, 200], [`${B}/Users/turn-2`, 200], [`${B}/Users/turn-3`, 200]], 'one line each, in order');
 });
 
+t.test('a request waiting for its turn whose body stalls past limits.requestTimeoutMs: the answer before it, then its 408; never forwarded', async (t) => {
+  const { release, before, c } = await beginHeld();
+  t.teardown(release);
+  // 10 of the 500 declared bytes: Node cuts it off after 1.5 s, while it still waits behind the slow one.
+  c.write(getSlow() + `POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nContent-Length: 500\r\n\r\n{"schemas"`);
+  while (stack.up.requests.length < 1) await settle(10);
+  await settle(2500);
+  t.same(responses(c.data), [], 'nothing written while the first answer is owed');
+  release();
+  t.ok(await c.waitClose(3000), 'the connection closes');
+  t.same(responses(c.data), [200, 408], 'the slow one\'s answer, then the refusal');
+  t.same(stack.up.requests.map((r) => r.url), [SLOW], 'the stalled request never reached the upstream');
+  await settle(100);
+  const lines = accessLines(stack.gw.logs).slice(before);
+  t.same(lines.map((l) => [l.method, l.status, l.decision]), [['GET', 200, 'allow'], ['POST', 408, 'deny']], 'one line each');
+});
+
 t.test('a request the HTTP parser refuses behind requests still being answered: their answers first, in order, then the refusal', async (t) => {
   for (const [name, bytes, status] of [
     ['a malformed request line', 'GARBAGE\x01 / HTTP/1.1\r\n\r\n', 400],
