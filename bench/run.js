@@ -10,6 +10,7 @@
 //   scopegate-introspection  `scopegate serve`, one opaque token from the real oidc-provider, cache warm
 //   scopegate-jwt            `scopegate serve`, one JWT access token from the same AS, cache warm
 //   scopegate-many-tokens    `scopegate serve`, --tokens distinct valid tokens in rotation, cache warm
+//   scopegate-jwt-twin       a second scopegate-jwt process: the A/A control of the run's noise
 //   nginx                    /usr/sbin/nginx, one worker, plain reverse proxy with an upstream keepalive pool
 // Other measurements (names usable with --only / --skip):
 //   startup     spawn -> "scopegate listening" with the jans table (../shared/jans-scim-openapi.yaml)
@@ -34,7 +35,15 @@ import {
 // the same request as scopegate-jwt (the issue's ratio is against bare-proxy; both are reported).
 // bare-proxy-hook: bare-proxy forwarding the way scopegate does (from its preHandler, bypassing
 // @fastify/http-proxy's handler), the baseline of the same forwarding with no authorization.
-const TARGETS = ['direct', 'bare-proxy', 'bare-proxy-jwt', 'bare-proxy-hook', 'scopegate-introspection', 'scopegate-jwt', 'scopegate-many-tokens', 'nginx'];
+// scopegate-jwt-twin: a second process of scopegate-jwt, the same config and token: what an A/A
+// ratio of two identical processes measures in the same run, the noise floor of every ratio here.
+//
+// The order puts each judged pair side by side (bare-proxy between scopegate-introspection and
+// scopegate-jwt, the twin next to scopegate-jwt): on this shared machine a slow spell of the host
+// lasts tens of seconds and slows every part of a process alike (its kernel, V8 and JIT-code time
+// in perf), so two targets measured seconds apart share it, and two measured half a round apart
+// often do not.
+const TARGETS = ['direct', 'nginx', 'bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'scopegate-jwt-twin', 'bare-proxy-jwt'];
 const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
 // Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
 // (no access line), to size what the access log costs, and with no identity headers.
@@ -48,7 +57,7 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
                                targets: ${TARGETS.join(', ')}
                                measurements: ${EXTRAS.join(', ')}
                                diagnostic (only when named): ${DIAG.join(', ')}
-  --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 5; quick 2)
+  --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 7; quick 2)
   --duration S                 seconds per round                       (BENCH_DURATION, default 5; quick 2)
   --warmup S                   warm-up seconds per target, not counted (BENCH_WARMUP, default 2; quick 1)
   --round-warmup S             load before each round, not counted     (BENCH_ROUND_WARMUP, default 1; quick 0.5):
@@ -108,7 +117,7 @@ const num = (flag, envName, full, short) => {
 };
 const opts = {
   quick,
-  rounds: num('rounds', 'BENCH_ROUNDS', 5, 2),
+  rounds: num('rounds', 'BENCH_ROUNDS', 7, 2),
   duration: num('duration', 'BENCH_DURATION', 5, 2),
   warmup: num('warmup', 'BENCH_WARMUP', 2, 1),
   roundWarmup: num('round-warmup', 'BENCH_ROUND_WARMUP', 1, 0.5),
@@ -295,6 +304,13 @@ async function prepare(name) {
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `RS256 JWT access token (${token.length} characters) from the real oidc-provider (resource indicator), verified once, then cached` };
+      }
+      case 'scopegate-jwt-twin': {
+        const jwt = await prepare('scopegate-jwt');
+        const { auth: a } = await authServer();
+        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
+        await expectOk(sg.proxyUrl + PATH, jwt.headers, name);
+        return { url: sg.proxyUrl + PATH, headers: jwt.headers, pid: sg.pid, sg, note: 'a second scopegate-jwt process, the same config and JWT: the A/A control (its ratio to scopegate-jwt is the noise of a ratio in this run)' };
       }
       case 'scopegate-many-tokens': {
         let introspection;
@@ -725,6 +741,13 @@ function report() {
       results.ratios[n].cpuBareHook = eff(n, 'bare-proxy-hook');
     }
   }
+  // The A/A control: two identical processes, side by side in every round.
+  if (rr0('scopegate-jwt-twin') && rr0('scopegate-jwt')) {
+    results.control = {
+      rps: ratio('scopegate-jwt-twin', 'scopegate-jwt'), cpu: eff('scopegate-jwt-twin', 'scopegate-jwt'),
+      perRound: t['scopegate-jwt-twin'].rounds.map((r, i) => r.rps / t['scopegate-jwt'].rounds[i]?.rps).filter(Number.isFinite),
+    };
+  }
   const chk = (label, value, ok, shown) => TARGET_LINES.push({ label, value: shown ?? value, verdict: verdict(Number.isFinite(value) || typeof value === 'boolean' ? ok : undefined) });
   const rr = results.ratios;
   chk('scopegate-introspection / bare-proxy >= 0.95', rr['scopegate-introspection']?.bare, rr['scopegate-introspection']?.bare >= 0.95, fmt.ratio(rr['scopegate-introspection']?.bare));
@@ -783,6 +806,10 @@ function report() {
       L.push('', `req/s / bare-proxy round by round (each round's figures; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
+      const twin = results.control;
+      if (twin) {
+        L.push('', `The A/A control, scopegate-jwt-twin (a second process of scopegate-jwt: the same code, config and JWT) against scopegate-jwt: req/s ${fmt.ratio(twin.rps)}, CPU efficiency ${fmt.ratio(twin.cpu)}; round by round ${twin.perRound.map(fmt.ratio).join(', ')}. Two identical processes differ by this much in this run: a ratio above is resolved no better.`);
+      }
       const hooked = Object.entries(results.ratios).filter(([, r]) => r.bareHook !== undefined);
       if (hooked.length) {
         L.push('', 'Against bare-proxy-hook, the bare proxy that forwards as scopegate does (so only what authorization, the access line, metrics and identity headers cost shows): '
@@ -839,7 +866,7 @@ function report() {
   for (const x of TARGET_LINES) L.push(`| ${x.label} | ${x.value ?? '-'} | ${x.verdict} |`);
   L.push('');
   if (results.notes.length) L.push('## Notes', '', ...results.notes.map((n) => `- ${n}`), '');
-  L.push(`Re-run: \`npm run bench\` (full: ${opts.quick ? '5 rounds x 5 s' : `${opts.rounds} rounds x ${opts.duration} s`}), \`npm run bench -- --quick\`, \`npm run bench -- --only scopegate-introspection,bare-proxy\`; \`node bench/run.js --help\`.`, '');
+  L.push(`Re-run: \`npm run bench\` (full: ${opts.quick ? '7 rounds x 5 s' : `${opts.rounds} rounds x ${opts.duration} s`}), \`npm run bench -- --quick\`, \`npm run bench -- --only scopegate-introspection,bare-proxy\`; \`node bench/run.js --help\`.`, '');
   return L.join('\n');
 }
 
@@ -866,6 +893,8 @@ async function main() {
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
     for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
     for (const [n, r] of Object.entries(results.ratios)) if (r.barePerRound.length) log(`  ${n.padEnd(24)} req/s / bare-proxy round by round: ${r.barePerRound.map(fmt.ratio).join(', ')}`);
+    const c = results.control;
+    if (c) log(`  A/A control scopegate-jwt-twin / scopegate-jwt: req/s ${fmt.ratio(c.rps)}, CPU efficiency ${fmt.ratio(c.cpu)}; round by round ${c.perRound.map(fmt.ratio).join(', ')}`);
   }
   log('  targets:');
   for (const x of TARGET_LINES) log(`    ${x.verdict.padEnd(8)} ${x.label}: ${x.value ?? '-'}`);
