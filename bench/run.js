@@ -224,6 +224,12 @@ async function serve(name, configFile, more = {}) {
   return startServe(configFile, { logFile, name, ...more });
 }
 
+/** `scopegate serve` validating JWTs against the real AS's JWKS (scopegate-jwt and its twin). */
+async function serveJwt(name, up) {
+  const { auth: a } = await authServer();
+  return serve(name, writeConfig(name, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
+}
+
 async function introspectionToken() {
   const { auth: a, scopes } = await authServer();
   return {
@@ -297,9 +303,8 @@ async function prepare(name) {
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'diagnostic: scopegate-introspection with upstream.identityHeaders false (no X-Scopegate-* headers upstream)' };
       }
       case 'scopegate-jwt': {
-        const { auth: a } = await authServer();
         const { issue } = await introspectionToken();
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
+        const sg = await serveJwt(name, up);
         const token = await issue(true);
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
@@ -307,8 +312,7 @@ async function prepare(name) {
       }
       case 'scopegate-jwt-twin': {
         const jwt = await prepare('scopegate-jwt');
-        const { auth: a } = await authServer();
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
+        const sg = await serveJwt(name, up);
         await expectOk(sg.proxyUrl + PATH, jwt.headers, name);
         return { url: sg.proxyUrl + PATH, headers: jwt.headers, pid: sg.pid, sg, note: 'a second scopegate-jwt process, the same config and JWT: the A/A control (its ratio to scopegate-jwt is the noise of a ratio in this run)' };
       }
