@@ -61,9 +61,9 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
   --duration S                 seconds per round                       (BENCH_DURATION, default 5; quick 2)
   --warmup S                   warm-up seconds per target, not counted (BENCH_WARMUP, default 2; quick 1)
   --round-warmup S             load before each round, not counted     (BENCH_ROUND_WARMUP, default 1; quick 0.5):
-                               a target idles while the others run (about 40 s between its rounds in a
-                               full run), and its first second after such a gap ran 20-30% slower, on
-                               every target
+                               a target idles while the others run (48 s between its rounds on average
+                               in a full run, 0 to 96 s in serpentine order), and its first second
+                               after such a gap ran 20-30% slower, on every target
   --connections N              autocannon connections                  (BENCH_CONNECTIONS, default 50)
   --upstream-connections N     undici pool size (scopegate upstream.connections, bare-proxy) and
                                nginx upstream keepalive                (BENCH_UPSTREAM_CONNECTIONS, default 128)
