@@ -10,7 +10,6 @@
 //   scopegate-introspection  `scopegate serve`, one opaque token from the real oidc-provider, cache warm
 //   scopegate-jwt            `scopegate serve`, one JWT access token from the same AS, cache warm
 //   scopegate-many-tokens    `scopegate serve`, --tokens distinct valid tokens in rotation, cache warm
-//   scopegate-jwt-twin       a second scopegate-jwt process: the A/A control of the run's noise
 //   nginx                    /usr/sbin/nginx, one worker, plain reverse proxy with an upstream keepalive pool
 // Other measurements (names usable with --only / --skip):
 //   startup     spawn -> "scopegate listening" with the jans table (../shared/jans-scim-openapi.yaml)
@@ -35,15 +34,21 @@ import {
 // the same request as scopegate-jwt (the issue's ratio is against bare-proxy; both are reported).
 // bare-proxy-hook: bare-proxy forwarding the way scopegate does (from its preHandler, bypassing
 // @fastify/http-proxy's handler), the baseline of the same forwarding with no authorization.
-// scopegate-jwt-twin: a second process of scopegate-jwt, the same config and token: what an A/A
-// ratio of two identical processes measures in the same run, the noise floor of every ratio here.
 //
 // The order puts each judged pair side by side (bare-proxy between scopegate-introspection and
-// scopegate-jwt, the twin next to scopegate-jwt): on this shared machine a slow spell of the host
-// lasts tens of seconds and slows every part of a process alike (its kernel, V8 and JIT-code time
-// in perf), so two targets measured seconds apart share it, and two measured half a round apart
-// often do not.
-const TARGETS = ['direct', 'nginx', 'bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'scopegate-jwt-twin', 'bare-proxy-jwt'];
+// scopegate-jwt): on this shared machine a slow spell of the host lasts tens of seconds and slows
+// every part of a process alike (its kernel, V8 and JIT-code time in perf), so two targets
+// measured seconds apart share it, and two measured half a round apart often do not.
+//
+// Forks (--forks, as JMH runs a benchmark in several JVMs): each proxy target runs as several
+// processes of the same code and config, each measured in every round, and its figure is the
+// median over all of them. Two identical processes here differ by 2-10% for a whole run (A/A runs
+// of the previous bench, README "What limits the ratios"): one process per target made a judged
+// ratio a draw of which process came out slow. The spread between a target's forks is reported:
+// it is the A/A control of the run.
+const TARGETS = ['direct', 'nginx', 'bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'bare-proxy-jwt'];
+/** Targets run as --forks processes (bare-proxy-jwt: bare-proxy's forks sent the JWT). */
+const FORKED = new Set(['bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'bare-proxy-jwt', 'scopegate-nolog', 'scopegate-noident']);
 const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
 // Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
 // (no access line), to size what the access log costs, and with no identity headers.
@@ -57,13 +62,15 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
                                targets: ${TARGETS.join(', ')}
                                measurements: ${EXTRAS.join(', ')}
                                diagnostic (only when named): ${DIAG.join(', ')}
-  --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 7; quick 2)
+  --rounds N                   alternating rounds per target           (BENCH_ROUNDS, default 5; quick 2)
+  --forks N                    processes per proxy target, each measured every round; a target's
+                               figure is the median over all forks and rounds (BENCH_FORKS, default 3; quick 1)
   --duration S                 seconds per round                       (BENCH_DURATION, default 5; quick 2)
   --warmup S                   warm-up seconds per target, not counted (BENCH_WARMUP, default 2; quick 1)
   --round-warmup S             load before each round, not counted     (BENCH_ROUND_WARMUP, default 1; quick 0.5):
-                               a target idles while the others run (48 s between its rounds on average
-                               in a full run, 0 to 96 s in serpentine order), and its first second
-                               after such a gap ran 20-30% slower, on every target
+                               a target idles while the others run (about 2 minutes between its rounds
+                               in a full run, serpentine order), and its first second after such a
+                               gap ran 20-30% slower, on every target
   --connections N              autocannon connections                  (BENCH_CONNECTIONS, default 50)
   --upstream-connections N     undici pool size (scopegate upstream.connections, bare-proxy) and
                                nginx upstream keepalive                (BENCH_UPSTREAM_CONNECTIONS, default 128)
@@ -93,7 +100,7 @@ const { values: argv } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' }, skip: { type: 'string' },
-    rounds: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, 'round-warmup': { type: 'string' },
+    rounds: { type: 'string' }, forks: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, 'round-warmup': { type: 'string' },
     connections: { type: 'string' }, 'upstream-connections': { type: 'string' },
     tokens: { type: 'string' }, 'many-source': { type: 'string' },
     rate: { type: 'string' }, 'rate-connections': { type: 'string' }, 'rate-rounds': { type: 'string' }, 'rate-duration': { type: 'string' },
@@ -113,11 +120,13 @@ const num = (flag, envName, full, short) => {
   const raw = argv[flag] ?? env[envName];
   const value = raw === undefined ? (quick ? short : full) : Number(raw);
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${flag}: not a positive number: ${raw}`);
+  if (['rounds', 'forks'].includes(flag) && !Number.isInteger(value)) throw new Error(`--${flag}: not a whole number: ${raw}`);
   return value;
 };
 const opts = {
   quick,
-  rounds: num('rounds', 'BENCH_ROUNDS', 7, 2),
+  rounds: num('rounds', 'BENCH_ROUNDS', 5, 2),
+  forks: num('forks', 'BENCH_FORKS', 3, 1),
   duration: num('duration', 'BENCH_DURATION', 5, 2),
   warmup: num('warmup', 'BENCH_WARMUP', 2, 1),
   roundWarmup: num('round-warmup', 'BENCH_ROUND_WARMUP', 1, 0.5),
@@ -224,11 +233,6 @@ async function serve(name, configFile, more = {}) {
   return startServe(configFile, { logFile, name, ...more });
 }
 
-/** `scopegate serve` validating JWTs against the real AS's JWKS (scopegate-jwt and its twin). */
-async function serveJwt(name, up) {
-  const { auth: a } = await authServer();
-  return serve(name, writeConfig(name, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
-}
 
 async function introspectionToken() {
   const { auth: a, scopes } = await authServer();
@@ -247,8 +251,12 @@ async function expectOk(url, headers, what) {
 
 const prepared = new Map();
 
-async function prepare(name) {
-  if (prepared.has(name)) return prepared.get(name);
+/** Fork `fork` (1 ..  --forks) of target `name`, started once. */
+async function prepare(name, fork = 1) {
+  const key = `${name}#${fork}`;
+  if (prepared.has(key)) return prepared.get(key);
+  // Its processes, config and log file are named after it.
+  const id = FORKED.has(name) && opts.forks > 1 ? `${name}-${fork}` : name;
   const p = (async () => {
     const up = await upstream();
     switch (name) {
@@ -259,27 +267,27 @@ async function prepare(name) {
         return { url: up.url + PATH, headers: { authorization: `Bearer ${token}` }, pid: up.pid, note: `node:http, ${up.bytes}-byte SCIM ListResponse` };
       }
       case 'bare-proxy': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name: id });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: `Fastify + @fastify/http-proxy, undici Pool connections ${opts.upstreamConnections}, pipelining 1, no auth, no access log` };
       }
       case 'scopegate-introspection': {
         const { introspection, issue } = await introspectionToken();
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection } }));
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { introspection } }));
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached` };
       }
       case 'bare-proxy-hook': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: 'bare-proxy forwarding as scopegate does: reply.from in the preHandler, raw path and query (http-proxy\'s handler and its re-resolution of the target skipped), no auth, no access log' };
       }
       case 'bare-proxy-jwt': {
-        const bare = await prepare('bare-proxy');
+        const bare = await prepare('bare-proxy', fork);
         const token = await (await introspectionToken()).issue(true);
         return { ...bare, headers: { authorization: `Bearer ${token}` }, note: `bare-proxy sent scopegate-jwt's request: a ${token.length}-character JWT in Authorization` };
       }
@@ -287,8 +295,8 @@ async function prepare(name) {
         const { introspection, issue } = await introspectionToken();
         // No "listening" line at level warn: fixed ports, readiness from /healthz.
         const ports = { proxy: await freePort(), admin: await freePort() };
-        const file = writeConfig(name, { upstreamUrl: up.url, token: { introspection }, extra: { log: { level: 'warn' }, listen: { host: '127.0.0.1', port: ports.proxy }, admin: { host: '127.0.0.1', port: ports.admin } } });
-        const sg = await serve(name, file, { ports });
+        const file = writeConfig(id, { upstreamUrl: up.url, token: { introspection }, extra: { log: { level: 'warn' }, listen: { host: '127.0.0.1', port: ports.proxy }, admin: { host: '127.0.0.1', port: ports.admin } } });
+        const sg = await serve(id, file, { ports });
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
@@ -296,7 +304,7 @@ async function prepare(name) {
       }
       case 'scopegate-noident': {
         const { introspection, issue } = await introspectionToken();
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection }, extra: { upstream: { url: up.url, connections: opts.upstreamConnections, identityHeaders: false } } }));
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { introspection }, extra: { upstream: { url: up.url, connections: opts.upstreamConnections, identityHeaders: false } } }));
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
@@ -304,49 +312,24 @@ async function prepare(name) {
       }
       case 'scopegate-jwt': {
         const { issue } = await introspectionToken();
-        const sg = await serveJwt(name, up);
+        const { auth: a } = await authServer();
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
         const token = await issue(true);
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `RS256 JWT access token (${token.length} characters) from the real oidc-provider (resource indicator), verified once, then cached` };
       }
-      case 'scopegate-jwt-twin': {
-        const jwt = await prepare('scopegate-jwt');
-        const sg = await serveJwt(name, up);
-        await expectOk(sg.proxyUrl + PATH, jwt.headers, name);
-        return { url: sg.proxyUrl + PATH, headers: jwt.headers, pid: sg.pid, sg, note: 'a second scopegate-jwt process, the same config and JWT: the A/A control (its ratio to scopegate-jwt is the noise of a ratio in this run)' };
-      }
       case 'scopegate-many-tokens': {
-        let introspection;
-        let tokens;
-        let note;
-        const started = performance.now();
-        if (opts.manySource === 'fast') {
-          const fast = await fastAs();
-          introspection = { endpoint: fast.endpoint, clientId: 'bench', clientSecret: 'bench', authMethod: 'client_secret_basic' };
-          tokens = Array.from({ length: opts.tokens }, (_, i) => `sgb-${i}-${randomBytes(12).toString('base64url')}`);
-          note = `${opts.tokens} distinct opaque tokens answered active by bench/fast-as.js (a tiny introspection server for tokens of a known form, not the real AS), in rotation; cache filled before measuring`;
-        } else {
-          const t = await introspectionToken();
-          introspection = t.introspection;
-          tokens = [];
-          let next = 0;
-          await Promise.all(Array.from({ length: 8 }, async () => {
-            while (next < opts.tokens) {
-              next += 1;
-              tokens.push(await t.issue());
-            }
-          }));
-          note = `${opts.tokens} distinct opaque tokens issued by the real oidc-provider's token endpoint (${((performance.now() - started) / 1000).toFixed(1)} s to issue), in rotation; cache filled before measuring`;
-        }
-        const sg = await serve(name, writeConfig(name, { upstreamUrl: up.url, token: { introspection }, cache: { maxEntries: Math.max(100000, 2 * tokens.length) } }));
+        // The same tokens for every fork.
+        const { introspection, tokens, note } = await manyTokens();
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { introspection }, cache: { maxEntries: Math.max(100000, 2 * tokens.length) } }));
         const buffers = tokens.map((t) => buildRequest(sg.proxyUrl + PATH, { authorization: `Bearer ${t}` }));
         await expectOk(sg.proxyUrl + PATH, { authorization: `Bearer ${tokens[0]}` }, name);
         // Fill the cache: every token once (each connection walks its own slice of the rotation).
         const fill = await load({ url: sg.proxyUrl + PATH, connections: Math.min(opts.connections, 50), amount: tokens.length, buffers, maxSeconds: 600 });
         const entries = (await metrics(sg.adminUrl)).get('scopegate_token_cache_entries');
-        log(`  ${name}: cache filled with ${entries} entries (${fill.total} requests, ${fill.non2xx} non-2xx, ${fmt.rps(fill.rps)} req/s while filling)`);
-        if (entries < tokens.length) results.notes.push(`${name}: only ${entries} of ${tokens.length} tokens were cached before measuring`);
+        log(`  ${id}: cache filled with ${entries} entries (${fill.total} requests, ${fill.non2xx} non-2xx, ${fmt.rps(fill.rps)} req/s while filling)`);
+        if (entries < tokens.length) results.notes.push(`${id}: only ${entries} of ${tokens.length} tokens were cached before measuring`);
         return { url: sg.proxyUrl + PATH, buffers, pid: sg.pid, sg, note };
       }
       case 'nginx': {
@@ -357,9 +340,35 @@ async function prepare(name) {
         throw new Error(name);
     }
   })();
-  prepared.set(name, p);
+  prepared.set(key, p);
   return p;
 }
+
+/** scopegate-many-tokens' tokens and where they are introspected, made once for all its forks. */
+const manyTokens = once(async () => {
+  const started = performance.now();
+  if (opts.manySource === 'fast') {
+    const fast = await fastAs();
+    return {
+      introspection: { endpoint: fast.endpoint, clientId: 'bench', clientSecret: 'bench', authMethod: 'client_secret_basic' },
+      tokens: Array.from({ length: opts.tokens }, (_, i) => `sgb-${i}-${randomBytes(12).toString('base64url')}`),
+      note: `${opts.tokens} distinct opaque tokens answered active by bench/fast-as.js (a tiny introspection server for tokens of a known form, not the real AS), in rotation; cache filled before measuring`,
+    };
+  }
+  const t = await introspectionToken();
+  const tokens = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (next < opts.tokens) {
+      next += 1;
+      tokens.push(await t.issue());
+    }
+  }));
+  return {
+    introspection: t.introspection, tokens,
+    note: `${opts.tokens} distinct opaque tokens issued by the real oidc-provider's token endpoint (${((performance.now() - started) / 1000).toFixed(1)} s to issue), in rotation; cache filled before measuring`,
+  };
+});
 
 async function startNginx(up) {
   const dir = join(tmp, 'nginx');
@@ -434,56 +443,74 @@ function pinTo(pid, cpu) {
 async function throughput() {
   const names = [...TARGETS, ...DIAG].filter(wanted);
   if (names.length === 0) return;
-  log(`\n== throughput: ${names.length} targets, ${opts.rounds} rounds in serpentine order x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each, and ${opts.roundWarmup} s before each round)`);
+  const forkNote = opts.forks > 1 ? `, ${opts.forks} processes (forks) of each proxy target` : '';
+  log(`\n== throughput: ${names.length} targets${forkNote}, ${opts.rounds} rounds in serpentine order x ${opts.duration} s, ${opts.connections} connections (warm-up ${opts.warmup} s each, and ${opts.roundWarmup} s before each round)`);
+  // One pass through the targets per fork (direct and nginx, one process each, in the first):
+  // within a pass the judged pairs stay side by side.
   const ready = [];
-  for (const name of names) {
-    const t = await prepare(name);
-    if (!t) {
-      log(`  ${name}: skipped (${NGINX} not found)`);
-      results.notes.push(`${name}: skipped, ${NGINX} not found`);
-      continue;
+  for (let fork = 1; fork <= opts.forks; fork++) {
+    for (const name of names) {
+      if (fork > 1 && !FORKED.has(name)) continue;
+      const t = await prepare(name, fork);
+      if (!t) {
+        log(`  ${name}: skipped (${NGINX} not found)`);
+        results.notes.push(`${name}: skipped, ${NGINX} not found`);
+        continue;
+      }
+      results.targets[name] ??= { note: t.note, rounds: [] };
+      // direct is the upstream itself: it stays on CPU 0 for the others.
+      if (opts.pin && name !== 'direct') for (const pid of t.pids ?? [t.pid]) pinTo(pid, 1);
+      const label = FORKED.has(name) && opts.forks > 1 ? `${name} #${fork}` : name;
+      ready.push({ label, name, fork, t });
     }
-    results.targets[name] = { note: t.note, rounds: [] };
-    // direct is the upstream itself: it stays on CPU 0 for the others.
-    if (opts.pin && name !== 'direct') for (const pid of t.pids ?? [t.pid]) pinTo(pid, 1);
-    ready.push([name, t]);
   }
-  for (const [name, t] of ready) {
+  for (const { label, name, t } of ready) {
     const w = await runTarget(name, t, opts.warmup);
-    log(`  warm-up ${name.padEnd(24)} ${fmt.rps(w.rps).padStart(8)} req/s${w.non2xx || w.errors ? `  (${w.non2xx} non-2xx, ${w.errors} errors: ${JSON.stringify(w.statuses)})` : ''}`);
+    log(`  warm-up ${label.padEnd(28)} ${fmt.rps(w.rps).padStart(8)} req/s${w.non2xx || w.errors ? `  (${w.non2xx} non-2xx, ${w.errors} errors: ${JSON.stringify(w.statuses)})` : ''}`);
   }
   for (let round = 1; round <= opts.rounds; round++) {
     // Serpentine order (A B C, C B A, A B C ...): in a fixed order the targets late in a round
     // would always run late, and a drift within a round (the machine is shared) would land on
     // them alone; reversed every other round, each target's mean position is the same.
     const order = round % 2 === 1 ? ready : [...ready].reverse();
-    for (const [position, [name, t]] of order.entries()) {
+    for (const [position, { label, name, fork, t }] of order.entries()) {
       await runTarget(name, t, opts.roundWarmup);
       const r = await runTarget(name, t, opts.duration);
-      r.position = position + 1;
+      Object.assign(r, { round, fork, position: position + 1 });
       results.targets[name].rounds.push(r);
       const bad = r.non2xx || r.errors ? `  !! ${r.non2xx} non-2xx, ${r.errors} errors ${JSON.stringify(r.statuses)}` : '';
-      log(`  round ${round}/${opts.rounds} ${name.padEnd(24)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req (system ${r.systemUs.toFixed(0)})${bad}`);
+      log(`  round ${round}/${opts.rounds} ${label.padEnd(28)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req (system ${r.systemUs.toFixed(0)})${bad}`);
     }
   }
-  for (const [name, t] of ready) {
+  for (const { name, fork, t } of ready) {
     if (t.sg) {
-      // Integrity: the measured rounds must have been cache hits.
+      // Integrity: the measured rounds must have been cache hits (counters summed over the forks).
       const m = await metrics(t.sg.adminUrl);
       const sum = (prefix) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
-      results.targets[name].cache = {
-        hits: m.get('scopegate_token_cache_total{result="hit"}') ?? 0, misses: m.get('scopegate_token_cache_total{result="miss"}') ?? 0,
-        introspections: sum('scopegate_introspection_requests_total'), jwksFetches: sum('scopegate_jwks_fetches_total'),
-      };
+      const c = results.targets[name].cache ??= { hits: 0, misses: 0, introspections: 0, jwksFetches: 0, processes: 0 };
+      c.hits += m.get('scopegate_token_cache_total{result="hit"}') ?? 0;
+      c.misses += m.get('scopegate_token_cache_total{result="miss"}') ?? 0;
+      c.introspections += sum('scopegate_introspection_requests_total');
+      c.jwksFetches += sum('scopegate_jwks_fetches_total');
+      c.processes = Math.max(c.processes, fork);
     }
   }
-  for (const [name] of ready) {
-    const rs = results.targets[name].rounds;
-    Object.assign(results.targets[name], {
+  for (const name of new Set(ready.map((x) => x.name))) {
+    const target = results.targets[name];
+    const rs = target.rounds;
+    Object.assign(target, {
       rps: median(rs.map((r) => r.rps)), p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), cpuUs: median(rs.map((r) => r.cpuUs)),
       minRps: Math.min(...rs.map((r) => r.rps)), maxRps: Math.max(...rs.map((r) => r.rps)),
       non2xx: rs.reduce((a, r) => a + r.non2xx, 0), errors: rs.reduce((a, r) => a + r.errors, 0),
     });
+    // Each fork's own medians: how far two processes of the same target differ in this run.
+    const forks = [...new Set(rs.map((r) => r.fork))];
+    if (forks.length > 1) {
+      target.forks = forks.map((fork) => {
+        const own = rs.filter((r) => r.fork === fork);
+        return { fork, rps: median(own.map((r) => r.rps)), cpuUs: median(own.map((r) => r.cpuUs)) };
+      });
+    }
   }
 }
 
@@ -730,10 +757,11 @@ function report() {
     bare: ratio(n, 'bare-proxy'), direct: ratio(n, 'direct'), nginx: ratio(n, 'nginx'),
     cpuBare: eff(n, 'bare-proxy'), cpuDirect: eff(n, 'direct'), cpuNginx: eff(n, 'nginx'),
   }]));
-  // The same ratio round by round (each round's scopegate against that round's bare proxy): how
-  // far the headline ratio of medians moves with the machine. For information; the targets are
-  // judged on the ratio of medians.
-  for (const n of sgs) results.ratios[n].barePerRound = t[n].rounds.map((r, i) => r.rps / t['bare-proxy']?.rounds[i]?.rps).filter(Number.isFinite);
+  // The same ratio round by round (each round's scopegate against the bare proxy of the same fork
+  // and round, measured next to it): how far the headline ratio of medians moves with the machine.
+  // For information; the targets are judged on the ratio of medians.
+  const paired = (a, b) => (t[a]?.rounds ?? []).map((r) => r.rps / t[b]?.rounds.find((x) => x.round === r.round && x.fork === r.fork)?.rps).filter(Number.isFinite);
+  for (const n of sgs) results.ratios[n].barePerRound = paired(n, 'bare-proxy');
   if (t['bare-proxy-jwt']?.rps && rr0('scopegate-jwt')) {
     results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
     results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');
@@ -745,13 +773,14 @@ function report() {
       results.ratios[n].cpuBareHook = eff(n, 'bare-proxy-hook');
     }
   }
-  // The A/A control: two identical processes, side by side in every round.
-  if (rr0('scopegate-jwt-twin') && rr0('scopegate-jwt')) {
-    results.control = {
-      rps: ratio('scopegate-jwt-twin', 'scopegate-jwt'), cpu: eff('scopegate-jwt-twin', 'scopegate-jwt'),
-      perRound: t['scopegate-jwt-twin'].rounds.map((r, i) => r.rps / t['scopegate-jwt'].rounds[i]?.rps).filter(Number.isFinite),
-    };
-  }
+  // The A/A control: the forks of one target are identical processes; the spread of their
+  // medians (fastest over slowest) is what a ratio between two single processes could show
+  // with nothing between them.
+  const spread = Object.entries(t).filter(([, x]) => x.forks).map(([n, x]) => {
+    const rps = x.forks.map((f) => f.rps);
+    return [n, { forks: x.forks, rps: Math.max(...rps) / Math.min(...rps) }];
+  });
+  if (spread.length) results.control = Object.fromEntries(spread);
   const chk = (label, value, ok, shown) => TARGET_LINES.push({ label, value: shown ?? value, verdict: verdict(Number.isFinite(value) || typeof value === 'boolean' ? ok : undefined) });
   const rr = results.ratios;
   chk('scopegate-introspection / bare-proxy >= 0.95', rr['scopegate-introspection']?.bare, rr['scopegate-introspection']?.bare >= 0.95, fmt.ratio(rr['scopegate-introspection']?.bare));
@@ -788,7 +817,8 @@ function report() {
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
-  L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target, every target once per round, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per target and ${opts.roundWarmup} s of uncounted load before each round (a target idles while the others run; the first second after that gap ran 20-30% slower on every target); medians of rounds`);
+  if (opts.forks > 1) L.push(`- **${opts.forks} processes (forks) of each proxy target** (${[...FORKED].filter((n) => t[n]).join(', ')}; bare-proxy-jwt is bare-proxy's forks sent the JWT), each measured in every round, as JMH runs a benchmark in several JVMs: two identical processes here differ by 2-10% for a whole run, so a target's figure is the median over all its forks and rounds (${opts.forks} x ${opts.rounds} = ${opts.forks * opts.rounds} measurements). A round is one pass through the targets per fork, judged pairs side by side in each pass; direct and nginx, one process each, in the first`);
+  L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target${opts.forks > 1 ? ' and fork' : ''}, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per process and ${opts.roundWarmup} s of uncounted load before each measurement (a process idles while the others run; the first second after that gap ran 20-30% slower on every target); medians`);
   if (opts.pin) L.push('- **Pinned** (`--pin`): the bench process (autocannon, the AS), the upstream and the fast introspection server on CPU 0; each measured target, every thread of it, on CPU 1 (direct, the upstream itself, on CPU 0 with the load generator)');
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
   L.push(`- upstream pool: ${opts.upstreamConnections} connections (scopegate \`upstream.connections\`, bare-proxy's undici Pool, nginx \`keepalive\`)`);
@@ -796,23 +826,24 @@ function report() {
   L.push(`- Each target, the upstream and the fast introspection server run in their own processes; autocannon and the oidc-provider AS run in the bench process (the AS is idle while the cache is warm). The machine has ${machine.cores} cores: load generator, proxy and upstream share them.`);
   L.push('');
   if (Object.keys(t).length) {
-    L.push('## Throughput and latency (median of rounds)', '');
+    L.push(`## Throughput and latency (median of ${opts.forks > 1 ? 'forks and rounds' : 'rounds'})`, '');
     L.push('| target | req/s | min..max req/s | p50 ms | p99 ms | CPU us/req | non-2xx | errors | what |', '|---|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const [n, x] of Object.entries(t)) {
       L.push(`| ${n} | ${fmt.rps(x.rps)} | ${fmt.rps(x.minRps)}..${fmt.rps(x.maxRps)} | ${fmt.ms(x.p50)} | ${fmt.ms(x.p99)} | ${fmt.ms(x.cpuUs).replace(/\.\d+$/, '')} | ${x.non2xx} | ${x.errors} | ${x.note} |`);
     }
-    L.push('', 'CPU us/req: user + system CPU time of the target\'s own process(es) (/proc/<pid>/stat; nginx: master + worker; direct: the upstream) per response, median of rounds.');
+    L.push('', `CPU us/req: user + system CPU time of the target's own process(es) (/proc/<pid>/stat; nginx: master + worker; direct: the upstream) per response, median of ${opts.forks > 1 ? 'forks and rounds' : 'rounds'}.`);
     L.push('');
     if (sgs.length) {
       L.push('| ratio | req/s / bare-proxy | / direct | / nginx | CPU efficiency vs bare-proxy | vs direct | vs nginx |', '|---|---:|---:|---:|---:|---:|---:|');
       for (const n of sgs) L.push(`| ${n} | ${fmt.ratio(rr[n].bare)} | ${fmt.ratio(rr[n].direct)} | ${fmt.ratio(rr[n].nginx)} | ${fmt.ratio(rr[n].cpuBare)} | ${fmt.ratio(rr[n].cpuDirect)} | ${fmt.ratio(rr[n].cpuNginx)} |`);
       L.push('', 'CPU efficiency = the other target\'s CPU us/req / this one\'s: the req/s ratio to expect when each is CPU-bound on a core of its own.');
-      L.push('', `req/s / bare-proxy round by round (each round's figures; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
+      L.push('', `req/s / bare-proxy round by round (each measurement against bare-proxy's of the same round${opts.forks > 1 ? ' and fork, measured next to it' : ''}; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
-      const twin = results.control;
-      if (twin) {
-        L.push('', `The A/A control, scopegate-jwt-twin (a second process of scopegate-jwt: the same code, config and JWT) against scopegate-jwt: req/s ${fmt.ratio(twin.rps)}, CPU efficiency ${fmt.ratio(twin.cpu)}; round by round ${twin.perRound.map(fmt.ratio).join(', ')}. Two identical processes differ by this much in this run: a ratio above is resolved no better.`);
+      if (results.control) {
+        L.push('', 'The A/A control, the forks of each target (identical processes: the same code, config and token) by their own medians; the spread is the fastest over the slowest, how far apart two processes with nothing between them came out in this run:', '');
+        L.push('| target | req/s of each fork | CPU us/req of each fork | spread |', '|---|---|---|---:|');
+        for (const [n, c] of Object.entries(results.control)) L.push(`| ${n} | ${c.forks.map((f) => fmt.rps(f.rps)).join(', ')} | ${c.forks.map((f) => f.cpuUs.toFixed(0)).join(', ')} | ${fmt.ratio(c.rps)} |`);
       }
       const hooked = Object.entries(results.ratios).filter(([, r]) => r.bareHook !== undefined);
       if (hooked.length) {
@@ -824,11 +855,11 @@ function report() {
     const cached = Object.entries(t).filter(([, x]) => x.cache);
     if (cached.length) {
       L.push('Cache counters of each scopegate process over its whole life (fill and warm-up included), from its /metrics:', '');
-      for (const [n, x] of cached) L.push(`- ${n}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
+      for (const [n, x] of cached) L.push(`- ${n}${x.cache.processes > 1 ? ` (${x.cache.processes} processes together)` : ''}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
       L.push('');
     }
-    L.push('<details><summary>Every round</summary>', '', '| target | round | position in the round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r, i) => L.push(`| ${n} | ${i + 1} | ${r.position} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.cpuUs.toFixed(0)} | ${r.systemUs.toFixed(0)} | ${r.non2xx} |`));
+    L.push('<details><summary>Every round</summary>', '', '| target | round | fork | position in the round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [n, x] of Object.entries(t)) x.rounds.forEach((r) => L.push(`| ${n} | ${r.round} | ${r.fork} | ${r.position} | ${fmt.rps(r.rps)} | ${fmt.ms(r.p50)} | ${fmt.ms(r.p99)} | ${r.cpuUs.toFixed(0)} | ${r.systemUs.toFixed(0)} | ${r.non2xx} |`));
     L.push('', '</details>', '');
   }
   if (results.fixedRate) {
@@ -870,7 +901,7 @@ function report() {
   for (const x of TARGET_LINES) L.push(`| ${x.label} | ${x.value ?? '-'} | ${x.verdict} |`);
   L.push('');
   if (results.notes.length) L.push('## Notes', '', ...results.notes.map((n) => `- ${n}`), '');
-  L.push(`Re-run: \`npm run bench\` (full: ${opts.quick ? '7 rounds x 5 s' : `${opts.rounds} rounds x ${opts.duration} s`}), \`npm run bench -- --quick\`, \`npm run bench -- --only scopegate-introspection,bare-proxy\`; \`node bench/run.js --help\`.`, '');
+  L.push(`Re-run: \`npm run bench\` (full: ${opts.quick ? '3 forks x 5 rounds x 5 s' : `${opts.forks} forks x ${opts.rounds} rounds x ${opts.duration} s`}), \`npm run bench -- --quick\`, \`npm run bench -- --only scopegate-introspection,bare-proxy\`; \`node bench/run.js --help\`.`, '');
   return L.join('\n');
 }
 
@@ -897,8 +928,7 @@ async function main() {
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
     for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
     for (const [n, r] of Object.entries(results.ratios)) if (r.barePerRound.length) log(`  ${n.padEnd(24)} req/s / bare-proxy round by round: ${r.barePerRound.map(fmt.ratio).join(', ')}`);
-    const c = results.control;
-    if (c) log(`  A/A control scopegate-jwt-twin / scopegate-jwt: req/s ${fmt.ratio(c.rps)}, CPU efficiency ${fmt.ratio(c.cpu)}; round by round ${c.perRound.map(fmt.ratio).join(', ')}`);
+    for (const [n, c] of Object.entries(results.control ?? {})) log(`  A/A control ${n.padEnd(24)} forks ${c.forks.map((f) => `${fmt.rps(f.rps)} (${f.cpuUs.toFixed(0)} us)`).join(', ')}; spread ${fmt.ratio(c.rps)}`);
   }
   log('  targets:');
   for (const x of TARGET_LINES) log(`    ${x.verdict.padEnd(8)} ${x.label}: ${x.value ?? '-'}`);
