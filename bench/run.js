@@ -251,7 +251,7 @@ async function expectOk(url, headers, what) {
 
 const prepared = new Map();
 
-/** Fork `fork` (1 ..  --forks) of target `name`, started once. */
+/** Fork `fork` (1 .. --forks) of target `name`, started once. */
 async function prepare(name, fork = 1) {
   const key = `${name}#${fork}`;
   if (prepared.has(key)) return prepared.get(key);
@@ -829,7 +829,7 @@ function report() {
     L.push(`## Throughput and latency (median of ${opts.forks > 1 ? 'forks and rounds' : 'rounds'})`, '');
     L.push('| target | req/s | min..max req/s | p50 ms | p99 ms | CPU us/req | non-2xx | errors | what |', '|---|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const [n, x] of Object.entries(t)) {
-      L.push(`| ${n} | ${fmt.rps(x.rps)} | ${fmt.rps(x.minRps)}..${fmt.rps(x.maxRps)} | ${fmt.ms(x.p50)} | ${fmt.ms(x.p99)} | ${fmt.ms(x.cpuUs).replace(/\.\d+$/, '')} | ${x.non2xx} | ${x.errors} | ${x.note} |`);
+      L.push(`| ${n} | ${fmt.rps(x.rps)} | ${fmt.rps(x.minRps)}..${fmt.rps(x.maxRps)} | ${fmt.ms(x.p50)} | ${fmt.ms(x.p99)} | ${x.cpuUs.toFixed(0)} | ${x.non2xx} | ${x.errors} | ${x.note} |`);
     }
     L.push('', `CPU us/req: user + system CPU time of the target's own process(es) (/proc/<pid>/stat; nginx: master + worker; direct: the upstream) per response, median of ${opts.forks > 1 ? 'forks and rounds' : 'rounds'}.`);
     L.push('');
