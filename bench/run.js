@@ -42,13 +42,15 @@ import {
 //
 // Forks (--forks, as JMH runs a benchmark in several JVMs): each proxy target runs as several
 // processes of the same code and config, each measured in every round, and its figure is the
-// median over all of them. Two identical processes here differ by 2-10% for a whole run (A/A runs
-// of the previous bench, README "What limits the ratios"): one process per target made a judged
+// median over all of them. Two identical processes here differ by 2-12% for a whole run (the fork
+// spread of each run, README "What limits the ratios"): one process per target made a judged
 // ratio a draw of which process came out slow. The spread between a target's forks is reported:
 // it is the A/A control of the run.
 const TARGETS = ['direct', 'nginx', 'bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'bare-proxy-jwt'];
 /** Targets run as --forks processes (bare-proxy-jwt: bare-proxy's forks sent the JWT). */
 const FORKED = new Set(['bare-proxy-hook', 'scopegate-many-tokens', 'scopegate-introspection', 'bare-proxy', 'scopegate-jwt', 'bare-proxy-jwt', 'scopegate-nolog', 'scopegate-noident']);
+/** How fork `fork` of `name` is named (its processes and files with `-`, the log lines with ` #`); the name alone when it runs once. */
+const forkName = (name, fork, sep) => (FORKED.has(name) && opts.forks > 1 ? `${name}${sep}${fork}` : name);
 const EXTRAS = ['startup', 'fixed-rate', 'coalesce', 'redis', 'rss'];
 // Diagnostic targets, run only when named in --only: scopegate-introspection with log.level warn
 // (no access line), to size what the access log costs, and with no identity headers.
@@ -256,7 +258,7 @@ async function prepare(name, fork = 1) {
   const key = `${name}#${fork}`;
   if (prepared.has(key)) return prepared.get(key);
   // Its processes, config and log file are named after it.
-  const id = FORKED.has(name) && opts.forks > 1 ? `${name}-${fork}` : name;
+  const id = forkName(name, fork, '-');
   const p = (async () => {
     const up = await upstream();
     switch (name) {
@@ -460,7 +462,7 @@ async function throughput() {
       results.targets[name] ??= { note: t.note, rounds: [] };
       // direct is the upstream itself: it stays on CPU 0 for the others.
       if (opts.pin && name !== 'direct') for (const pid of t.pids ?? [t.pid]) pinTo(pid, 1);
-      const label = FORKED.has(name) && opts.forks > 1 ? `${name} #${fork}` : name;
+      const label = forkName(name, fork, ' #');
       ready.push({ label, name, fork, t });
     }
   }
@@ -817,7 +819,7 @@ function report() {
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
-  if (opts.forks > 1) L.push(`- **${opts.forks} processes (forks) of each proxy target** (${[...FORKED].filter((n) => t[n]).join(', ')}; bare-proxy-jwt is bare-proxy's forks sent the JWT), each measured in every round, as JMH runs a benchmark in several JVMs: two identical processes here differ by 2-10% for a whole run, so a target's figure is the median over all its forks and rounds (${opts.forks} x ${opts.rounds} = ${opts.forks * opts.rounds} measurements). A round is one pass through the targets per fork, judged pairs side by side in each pass; direct and nginx, one process each, in the first`);
+  if (opts.forks > 1) L.push(`- **${opts.forks} processes (forks) of each proxy target** (${[...FORKED].filter((n) => t[n]).join(', ')}; bare-proxy-jwt is bare-proxy's forks sent the JWT), each measured in every round, as JMH runs a benchmark in several JVMs: two identical processes here differ by 2-12% for a whole run, so a target's figure is the median over all its forks and rounds (${opts.forks} x ${opts.rounds} = ${opts.forks * opts.rounds} measurements). A round is one pass through the targets per fork, judged pairs side by side in each pass; direct and nginx, one process each, in the first`);
   L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target${opts.forks > 1 ? ' and fork' : ''}, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per process and ${opts.roundWarmup} s of uncounted load before each measurement (a process idles while the others run; the first second after that gap ran 20-30% slower on every target); medians`);
   if (opts.pin) L.push('- **Pinned** (`--pin`): the bench process (autocannon, the AS), the upstream and the fast introspection server on CPU 0; each measured target, every thread of it, on CPU 1 (direct, the upstream itself, on CPU 0 with the load generator)');
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
