@@ -484,7 +484,7 @@ async function throughput() {
       log(`  round ${round}/${opts.rounds} ${label.padEnd(28)} ${fmt.rps(r.rps).padStart(8)} req/s  p50 ${fmt.ms(r.p50)} ms  p99 ${fmt.ms(r.p99)} ms  cpu ${r.cpuUs.toFixed(0)} us/req (system ${r.systemUs.toFixed(0)})${bad}`);
     }
   }
-  for (const { name, fork, t } of ready) {
+  for (const { name, t } of ready) {
     if (t.sg) {
       // Integrity: the measured rounds must have been cache hits (counters summed over the forks).
       const m = await metrics(t.sg.adminUrl);
@@ -494,7 +494,7 @@ async function throughput() {
       c.misses += m.get('scopegate_token_cache_total{result="miss"}') ?? 0;
       c.introspections += sum('scopegate_introspection_requests_total');
       c.jwksFetches += sum('scopegate_jwks_fetches_total');
-      c.processes = Math.max(c.processes, fork);
+      c.processes += 1;
     }
   }
   for (const name of new Set(ready.map((x) => x.name))) {
@@ -505,13 +505,16 @@ async function throughput() {
       minRps: Math.min(...rs.map((r) => r.rps)), maxRps: Math.max(...rs.map((r) => r.rps)),
       non2xx: rs.reduce((a, r) => a + r.non2xx, 0), errors: rs.reduce((a, r) => a + r.errors, 0),
     });
-    // Each fork's own medians: how far two processes of the same target differ in this run.
+    // The A/A control: each fork's own medians, and their spread (fastest over slowest), how far
+    // two identical processes came out apart with nothing between them in this run.
     const forks = [...new Set(rs.map((r) => r.fork))];
     if (forks.length > 1) {
       target.forks = forks.map((fork) => {
         const own = rs.filter((r) => r.fork === fork);
         return { fork, rps: median(own.map((r) => r.rps)), cpuUs: median(own.map((r) => r.cpuUs)) };
       });
+      const rps = target.forks.map((f) => f.rps);
+      target.spread = Math.max(...rps) / Math.min(...rps);
     }
   }
 }
@@ -775,14 +778,7 @@ function report() {
       results.ratios[n].cpuBareHook = eff(n, 'bare-proxy-hook');
     }
   }
-  // The A/A control: the forks of one target are identical processes; the spread of their
-  // medians (fastest over slowest) is what a ratio between two single processes could show
-  // with nothing between them.
-  const spread = Object.entries(t).filter(([, x]) => x.forks).map(([n, x]) => {
-    const rps = x.forks.map((f) => f.rps);
-    return [n, { forks: x.forks, rps: Math.max(...rps) / Math.min(...rps) }];
-  });
-  if (spread.length) results.control = Object.fromEntries(spread);
+  const forked = Object.entries(t).filter(([, x]) => x.forks);
   const chk = (label, value, ok, shown) => TARGET_LINES.push({ label, value: shown ?? value, verdict: verdict(Number.isFinite(value) || typeof value === 'boolean' ? ok : undefined) });
   const rr = results.ratios;
   chk('scopegate-introspection / bare-proxy >= 0.95', rr['scopegate-introspection']?.bare, rr['scopegate-introspection']?.bare >= 0.95, fmt.ratio(rr['scopegate-introspection']?.bare));
@@ -842,10 +838,10 @@ function report() {
       L.push('', `req/s / bare-proxy round by round (each measurement against bare-proxy's of the same round${opts.forks > 1 ? ' and fork, measured next to it' : ''}; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
-      if (results.control) {
+      if (forked.length) {
         L.push('', 'The A/A control, the forks of each target (identical processes: the same code, config and token) by their own medians; the spread is the fastest over the slowest, how far apart two processes with nothing between them came out in this run:', '');
         L.push('| target | req/s of each fork | CPU us/req of each fork | spread |', '|---|---|---|---:|');
-        for (const [n, c] of Object.entries(results.control)) L.push(`| ${n} | ${c.forks.map((f) => fmt.rps(f.rps)).join(', ')} | ${c.forks.map((f) => f.cpuUs.toFixed(0)).join(', ')} | ${fmt.ratio(c.rps)} |`);
+        for (const [n, x] of forked) L.push(`| ${n} | ${x.forks.map((f) => fmt.rps(f.rps)).join(', ')} | ${x.forks.map((f) => f.cpuUs.toFixed(0)).join(', ')} | ${fmt.ratio(x.spread)} |`);
       }
       const hooked = Object.entries(results.ratios).filter(([, r]) => r.bareHook !== undefined);
       if (hooked.length) {
@@ -930,7 +926,7 @@ async function main() {
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
     for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
     for (const [n, r] of Object.entries(results.ratios)) if (r.barePerRound.length) log(`  ${n.padEnd(24)} req/s / bare-proxy round by round: ${r.barePerRound.map(fmt.ratio).join(', ')}`);
-    for (const [n, c] of Object.entries(results.control ?? {})) log(`  A/A control ${n.padEnd(24)} forks ${c.forks.map((f) => `${fmt.rps(f.rps)} (${f.cpuUs.toFixed(0)} us)`).join(', ')}; spread ${fmt.ratio(c.rps)}`);
+    for (const [n, x] of Object.entries(t)) if (x.forks) log(`  A/A control ${n.padEnd(24)} forks ${x.forks.map((f) => `${fmt.rps(f.rps)} (${f.cpuUs.toFixed(0)} us)`).join(', ')}; spread ${fmt.ratio(x.spread)}`);
   }
   log('  targets:');
   for (const x of TARGET_LINES) log(`    ${x.verdict.padEnd(8)} ${x.label}: ${x.value ?? '-'}`);
