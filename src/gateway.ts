@@ -7,13 +7,13 @@
  *   4. scopes   the operation's requirement is satisfied (403)
  *   5. body     the size limit, and /Bulk's inner operations (413, 400, 403)
  *   6. forward  @fastify/http-proxy (reply-from, from its preHandler), exactly the checked method and raw target
- *   7. log      one access line in onResponse, or as an unfinished response closes
+ *   7. log      one access line as the response closes, finished or not
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import proxy from '@fastify/http-proxy';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, type BulkSummary } from './bulk.js';
 import {
@@ -51,7 +51,7 @@ export interface Decision {
   bodyLength?: number;
   /** The path template of a path in the table whose method is not (405, OPTIONS): the metric's label. */
   template?: string;
-  /** Its access line is written (by onResponse, or as its response closed unfinished). */
+  /** Its access line is written (as its response closed, or by the parser's refusal of its body). */
   logged: boolean;
   /** The upstream answer's body, once it is relayed. */
   upstreamBody: Readable | undefined;
@@ -79,6 +79,8 @@ export interface GatewayOptions {
   dispatcher: Dispatcher;
   /** Writes one access line. */
   access: (line: AccessLine) => void;
+  /** What the gateway itself has to say beside the access lines (an internal error). */
+  logger: Pick<FastifyBaseLogger, 'error'>;
   /** Counts the requests whose response has not closed yet. */
   inFlight: InFlight;
   /** The bytes of request bodies read whole (chunked, /Bulk) held in memory, all requests together. */
@@ -566,8 +568,8 @@ function refusedPath(url = ''): string {
 
 /** How a request ended, for its one access line and its metrics. */
 interface Recorder {
-  /** Its response was sent whole (Fastify's onResponse). */
-  onResponse(request: FastifyRequest, reply: FastifyReply, done: () => void): void;
+  /** Its response was sent whole. */
+  answered(request: FastifyRequest, d: Decision, status: number, reason: string): void;
   /** Its response closed before it was complete. */
   endedEarly(request: FastifyRequest, reply: FastifyReply, d: Decision): void;
 }
@@ -597,16 +599,7 @@ function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): R
   }
 
   const recorder: Recorder = {
-    onResponse(request, reply, done) {
-      const d = request.decision;
-      // Fastify runs this hook on the response's 'error' too: a response that never finished
-      // was recorded as it closed, or is now.
-      if (d && !d.logged) {
-        if (reply.raw.writableFinished) answered(request, d, reply.statusCode, d.reason);
-        else recorder.endedEarly(request, reply, d);
-      }
-      done();
-    },
+    answered,
     endedEarly(request, reply, d) {
       // The upstream's body failed after its head was relayed (reset, closed, timed out): the
       // gateway cut the client's response. An answer of the proxy port, with the status sent.
@@ -673,7 +666,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     inFlight.enter();
     const end = () => {
       if (!open.delete(reply)) return;
-      if (!reply.raw.writableFinished) {
+      // Its one access line, written here rather than in a Fastify onResponse hook: that hook
+      // (or Fastify's own logger) makes Fastify follow every response with listeners of its own.
+      if (reply.raw.writableFinished) {
+        if (!decision.logged) recorder.answered(request, decision, reply.statusCode, decision.reason);
+      } else {
         if (!decision.logged) recorder.endedEarly(request, reply, decision);
         // Nobody is left to read the upstream's answer: its request is aborted, not left to
         // hold a pool connection until upstream.timeoutMs (nginx's and Envoy's default).
@@ -753,7 +750,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
       }
     }
-    if (gatewayError instanceof InternalError) request.log.error({ err: error, reqId: request.id }, 'internal error');
+    if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -761,8 +758,6 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // onRequest let them by, which it never does: deny regardless.
     reply.send(new RouteNotFound('no route'));
   });
-
-  app.addHook('onResponse', recorder.onResponse);
 
   // Every body is a pass-through stream: Fastify's own JSON and text parsers would hand the
   // forwarder a parsed value that reply-from re-serialises (not the bytes the client sent).

@@ -8,7 +8,7 @@ import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, t
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
@@ -152,11 +152,12 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   const dispatcher = createUpstreamPool(config.upstream);
   const proxy = Fastify({
     serverFactory: (handler) => createProxyServer(config, handler, options),
-    loggerInstance: options.logger as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
+    // No logger of Fastify's own: every answer has its access line (src/gateway.ts), and what
+    // else the gateway has to say it writes with options.logger. Given a logger, Fastify would
+    // follow every response with listeners and timestamps of its own, and a library would write
+    // lines (reply-from's warning, with a stack, for each client that leaves) the gateway does not.
+    logger: false,
     genReqId: createRequestIds(),
-    // One logger for every request, not a child per request: the access line carries the id.
-    childLoggerFactory: (logger) => logger,
     requestIdHeader: false,
     rewriteUrl: createRewriteUrl(options.current),
     // The only handler of the parser's refusals: Fastify's own would write its JSON 400 beside
@@ -169,7 +170,7 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
     routerOptions: { maxParamLength: 65535, caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
   });
   const inFlight = new InFlight();
-  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, inFlight, bodies: options.bodies });
+  await proxy.register(gateway, { current: options.current, metrics: options.metrics, dispatcher, access: options.access, logger: options.logger, inFlight, bodies: options.bodies });
   let stopping = false;
   const admin = buildAdmin({
     current: options.current, metrics: options.metrics, logger: options.logger, stopping: () => stopping,

@@ -114,7 +114,7 @@ function sized(size: number): Buffer {
   return out;
 }
 
-/** Resolves once `predicate` holds (the access line is written in onResponse, after the reply). */
+/** Resolves once `predicate` holds (the access line is written as the response closes, after the reply). */
 async function until(predicate: () => boolean, timeoutMs = 3000): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (!predicate()) {

@@ -164,7 +164,7 @@ export function readText(req: IncomingMessage): Promise<string> {
   });
 }
 
-/** Waits until `check` holds (log lines are written in onResponse, after the client has its answer). */
+/** Waits until `check` holds (an access line is written as its response closes, after the client has its answer). */
 export async function until(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
