@@ -297,39 +297,89 @@ const kRefusal = Symbol('scopegate.refusal');
 type MarkedSocket = Socket & {
   [kClosing]?: boolean;
   /** The connection's requests whose response has not closed, in the order they came, each with what ends it. */
-  [kOpen]?: Map<FastifyReply, () => void>;
+  [kOpen]?: OpenRequests;
   /** The HTTP parser's refusal, waiting for the answers owed before it. */
   [kRefusal]?: () => void;
 };
+
+/** An open request of a connection, and what ends it. */
+interface OpenEntry {
+  readonly reply: FastifyReply;
+  readonly end: () => void;
+  next: OpenEntry | undefined;
+}
+
+/**
+ * The requests of a connection whose response has not closed, oldest first: a queue, one entry
+ * long but for pipelining. (A Map emptied at the end of each request would shrink its table,
+ * a runtime call and a new table, every time.)
+ */
+class OpenRequests {
+  head: OpenEntry | undefined = undefined;
+  tail: OpenEntry | undefined = undefined;
+  size = 0;
+
+  add(reply: FastifyReply, end: () => void): void {
+    const entry: OpenEntry = { reply, end, next: undefined };
+    if (this.tail === undefined) this.head = entry;
+    else this.tail.next = entry;
+    this.tail = entry;
+    this.size += 1;
+  }
+
+  /** Removes the entry of `reply`: false when it was not open. */
+  delete(reply: FastifyReply): boolean {
+    let before: OpenEntry | undefined;
+    for (let entry = this.head; entry !== undefined; before = entry, entry = entry.next) {
+      if (entry.reply !== reply) continue;
+      if (before === undefined) this.head = entry.next;
+      else before.next = entry.next;
+      if (this.tail === entry) this.tail = before;
+      this.size -= 1;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether one of them was received whole. */
+  someComplete(): boolean {
+    for (let entry = this.head; entry !== undefined; entry = entry.next) if (entry.reply.request.raw.complete) return true;
+    return false;
+  }
+
+  /** What ends each, as they are now. */
+  ends(): Array<() => void> {
+    const ends: Array<() => void> = [];
+    for (let entry = this.head; entry !== undefined; entry = entry.next) ends.push(entry.end);
+    return ends;
+  }
+}
 
 /**
  * The requests of `socket` whose response has not closed. A response queued behind another
  * (pipelining) emits no 'close' of its own when the connection goes: the socket's 'close' ends
  * those, so that each still gets its access line and gives back the bytes of its body.
  */
-function openRequestsOf(socket: MarkedSocket): Map<FastifyReply, () => void> {
+function openRequestsOf(socket: MarkedSocket): OpenRequests {
   let open = socket[kOpen];
   if (open === undefined) {
-    const replies = new Map<FastifyReply, () => void>();
+    const requests = new OpenRequests();
     socket.once('close', () => {
-      for (const end of [...replies.values()]) end();
+      for (const end of requests.ends()) end();
     });
-    socket[kOpen] = open = replies;
+    socket[kOpen] = open = requests;
   }
   return open;
 }
 
 /** The latest request of `socket` whose response has not closed. */
 function latestOpen(socket: MarkedSocket): FastifyReply | undefined {
-  let latest: FastifyReply | undefined;
-  for (const reply of socket[kOpen]?.keys() ?? []) latest = reply;
-  return latest;
+  return socket[kOpen]?.tail?.reply;
 }
 
 /** Whether `socket` still owes the answer of a request it received whole. */
 function owesAnswers(socket: MarkedSocket): boolean {
-  for (const reply of socket[kOpen]?.keys() ?? []) if (reply.request.raw.complete) return true;
-  return false;
+  return socket[kOpen]?.someComplete() ?? false;
 }
 
 /**
@@ -689,14 +739,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       if (closing && open.size === 0) app.server.closeIdleConnections();
       // The next request of the connection takes its turn, unless the connection is gone (its
       // requests all end now, unforwarded) or its own line is written (the parser refused its body).
-      const next = open.size === 0 ? undefined : open.keys().next().value!.request.decision;
+      const next = open.head?.reply.request.decision;
       if (next?.resume !== undefined && !socket.destroyed && !next.logged) {
         const resume = next.resume;
         next.resume = undefined;
         resume();
       }
     };
-    open.set(reply, end);
+    open.add(reply, end);
     reply.raw.on('close', end);
     // Refused before the steps (the gateway stops, the connection closes), its line still names
     // its path when the grammar passed it.
