@@ -183,7 +183,13 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
 // The Host header: an RFC 3986 authority without userinfo, as Jetty's HostPort accepts it. Its
 // value goes on as X-Forwarded-Host, which Jetty's forwarded module trusts: a value Jetty would
 // refuse as a Host (a path, a `#`, a space) must not reach it by that way either.
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]*)(?::(\d{0,5}))?$/;
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]*)(?::\d{0,5})?$/;
+
+/** Whether a Host value the pattern above passed names a port over 65535 (the port's colon is the first after any `]`). */
+function portOutOfRange(host: string): boolean {
+  const colon = host.indexOf(':', host.lastIndexOf(']') + 1);
+  return colon !== -1 && colon < host.length - 1 && Number(host.slice(colon + 1)) > 65535;
+}
 
 /**
  * Node's parser already refuses TE with CL, duplicate CL and obs-fold (F01-F04). What it lets by:
@@ -202,8 +208,8 @@ function checkFraming(raw: IncomingMessage): void {
       // Node keeps the first of two Host headers; Jetty refuses them (400): so does the gateway.
       hosts += 1;
       if (hosts > 1) throw new InvalidRequest('more than one Host header', 'The request has more than one Host header');
-      const port = HOST.exec(rawHeaders[i + 1]!);
-      if (!port || (port[1] !== undefined && port[1] !== '' && Number(port[1]) > 65535)) throw new InvalidRequest('Host is not a host[:port]', 'The Host header is malformed');
+      const host = rawHeaders[i + 1]!;
+      if (!HOST.test(host) || portOutOfRange(host)) throw new InvalidRequest('Host is not a host[:port]', 'The Host header is malformed');
       continue;
     }
     if (name.length !== 17 || name.toLowerCase() !== 'transfer-encoding') continue;

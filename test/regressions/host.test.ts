@@ -36,13 +36,13 @@ t.test('duplicate Host, and the exact error media type', async (t) => {
 });
 
 t.test('a Host that is not host[:port] -> 400, on public and protected operations alike', async (t) => {
-  const bad = ['127.0.0.1/jans-scim/restv1/v2/Users/abc#', 'a b', 'x\\y', '[::1', '127.0.0.1:99999', '127.0.0.1:80:80', 'user@127.0.0.1', 'h?x', 'h#', '%41'];
+  const bad = ['127.0.0.1/jans-scim/restv1/v2/Users/abc#', 'a b', 'x\\y', '[::1', '127.0.0.1:99999', '127.0.0.1:65536', '[::1]:65536', '[::1]:8080:80', '127.0.0.1:80:80', 'user@127.0.0.1', 'h?x', 'h#', '%41'];
   for (const host of bad) {
     for (const target of [`${B}/Schemas`, `${B}/Users`]) {
       await refused(t, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`, 400, `Host: ${host} on ${target}`);
     }
   }
-  for (const host of ['127.0.0.1', '127.0.0.1:8080', 'scim.example.org', 'scim.example.org:443', '[::1]:8080', '[::1]', 'localhost:']) {
+  for (const host of ['127.0.0.1', '127.0.0.1:8080', 'scim.example.org', 'scim.example.org:443', '[::1]:8080', '[::1]', '[::1]:65535', 'localhost:65535', 'localhost:']) {
     stack.up.reset();
     const res = await send(stack, `GET ${B}/Users HTTP/1.1\r\nHost: ${host}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`);
     t.equal(res.status, 200, `Host: ${host}: forwarded`);
