@@ -26,7 +26,9 @@ const { values } = parseArgs({
     'access-log': { type: 'string', default: 'file' },
   },
 });
-if (!['introspection', 'jwt', 'bare'].includes(values.target)) throw new Error('--target: introspection, jwt or bare (bench/bare-proxy.js, for comparison)');
+if (!['introspection', 'jwt', 'bare', 'hook'].includes(values.target)) throw new Error('--target: introspection, jwt, bare or hook (bench/bare-proxy.js, and with --hook, for comparison)');
+const bareTarget = values.target === 'bare' || values.target === 'hook';
+const label = values.target === 'bare' ? 'bare-proxy' : values.target === 'hook' ? 'bare-proxy-hook' : `scopegate-${values.target}`;
 const duration = Number(values.duration);
 const PATH = `${BASE_PATH}/Users?count=10`;
 const tmp = mkdtempSync(join(tmpdir(), 'scopegate-profile-'));
@@ -34,7 +36,7 @@ let auth;
 
 try {
   const machine = machineInfo();
-  console.log(`profile: ${values.target === 'bare' ? 'bare-proxy' : `scopegate-${values.target}`}, ${duration} s x ${values.connections} connections; ${machine.cpu}, ${machine.cores} cores; load average ${machine.loadavg}`);
+  console.log(`profile: ${label}, ${duration} s x ${values.connections} connections; ${machine.cpu}, ${machine.cores} cores; load average ${machine.loadavg}`);
   const { info } = await startNodeChild(join(BENCH, 'upstream.js'), [], { name: 'upstream' });
   const { startAuthServer, SCIM_SCOPES } = await import('../dist/demo/auth-server.js');
   auth = await startAuthServer({ accessTokenTtlSeconds: 3600 });
@@ -53,8 +55,8 @@ try {
   mkdirSync(profDir);
   const profArgs = ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-interval=${Number(values.interval)}`];
   let sg;
-  if (values.target === 'bare') {
-    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', `http://127.0.0.1:${info.port}`, '--connections', '128'], { name: 'bare-proxy', nodeArgs: profArgs });
+  if (bareTarget) {
+    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', `http://127.0.0.1:${info.port}`, '--connections', '128', ...(values.target === 'hook' ? ['--hook'] : [])], { name: label, nodeArgs: profArgs });
     sg = { proxyUrl: `http://127.0.0.1:${bare.info.port}`, stop: () => stopChild(bare.child, 10000), stderr: () => '' };
   } else {
     sg = await startServe(config, { logFile: values['access-log'] === 'file' ? join(tmp, 'access.log') : 'pipe', nodeArgs: profArgs });
@@ -82,20 +84,20 @@ try {
   }
   const keepDir = join(BENCH, 'profiles');
   mkdirSync(keepDir, { recursive: true });
-  const kept = join(keepDir, `${values.target === 'bare' ? 'bare-proxy' : `scopegate-${values.target}`}.cpuprofile`);
+  const kept = join(keepDir, `${label}.cpuprofile`);
   copyFileSync(join(profDir, file), kept);
   const text = [
-    `# CPU profile of ${values.target === 'bare' ? 'bare-proxy (bench/bare-proxy.js)' : `scopegate-${values.target}`} under load`, '',
+    `# CPU profile of ${bareTarget ? `${label} (bench/bare-proxy.js${values.target === 'hook' ? ' --hook' : ''})` : label} under load`, '',
     `${new Date().toISOString()}; ${machine.cpu}, ${machine.cores} cores; node ${machine.node}; load average at start ${machine.loadavg}.`,
-    (values.target === 'bare'
-      ? `\`node --cpu-prof --cpu-prof-interval=${values.interval} bench/bare-proxy.js\` (no auth, no log); `
+    (bareTarget
+      ? `\`node --cpu-prof --cpu-prof-interval=${values.interval} bench/bare-proxy.js${values.target === 'hook' ? ' --hook' : ''}\` (no auth, no log); `
       : `\`node --cpu-prof --cpu-prof-interval=${values.interval} dist/cli.js serve\`, jans table, one warm ${values.target === 'jwt' ? 'JWT' : 'opaque'} token, access log to ${values['access-log'] === 'file' ? 'a file' : 'a pipe, dropped'}; `)
       + `autocannon ${values.connections} connections for ${duration} s on \`GET ${PATH}\`: ${fmt.rps(r.rps)} req/s with the profiler on. `
       + `Only samples taken during that load are counted${window ? '' : ' (clock mismatch: the whole profile is counted)'}. Raw profile: \`${relative(process.cwd(), kept)}\`.`, '',
     format(analyse(profile, window), { top: Number(values.top), ...(window ? { requests: r.total } : {}) }), '',
   ].join('\n');
   console.log(`\n${text}`);
-  const out = values.out ?? join(BENCH, values.target === 'bare' ? 'PROFILE-bare-proxy.md' : values.target === 'jwt' ? 'PROFILE-jwt.md' : 'PROFILE.md');
+  const out = values.out ?? join(BENCH, bareTarget ? `PROFILE-${label}.md` : values.target === 'jwt' ? 'PROFILE-jwt.md' : 'PROFILE.md');
   writeFileSync(out, text);
   console.log(`wrote ${relative(process.cwd(), out)} and ${relative(process.cwd(), kept)}`);
 } catch (error) {
