@@ -129,12 +129,12 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * "scopegate listening" line is read back from that file. With logFile 'pipe' the lines come
  * through a pipe instead (startup timing), and `spawnedAt` is performance.now() at spawn.
  */
-export async function startServe(configFile, { logFile, nodeArgs = [], env = {}, timeoutMs = 30000, name = 'scopegate', ports } = {}) {
-  if (ports) return startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports });
+export async function startServe(configFile, { logFile, nodeArgs = [], env = {}, timeoutMs = 30000, name = 'scopegate', ports, cli = CLI } = {}) {
+  if (ports) return startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports, cli });
   const piped = logFile === 'pipe';
   const fd = piped ? 'pipe' : openSync(logFile, 'a');
   const spawnedAt = performance.now();
-  const child = track(spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configFile], {
+  const child = track(spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
     env: { ...process.env, ...env }, stdio: ['ignore', fd, 'pipe'],
   }), name);
   if (!piped) closeSync(fd);
@@ -185,10 +185,10 @@ export async function startServe(configFile, { logFile, nodeArgs = [], env = {},
  * The same for a config whose log level hides the "listening" line: its listeners are on the
  * fixed `ports` {proxy, admin}, and readiness is the admin /healthz answering.
  */
-async function startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports }) {
+async function startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports, cli }) {
   const spawnedAt = performance.now();
   const fd = logFile === 'pipe' ? 'ignore' : openSync(logFile, 'a');
-  const child = track(spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configFile], {
+  const child = track(spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
     env: { ...process.env, ...env }, stdio: ['ignore', fd, 'pipe'],
   }), name);
   if (typeof fd === 'number') closeSync(fd);
