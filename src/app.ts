@@ -103,6 +103,9 @@ export async function startGateway(configFile: string, options: StartOptions = {
     runtime = await runtimeOf(config, metrics, logger, shared);
     servers = await buildServer({ current, metrics, logger, access: logging.access, bodies, ...(shared ? { broadcastPurge: (match) => shared.purge(match) } : {}) });
     await listenOn(servers.proxy, config.listen, 'listen');
+    // The line Fastify writes for a listener it logs for: the proxy's instance has no logger
+    // (src/server.ts), and its startup lines stay as they were, the admin listener's after it.
+    logger.info({ listener: 'proxy' }, `Server listening at ${urlOf(servers.proxy.server.address(), Boolean(config.listen.tls))}`);
     await listenOn(servers.admin, config.admin, 'admin');
   } catch (error) {
     // A gateway that cannot start stops everything it started (the proxy port included), so that

@@ -96,6 +96,7 @@ t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, t
   t.equal(signal, null, 'not killed by a signal');
   t.equal(code, 0, 'exit code 0');
   t.match(out, /"scopegate listening"/, 'it started');
+  t.match(out, /"listener":"proxy","msg":"Server listening at http:\/\/127\.0\.0\.1:\d+"\}\n[^\n]*"listener":"admin","msg":"Server listening at /, 'the listeners\' startup lines, the proxy\'s then the admin\'s');
   t.match(out, /"signal":"SIGTERM"[^\n]*stopping/, 'then stopped on the held SIGTERM');
 });
 
