@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BASE_PATH, BENCH, CLI, ROOT, SHARED_OPENAPI, freePort, load, machineInfo, median, procCpuSplit, startNodeChild, startServe, stopAll } from './lib.js';
+import { BASE_PATH, BENCH, CLI, ROOT, SHARED_OPENAPI, freePort, load, machineInfo, median, procCpuSplit, runScript, startNodeChild, startServe } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -41,7 +41,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'scopegate-compare-'));
 const worktree = join(tmp, 'base');
 let auth;
 
-try {
+await runScript(async () => {
   const rev = execFileSync('git', ['rev-parse', '--short', values.base], { cwd: ROOT, encoding: 'utf8' }).trim();
   console.log(`compare: base ${values.base} (${rev}) against the working tree, ${values.token} token; ${forks} forks x ${rounds} rounds x ${duration} s; ${machineInfo().cpu}`);
   execFileSync('git', ['worktree', 'add', '--detach', worktree, rev], { cwd: ROOT, stdio: 'ignore' });
@@ -104,14 +104,10 @@ try {
   for (const [name, f] of [['base', base], ['head', head], ['bare-proxy', bare]]) console.log(`${name.padEnd(10)} ${Math.round(f.rps).toLocaleString('en-US').padStart(7)} req/s  ${f.us.toFixed(1)} µs/request`);
   console.log(`\nhead / base ${(head.rps / base.rps).toFixed(3)} (req/s), ${(head.us - base.us).toFixed(1)} µs/request`);
   console.log(`base / bare-proxy ${(base.rps / bare.rps).toFixed(3)}, head / bare-proxy ${(head.rps / bare.rps).toFixed(3)}`);
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await stopAll();
+}, async () => {
   await auth?.close().catch(() => undefined);
   try {
     execFileSync('git', ['worktree', 'remove', '--force', worktree], { cwd: ROOT, stdio: 'ignore' });
   } catch { /* never added */ }
   rmSync(tmp, { recursive: true, force: true });
-}
+});

@@ -51,6 +51,30 @@ export async function stopAll() {
   await Promise.all([...children].map(({ child }) => stopChild(child, 3000)));
 }
 
+/**
+ * Runs a bench script's `main`. However it ends (done, failed: the error printed and exit code 1,
+ * or SIGINT/SIGTERM: exit 130), the child processes are stopped, then the script's own `cleanup`
+ * runs (its temporary files, its AS), once. `cleanup` must not throw.
+ */
+export async function runScript(main, cleanup = async () => {}) {
+  let finished;
+  const finish = () => (finished ??= stopAll().then(cleanup));
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => {
+      console.log(`\n${signal}: stopping the child processes`);
+      void finish().finally(() => process.exit(130));
+    });
+  }
+  try {
+    await main();
+  } catch (error) {
+    console.error(error);
+    process.exitCode = 1;
+  } finally {
+    await finish();
+  }
+}
+
 /** Last resort on exit: SIGKILL what is left, by pid. */
 process.on('exit', () => {
   for (const { child } of children) {

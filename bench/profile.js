@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { analyse, format } from './cpuprofile.js';
-import { BASE_PATH, BENCH, SHARED_OPENAPI, fmt, get, load, machineInfo, sleep, startNodeChild, startServe, stopAll, stopChild } from './lib.js';
+import { BASE_PATH, BENCH, SHARED_OPENAPI, fmt, get, load, machineInfo, runScript, sleep, startNodeChild, startServe, stopChild } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -34,7 +34,7 @@ const PATH = `${BASE_PATH}/Users?count=10`;
 const tmp = mkdtempSync(join(tmpdir(), 'scopegate-profile-'));
 let auth;
 
-try {
+await runScript(async () => {
   const machine = machineInfo();
   console.log(`profile: ${label}, ${duration} s x ${values.connections} connections; ${machine.cpu}, ${machine.cores} cores; load average ${machine.loadavg}`);
   const { info } = await startNodeChild(join(BENCH, 'upstream.js'), [], { name: 'upstream' });
@@ -100,11 +100,7 @@ try {
   const out = values.out ?? join(BENCH, bareTarget ? `PROFILE-${label}.md` : values.target === 'jwt' ? 'PROFILE-jwt.md' : 'PROFILE.md');
   writeFileSync(out, text);
   console.log(`wrote ${relative(process.cwd(), out)} and ${relative(process.cwd(), kept)}`);
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await stopAll();
+}, async () => {
   await auth?.close().catch(() => undefined);
   rmSync(tmp, { recursive: true, force: true });
-}
+});

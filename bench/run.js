@@ -27,7 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   BASE_PATH, BENCH, CLI, NGINX, ROOT, SHARED_OPENAPI, buildRequest, fmt, freePort, get, load, machineInfo, median,
-  childPids, metrics, paced, procCpuSplit, procMemory, sleep, startNodeChild, startServe, stopAll, stopChild, track, waitPort,
+  childPids, metrics, paced, procCpuSplit, procMemory, runScript, sleep, startNodeChild, startServe, stopChild, track, waitPort,
 } from './lib.js';
 
 // bare-proxy-jwt: bare-proxy sent the JWT target's (longer) Authorization header, the baseline of
@@ -168,23 +168,7 @@ const startedAt = new Date();
 const machine = machineInfo();
 const results = { machine, startedAt: startedAt.toISOString(), settings: { ...opts, path: PATH }, targets: {}, rounds: [], notes: [] };
 
-// ---------------------------------------------------------------- cleanup
-
 let auth;
-let cleaning = false;
-async function cleanup() {
-  if (cleaning) return;
-  cleaning = true;
-  await stopAll();
-  await auth?.close().catch(() => undefined);
-  rmSync(tmp, { recursive: true, force: true });
-}
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    log(`\n${signal}: stopping the child processes`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
 
 // ---------------------------------------------------------------- shared pieces (started once, lazily)
 
@@ -937,11 +921,7 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runScript(main, async () => {
+  await auth?.close().catch(() => undefined);
+  rmSync(tmp, { recursive: true, force: true });
+});
