@@ -98,6 +98,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
     : undefined;
   const current = () => runtime!;
   let servers: Servers | undefined;
+  let proxyUrl = '';
   try {
     if (shared && !(await shared.ready(3000))) logger.warn('shared cache (Redis) not reachable at startup: starting with the local cache only');
     runtime = await runtimeOf(config, metrics, logger, shared);
@@ -105,7 +106,8 @@ export async function startGateway(configFile: string, options: StartOptions = {
     await listenOn(servers.proxy, config.listen, 'listen');
     // The line Fastify writes for a listener it logs for: the proxy's instance has no logger
     // (src/server.ts), and its startup lines stay as they were, the admin listener's after it.
-    logger.info({ listener: 'proxy' }, `Server listening at ${urlOf(servers.proxy.server.address(), Boolean(config.listen.tls))}`);
+    proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
+    logger.info({ listener: 'proxy' }, `Server listening at ${proxyUrl}`);
     await listenOn(servers.admin, config.admin, 'admin');
   } catch (error) {
     // A gateway that cannot start stops everything it started (the proxy port included), so that
@@ -117,7 +119,6 @@ export async function startGateway(configFile: string, options: StartOptions = {
     await logging.flush();
     throw error;
   }
-  const proxyUrl = urlOf(servers.proxy.server.address(), Boolean(config.listen.tls));
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;
   logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');

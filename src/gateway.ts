@@ -323,14 +323,12 @@ interface OpenEntry {
 class OpenRequests {
   head: OpenEntry | undefined = undefined;
   tail: OpenEntry | undefined = undefined;
-  size = 0;
 
   add(reply: FastifyReply, end: () => void): void {
     const entry: OpenEntry = { reply, end, next: undefined };
     if (this.tail === undefined) this.head = entry;
     else this.tail.next = entry;
     this.tail = entry;
-    this.size += 1;
   }
 
   /** Removes the entry of `reply`: false when it was not open. */
@@ -341,7 +339,6 @@ class OpenRequests {
       if (before === undefined) this.head = entry.next;
       else before.next = entry.next;
       if (this.tail === entry) this.tail = before;
-      this.size -= 1;
       return true;
     }
     return false;
@@ -742,7 +739,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // Closing, the server closed the connections idle then; one whose last answer ends now is
       // idle too, and closed at once: kept alive, it would hold the drain open to its keep-alive
       // timeout, for requests that could only be refused.
-      if (closing && open.size === 0) app.server.closeIdleConnections();
+      if (closing && open.head === undefined) app.server.closeIdleConnections();
       // The next request of the connection takes its turn, unless the connection is gone (its
       // requests all end now, unforwarded) or its own line is written (the parser refused its body).
       const next = open.head?.reply.request.decision;
@@ -762,7 +759,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // behind a request still in flight waits for that one to end. Its answer could not go before
     // anyway (answers go in order), and a connection holds at most one validation and one
     // upstream request: one client cannot take the whole pool with a single connection.
-    if (open.size > 1) decision.resume = () => steps(request, decision, socket, done);
+    // An earlier request of the connection is still open when the head of its queue is not this one.
+    if (open.head !== open.tail) decision.resume = () => steps(request, decision, socket, done);
     else steps(request, decision, socket, done);
   });
 
