@@ -157,6 +157,8 @@ export const schema: Section = {
             timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
             clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the exp and nbf of an active answer.' },
+            issuer: { kind: 'string', description: 'The `iss` an active answer may carry (default: token.issuer): another is refused; a trailing slash aside; an answer without `iss` is taken (RFC 7662 makes it optional).' },
+            audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values of an active answer; empty = not checked; set, an answer without one of them is refused.' },
           },
         },
         jwt: {
@@ -213,6 +215,7 @@ export interface Config {
     introspection?: {
       endpoint?: string; clientId?: string; clientSecret?: string; clientSecretFile?: string;
       authMethod: 'client_secret_basic' | 'client_secret_post' | 'bearer_token'; timeoutMs: number; maxConcurrent: number; clockToleranceSeconds: number;
+      issuer?: string; audience: readonly string[];
     };
     jwt?: {
       jwksUri?: string; issuer?: string; audience: readonly string[]; algorithms: readonly string[];

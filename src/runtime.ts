@@ -113,7 +113,10 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
   const { introspection, jwt } = config.token;
   return hash('sha256', JSON.stringify({
     endpoints,
-    introspection: introspection && { authMethod: introspection.authMethod, clientId: introspection.clientId, clockToleranceSeconds: introspection.clockToleranceSeconds },
+    introspection: introspection && {
+      authMethod: introspection.authMethod, clientId: introspection.clientId, clockToleranceSeconds: introspection.clockToleranceSeconds,
+      issuer: introspection.issuer ?? config.token.issuer, audience: introspection.audience,
+    },
     jwt: jwt && { audience: jwt.audience, algorithms: jwt.algorithms, types: jwt.types, clockToleranceSeconds: jwt.clockToleranceSeconds },
   }), 'base64url').slice(0, 16);
 }
@@ -127,7 +130,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     ? createIntrospectionVerifier({
       endpoint: endpoints.introspection, authMethod: introspection.authMethod, clientId: introspection.clientId,
       clientSecret: introspection.clientSecret, timeoutMs: introspection.timeoutMs, maxConcurrent: introspection.maxConcurrent,
-      clockToleranceSeconds: introspection.clockToleranceSeconds, now,
+      clockToleranceSeconds: introspection.clockToleranceSeconds, issuer: introspection.issuer ?? config.token.issuer, audience: introspection.audience, now,
       onCall: (ms, outcome) => {
         metrics.introspections.inc({ outcome });
         metrics.introspectionSeconds.observe(ms / 1000);

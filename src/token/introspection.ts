@@ -20,6 +20,10 @@ export interface IntrospectionOptions {
   maxConcurrent: number;
   /** Skew allowed between this clock and the authorization server's, for exp and nbf. */
   clockToleranceSeconds: number;
+  /** The `iss` an active answer may carry: another is refused (a trailing slash aside); none is taken. */
+  issuer?: string | undefined;
+  /** When not empty, an active answer's `aud` must hold one of these. */
+  audience?: readonly string[];
   dispatcher?: Dispatcher;
   now?: () => number;
   /** Called once per call that went out, with its outcome. */
@@ -48,6 +52,30 @@ async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** An issuer identifier without its trailing slashes: `https://as.example/` and `https://as.example` name one server. */
+function withoutTrailingSlash(issuer: string): string {
+  let end = issuer.length;
+  while (end > 0 && issuer.charCodeAt(end - 1) === 0x2f) end--;
+  return issuer.slice(0, end);
+}
+
+/**
+ * The `iss` and `aud` members of an active answer, against what the gateway was told to accept.
+ * RFC 7662 makes both optional: an answer without `iss` is taken (the gateway asked the server
+ * itself); an answer without `aud` is refused only when an audience is configured, as jose does
+ * for a JWT.
+ */
+export function checkIssuerAndAudience(claims: Record<string, unknown>, issuer: string | undefined, audience: readonly string[]): void {
+  const iss = claims.iss;
+  if (issuer !== undefined && iss !== undefined && iss !== null) {
+    if (typeof iss !== 'string' || withoutTrailingSlash(iss) !== withoutTrailingSlash(issuer)) throw new InvalidToken('wrong issuer (iss)');
+  }
+  if (audience.length === 0) return;
+  const aud = claims.aud;
+  const held = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+  if (!held.some((a) => typeof a === 'string' && audience.includes(a))) throw new InvalidToken(aud === undefined || aud === null ? 'no audience (aud)' : 'wrong audience (aud)');
 }
 
 /** Creates the verifier; a bound on concurrent calls and a circuit breaker protect the server. */
@@ -111,6 +139,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     const claims = body as Record<string, unknown>;
     // RFC 7662 section 2.2: only the boolean true means active ("true", 1, null do not: I02).
     if (claims.active !== true) throw new InvalidToken('inactive token');
+    checkIssuerAndAudience(claims, options.issuer, options.audience ?? []);
     // The server called it active by its own clock: a token it has just issued (nbf = now
     // there) is not refused here because this clock is a second behind.
     return principalFromClaims(claims, Math.floor(now() / 1000), false, options.clockToleranceSeconds);

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
-import { B, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import {
   answerWithLength, assertAuthServerDown, assertDenied, INVALID_TOKEN, insufficientScope, readText, send, startServer, until,
@@ -57,6 +57,21 @@ t.test('the three authentication methods against the real authorization server',
       assertDenied(t, await send(gw.port, 'GET', USERS, { token: other }), 403, insufficientScope(READ), up);
     });
   }
+});
+
+t.test('the real server\'s iss: taken under token.issuer, refused under another issuer', async (t) => {
+  const token = await auth.issueToken([READ]);
+  const introspection = { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret };
+  const same = await startTestGateway({ upstream: { url: up.origin }, token: { issuer: `${auth.issuer}/`, introspection } });
+  t.teardown(() => same.close());
+  up.reset();
+  t.equal((await send(same.port, 'GET', USERS, { token })).status, 200, 'its own issuer (written with a trailing slash)');
+  t.equal(up.requests.length, 1);
+  const other = await startTestGateway({ upstream: { url: up.origin }, token: { introspection: { ...introspection, issuer: 'https://jans.example' } } });
+  t.teardown(() => other.close());
+  up.reset();
+  assertDenied(t, await send(other.port, 'GET', USERS, { token }), 401, INVALID_TOKEN, up);
+  t.equal(accessLines(other.logs).at(-1)?.reason, 'wrong issuer (iss)');
 });
 
 t.test('bearer_token: an invalid token is invalid (the AS answers 401 access_denied), not a 503', async (t) => {
@@ -171,6 +186,18 @@ t.test('a faulty authorization server', async (t) => {
     'json-null': () => ({ body: 'null' }),
     'truncated': () => ({ body: '{"active":true,"scope":"' }),
     'slow': () => ({ body: ok(), delayMs: 1500 }),
+    'iss-same': () => ({ body: ok({ iss: 'https://as.example' }) }),
+    'iss-slash': () => ({ body: ok({ iss: 'https://as.example/' }) }),
+    'iss-other': () => ({ body: ok({ iss: 'https://evil.example' }) }),
+    'iss-longer': () => ({ body: ok({ iss: 'https://as.example.evil' }) }),
+    'iss-path': () => ({ body: ok({ iss: 'https://as.example/tenant' }) }),
+    'iss-number': () => ({ body: ok({ iss: 7 }) }),
+    'aud-one': () => ({ body: ok({ iss: 'https://as.example', aud: 'scim-api' }) }),
+    'aud-list': () => ({ body: ok({ aud: ['x', 'other-api'] }) }),
+    'aud-other': () => ({ body: ok({ aud: 'x' }) }),
+    'aud-list-other': () => ({ body: ok({ aud: ['x', 'scim-api-2'] }) }),
+    'aud-not-string': () => ({ body: ok({ aud: [1, { 'scim-api': true }] }) }),
+    'aud-object': () => ({ body: ok({ aud: { 0: 'scim-api' } }) }),
   };
   const calls: string[] = [];
   let aborted = 0;
@@ -202,12 +229,12 @@ t.test('a faulty authorization server', async (t) => {
 
   let n = 0;
   /** One request with a fresh token of the given kind (the suffix defeats the cache). */
-  async function ask(kind: string, target = USERS) {
+  async function ask(kind: string, target = USERS, port = gw.port) {
     const token = `${kind}-${++n}`;
     const before = calls.length;
     up.reset();
     const started = Date.now();
-    const res = await send(gw.port, 'GET', target, { token });
+    const res = await send(port, 'GET', target, { token });
     return { res, token, asked: calls.slice(before), ms: Date.now() - started };
   }
 
@@ -279,5 +306,47 @@ t.test('a faulty authorization server', async (t) => {
       // A good answer between failures keeps the circuit breaker closed, so each case is seen.
       t.equal((await ask('good')).res.status, 200, 'the next good token is still allowed');
     }
+  });
+
+  t.test('iss and aud of an active answer: checked when the gateway is told what to accept', async (t) => {
+    const endpoint = `${as.origin}/introspection`;
+    // token.issuer is what an answer's iss must be; introspection.issuer, when set, takes its place.
+    const byIssuer = await startTestGateway({
+      upstream: { url: up.origin },
+      token: { issuer: 'https://as.example', introspection: { endpoint, clientId: 'c', clientSecret: 's' } },
+    });
+    t.teardown(() => byIssuer.close());
+    const byKeys = await startTestGateway({
+      upstream: { url: up.origin },
+      token: { issuer: 'https://elsewhere.example', introspection: { endpoint, clientId: 'c', clientSecret: 's', issuer: 'https://as.example/', audience: ['scim-api', 'other-api'] } },
+    });
+    t.teardown(() => byKeys.close());
+    const allowed = async (kind: string, port: number, why: string) => {
+      const { res, asked } = await ask(kind, USERS, port);
+      t.equal(res.status, 200, `${kind}: ${why}`);
+      t.equal(up.requests.length, 1, `${kind}: forwarded`);
+      t.equal(asked.length, 1, `${kind}: asked`);
+    };
+    const refused = async (kind: string, port: number) => {
+      const { res, asked } = await ask(kind, USERS, port);
+      assertDenied(t, res, 401, INVALID_TOKEN, up);
+      t.equal(asked.length, 1, `${kind}: asked (refused on its answer)`);
+    };
+
+    // Nothing configured (the gateway above): neither is read.
+    await allowed('iss-other', gw.port, 'no issuer configured: iss not read');
+    await allowed('aud-other', gw.port, 'no audience configured: aud not read');
+
+    for (const kind of ['iss-same', 'iss-slash', 'good']) await allowed(kind, byIssuer.port, 'the issuer, a trailing slash aside, or no iss at all (RFC 7662: optional)');
+    for (const kind of ['iss-other', 'iss-longer', 'iss-path', 'iss-number']) await refused(kind, byIssuer.port);
+    await allowed('aud-other', byIssuer.port, 'no audience configured');
+
+    for (const kind of ['aud-one', 'aud-list']) await allowed(kind, byKeys.port, 'one of the audiences, as a string or in a list');
+    for (const kind of ['good', 'aud-other', 'aud-list-other', 'aud-not-string', 'aud-object', 'iss-other']) await refused(kind, byKeys.port);
+    // The access line says which member was wrong.
+    const reasons = accessLines(byKeys.logs).map((l) => l.reason);
+    t.ok(reasons.includes('no audience (aud)'), 'an answer without aud');
+    t.ok(reasons.includes('wrong audience (aud)'), 'an answer with another aud');
+    t.ok(reasons.includes('wrong issuer (iss)'), 'an answer from another issuer');
   });
 });
