@@ -269,8 +269,13 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   const expect = raw.headers.expect;
   if (expect !== undefined && !CONTINUE.test(expect)) throw new ExpectationFailed(`Expect: ${expect.slice(0, 64)}`);
   if (operation.public) {
-    // Not read on a public operation, but two credentials are ambiguous wherever they are sent.
-    authorizationValue(raw.rawHeaders);
+    // Not read on a public operation, but two credentials are ambiguous wherever they are sent,
+    // and a token in the query would reach the upstream and its logs (rule 5): refused here too.
+    const authorization = authorizationValue(raw.rawHeaders);
+    if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query (a token may only travel in the Authorization header)', 400);
+    if (authorization !== undefined && isFormBody(raw.headers['content-type'])) {
+      throw new InvalidBearerRequest('form-encoded body beside an Authorization header (a token may only travel in the Authorization header)', 400);
+    }
     checkLength(raw.headers['content-length'], config.limits.bodyBytes);
     decision.allowed = true;
     decision.reason = 'public';

@@ -124,6 +124,31 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
     assertDenied(t, res, res.status === 401 ? 401 : 400, INVALID_REQUEST, up);
   });
 
+  // A public operation reads no token, but one in the query would reach the upstream and its
+  // request log all the same: refused, with or without a header (found by a black-box audit).
+  t.test('a token in the query of a public operation: 400, header or not', async (t) => {
+    for (const query of [`access_token=${token}`, `x=1&%61ccess_token=${token}`]) {
+      for (const headers of [[], [`Authorization: Bearer ${token}`]]) {
+        assertDenied(t, await get(headers, `${B}/Schemas?${query}`), 400, INVALID_REQUEST, up);
+      }
+    }
+    // Control: another query is forwarded as it came.
+    const got = assertForwarded(t, await get([`Authorization: Bearer ${token}`], `${B}/Schemas?filter=x`), undefined);
+    t.equal(got?.url, `${B}/Schemas?filter=x`);
+  });
+
+  t.test('a form body beside an Authorization header on a public operation: 400', async (t) => {
+    const body = `access_token=${token}`;
+    const form = (headers: string[]) => rawRequest(gw.port, http11('GET', `${B}/Schemas`, [...headers, 'Content-Type: application/x-www-form-urlencoded'], body));
+    up.reset();
+    assertDenied(t, await form([`Authorization: Bearer ${token}`]), 400, INVALID_REQUEST, up);
+    // Without a header there is no second place: a public operation's body is the upstream's.
+    up.reset();
+    const alone = await form([]);
+    t.equal(alone.status, 200, 'a form body alone on a public operation is forwarded');
+    t.equal(up.requests.length, 1);
+  });
+
   t.test('a token over 4096 characters: 401 without any introspection call', async (t) => {
     const before = auth.counts.introspection;
     const res = await get([`Authorization: Bearer ${'A'.repeat(4097)}`]);
