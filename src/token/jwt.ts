@@ -99,6 +99,9 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     // The client's values go to the access line's reason: shortened, as they may be as long as the token.
     if (typeof header.alg !== 'string' || !algorithms.has(header.alg)) throw new InvalidToken(`algorithm ${String(header.alg).slice(0, 32)} not allowed`);
     if (typeof header.typ !== 'string' || !types.has(normaliseType(header.typ))) throw new InvalidToken(`typ ${String(header.typ).slice(0, 32)} not accepted`);
+    // RFC 7797's unencoded payload: jose reads `b64` only when `crit` names it (and then refuses
+    // it); without, the header says one encoding and the signature covers another. Refused either way (J08).
+    if (Object.hasOwn(header, 'b64')) throw new InvalidToken('b64 header (RFC 7797 unencoded payload) not accepted');
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, jwks, {
@@ -121,7 +124,7 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     // jose compares iat with the clock only under maxTokenAge: a token issued later than now, past
     // the clock tolerance, was not issued by the authorization server's clock.
     if (typeof payload.iat === 'number' && payload.iat - options.clockToleranceSeconds > nowSeconds) throw new InvalidToken('token issued in the future (iat)');
-    return principalFromClaims(payload as Record<string, unknown>, nowSeconds, true, options.clockToleranceSeconds);
+    return principalFromClaims(payload as Record<string, unknown>, nowSeconds, true, options.clockToleranceSeconds, options.clockToleranceSeconds);
   }
 
   const refresh = setInterval(() => void jwks.reload().catch(() => undefined), (options.refreshSeconds ?? 600) * 1000);

@@ -228,6 +228,9 @@ t.test('J08 crit and b64:false', async (t) => {
   t.equal((await send(gw.port, 'GET', USERS, { token: forgeRaw({ alg: 'RS256', typ: 'JWT', kid }, claims(), key) })).status, 200, 'hand-signed control');
   await assertRefused(t, forgeRaw({ alg: 'RS256', typ: 'JWT', kid, crit: ['foo'], foo: 1 }, claims(), key), 'crit foo');
   await assertRefused(t, forgeRaw({ alg: 'RS256', typ: 'JWT', kid, crit: ['b64'], b64: false }, claims(), key), 'b64 false');
+  // Without crit, jose ignores b64 and checks the usual encoding: the header says otherwise, refused all the same.
+  await assertRefused(t, forgeRaw({ alg: 'RS256', typ: 'JWT', kid, b64: false }, claims(), key), 'b64 false without crit');
+  await assertRefused(t, forgeRaw({ alg: 'RS256', typ: 'JWT', kid, b64: true }, claims(), key), 'b64 true');
 });
 
 t.test('J05 key rotation: a new kid is fetched once, the old key still works', async (t) => {
