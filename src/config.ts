@@ -156,7 +156,7 @@ export const schema: Section = {
             authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
             timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
-            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the exp and nbf of an active answer.' },
+            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the nbf of an active answer (a token just issued by a clock ahead of this one); an exp that has passed here is refused without leeway.' },
             issuer: { kind: 'string', description: 'The `iss` an active answer may carry (default: token.issuer): another is refused; a trailing slash aside; an answer without `iss` is taken (RFC 7662 makes it optional).' },
             audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values of an active answer; empty = not checked; set, an answer without one of them is refused.' },
           },

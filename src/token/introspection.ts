@@ -18,7 +18,7 @@ export interface IntrospectionOptions {
   clientSecret?: string | undefined;
   timeoutMs: number;
   maxConcurrent: number;
-  /** Skew allowed between this clock and the authorization server's, for exp and nbf. */
+  /** Skew allowed between this clock and the authorization server's, for nbf (exp has none). */
   clockToleranceSeconds: number;
   /** The `iss` an active answer may carry: another is refused (a trailing slash aside); none is taken. */
   issuer?: string | undefined;
@@ -141,8 +141,10 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     if (claims.active !== true) throw new InvalidToken('inactive token');
     checkIssuerAndAudience(claims, options.issuer, options.audience ?? []);
     // The server called it active by its own clock: a token it has just issued (nbf = now
-    // there) is not refused here because this clock is a second behind.
-    return principalFromClaims(claims, Math.floor(now() / 1000), false, options.clockToleranceSeconds);
+    // there) is not refused here because this clock is a second behind. An `exp` that has passed
+    // by this clock is refused without leeway (SECURITY.md I03): a skew shortens a token's life
+    // here, never lengthens it.
+    return principalFromClaims(claims, Math.floor(now() / 1000), false, options.clockToleranceSeconds, 0);
   }
 
   async function verify(token: string): Promise<Principal> {

@@ -68,10 +68,11 @@ const ACCESS_TYPES = new Set(['bearer', 'access_token', 'urn:ietf:params:oauth:t
 /**
  * The principal of a set of claims. Refuses what is not a plain bearer access token: a
  * sender-constrained token (`cnf`: DPoP, mTLS; SECURITY.md rule 9), another `token_type`, an
- * expired or not-yet-valid token. `requireScope` refuses a token without scope claims (JWT: an
+ * expired or not-yet-valid token (`nbf` and `exp` each with their own leeway for clock skew).
+ * `requireScope` refuses a token without scope claims (JWT: an
  * ID token signed by the same key carries none; rule 10).
  */
-export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, leewaySeconds = 0): Principal {
+export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, nbfLeewaySeconds = 0, expLeewaySeconds = 0): Principal {
   if (claims.cnf !== undefined && claims.cnf !== null) throw new InvalidToken('sender-constrained token (cnf) presented as a bearer token');
   // jans writes the certificate binding of a JWT access token as a top-level `x5t#S256` claim
   // (null when unbound), not inside `cnf` as RFC 8705 section 3.1 has it: bound all the same.
@@ -84,13 +85,13 @@ export function principalFromClaims(claims: Record<string, unknown>, nowSeconds:
   const exp = claims.exp;
   if (exp !== undefined && exp !== null) {
     if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new InvalidToken('exp is not a number');
-    if (exp + leewaySeconds <= nowSeconds) throw new InvalidToken('token expired');
+    if (exp + expLeewaySeconds <= nowSeconds) throw new InvalidToken('token expired');
   }
   const nbf = claims.nbf;
   if (nbf !== undefined && nbf !== null) {
     // Like exp: a start that cannot be read is not a start that has passed.
     if (typeof nbf !== 'number' || !Number.isFinite(nbf)) throw new InvalidToken('nbf is not a number');
-    if (nbf - leewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
+    if (nbf - nbfLeewaySeconds > nowSeconds) throw new InvalidToken('token not yet valid (nbf)');
   }
   const scope = scopeList(claims.scope, 'scope') ?? scopeList(claims.scp, 'scp');
   if (scope === undefined && requireScope) throw new InvalidToken('no scope claim: not an access token');
