@@ -54,6 +54,7 @@ function refusedEncoded(byte: number): string | undefined {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+const C1 = /[\u0080-\u009f]/;
 
 /**
  * The first problem of a segment of `path`, walked in place (no split: this runs on every
@@ -100,11 +101,14 @@ function checkPath(path: string): string | undefined {
       }
       // Non-ASCII must be well-formed, shortest-form UTF-8 (Jetty BAD_UTF8_ENCODING).
       if (bytes.some((b) => b >= 0x80)) {
+        let text: string;
         try {
-          utf8.decode(Uint8Array.from(bytes));
+          text = utf8.decode(Uint8Array.from(bytes));
         } catch {
           return 'malformed UTF-8 in percent-encoding';
         }
+        // The C1 controls (U+0080-U+009F, `%C2%85` NEL among them) are controls as much as %00-%1F.
+        if (C1.test(text)) return 'encoded control character';
       }
       i = j - 1;
       continue;

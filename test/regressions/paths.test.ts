@@ -160,6 +160,10 @@ const cases: Refusal[] = [
   get('%0D%0A in id', `${B}/Users/a%0D%0AX-Injected:1`),
   get('%09 in id', `${B}/Users/a%09b`),
   get('%7F in id', `${B}/Users/a%7Fb`),
+  // The C1 controls, percent-encoded as UTF-8 (U+0080, U+0085 NEL, U+009F).
+  get('%C2%80 in id', `${B}/Users/a%C2%80b`),
+  get('%C2%85 in id', `${B}/Users/a%C2%85b`),
+  get('%c2%9f in id', `${B}/Users/a%c2%9fb`),
   // %u (IIS / Jetty UTF16_ENCODINGS).
   get('%u002e', `${B}/Schemas/%u002e%u002e/Users`),
   get('%u0055sers', `${B}/%u0055sers`),
@@ -297,6 +301,7 @@ t.test('path confusion over raw TCP', async (t) => {
       ['GET', `${B}/Users/%C3%A9t%C3%A9`, stack.usersRead],
       ['GET', `${B}/Users/%c3%a9t%c3%a9`, stack.usersRead],
       ['GET', `${B}/Users/%E2%82%AC%F0%9F%98%80`, stack.usersRead],
+      ['GET', `${B}/Users/%C2%A0%C2%BF`, stack.usersRead],
       ['GET', `${B}/Users/a%20b`, stack.usersRead],
       ['GET', `${B}/Users/a%22b%3Cc%3E`, stack.usersRead],
       ['GET', `${B}/Users/.search`, stack.usersRead],
