@@ -114,7 +114,7 @@ export const schema: Section = {
       fields: {
         bodyBytes: { kind: 'int', default: 3072000, min: 0, description: 'Largest request body (413), streamed and chunked bodies included; jans bulkMaxPayloadSize.' },
         targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
-        headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431); Jetty accepts 8 KiB.' },
+        headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431), counted as written (`name: value` CRLF per line; every line is read, none dropped past Node\'s usual 1000); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
         bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },

@@ -111,6 +111,13 @@ export class MethodNotAllowed extends GatewayError {
 }
 
 /** The request body exceeds `limits.bodyBytes`. */
+/** A header block over limits.headerBytes, or more header lines than Node keeps. */
+export class HeaderTooLarge extends GatewayError {
+  readonly code = 'header_too_large';
+  readonly statusCode = 431;
+  readonly detail = 'The request header block is too large';
+}
+
 export class PayloadTooLarge extends GatewayError {
   readonly code = 'payload_too_large';
   readonly statusCode = 413;

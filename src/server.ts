@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
-import { InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
+import { HeaderTooLarge, InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import type { BodyBudget } from './request/body.js';
 import { afterAnswersOwed, createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
@@ -41,12 +41,6 @@ export interface Servers {
   /** Stops the proxy (its requests in flight finish), then the upstream pool; /readyz says 503 from now on. */
   closeProxy(): Promise<void>;
   close(): Promise<void>;
-}
-
-class HeaderTooLarge extends GatewayError {
-  readonly code = 'header_too_large';
-  readonly statusCode = 431;
-  readonly detail = 'The request header block is too large';
 }
 
 /**
@@ -125,6 +119,12 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   const server = config.listen.tls
     ? createHttpsServer({ ...options, cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) }, handler)
     : createHttpServer(options, handler);
+  // Node keeps the first 1000 header lines and drops the rest unseen: a second Host or
+  // Authorization past them would go unnoticed. The steps bound the block by its bytes as written
+  // (limits.headerBytes; Node's maxHeaderSize counts names and values only), at least 5 a line
+  // (`a:` CRLF, an empty value): Node keeps one line more than fit, so that a block with lines
+  // dropped is always over the limit (431), and memory stays bounded by the limit.
+  server.maxHeadersCount = Math.floor(config.limits.headerBytes / 5) + 1;
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);

@@ -301,7 +301,8 @@ t.test('framing over raw TCP', async (t) => {
   });
 
   t.test('limits: header block over limits.headerBytes -> 431', async (t) => {
-    for (const headers of [[`X-Big: ${'a'.repeat(HEADER_LIMIT + 10)}`], Array.from({ length: 100 }, (_, i) => `X-H${i}: ${'b'.repeat(30)}`)]) {
+    // The last: 500 lines that Node counts as 1000 bytes (names and values), 3000 as written.
+    for (const headers of [[`X-Big: ${'a'.repeat(HEADER_LIMIT + 10)}`], Array.from({ length: 100 }, (_, i) => `X-H${i}: ${'b'.repeat(30)}`), Array.from({ length: 500 }, () => 'X: b')]) {
       const res = await send(stack, requestLine(`GET ${B}/Users HTTP/1.1`, [auth(), ...headers]));
       t.equal(res.status, 431);
       t.equal(stack.up.requests.length, 0);
