@@ -12,6 +12,8 @@ import { ConfigError } from './errors.js';
 import { parseTarget } from './request/target.js';
 import { loadTable, tableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
+import type { Operation } from './scopes/openapi.js';
+import { requirementOf } from './scopes/table.js';
 
 const HELP: Record<string, string> = {
   main: `scopegate: OAuth 2.0 scope enforcement in front of an API that has none (jans-scim in BYPASS mode)
@@ -109,15 +111,18 @@ function check(values: { config?: string }): number {
 }
 
 function routes(values: { config?: string; json?: boolean }): number {
-  const table = loadTable(load(values.config));
+  const config = load(values.config);
+  const table = loadTable(config);
+  // What the gateway enforces: the root search's own scopes and, under search.rootRequiresReadScopes, the read scopes beside them.
+  const scopes = (o: Operation) => requirementOf(table, o, config.search.rootRequiresReadScopes);
   if (values.json) {
-    const rows = table.operations.map((o) => ({ method: o.method, path: o.path, operationId: o.operationId, public: o.public, scopes: o.requirement }));
+    const rows = table.operations.map((o) => ({ method: o.method, path: o.path, operationId: o.operationId, public: o.public, scopes: scopes(o) }));
     console.log(JSON.stringify(rows, null, 2));
     return 0;
   }
   const width = Math.max(...table.operations.map((o) => o.path.length));
   console.log(`${'METHOD'.padEnd(7)} ${'PATH'.padEnd(width)}  SCOPES`);
-  for (const o of table.operations) console.log(`${o.method.padEnd(7)} ${o.path.padEnd(width)}  ${formatScopes(o.requirement, o.public)}`);
+  for (const o of table.operations) console.log(`${o.method.padEnd(7)} ${o.path.padEnd(width)}  ${formatScopes(scopes(o), o.public)}`);
   return 0;
 }
 
@@ -155,7 +160,7 @@ function explain(values: { config?: string }, positionals: string[]): number {
   else {
     const o = match.operation;
     const head = method === 'HEAD' && o.method === 'GET' ? ' (HEAD is authorised as GET)' : '';
-    const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(o.requirement, false)}`;
+    const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(requirementOf(table, o, config.search.rootRequiresReadScopes), false)}`;
     const bulk = isBulk(o) && config.bulk.checkOperations ? '; and each inner operation\'s own scopes (bulk.checkOperations)' : '';
     say(`matches ${o.operationId ? `${o.operationId} (${o.method} ${o.path})` : `${o.method} ${o.path}`}${head}: ${needs}${bulk}`);
   }

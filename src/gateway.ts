@@ -27,8 +27,8 @@ import { BodyBudget, readBody } from './request/body.js';
 import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
-import type { Table } from './scopes/table.js';
-import { both, closest, satisfied, type Requirement } from './scopes/requirement.js';
+import { requirementOf, type Table } from './scopes/table.js';
+import { closest, satisfied } from './scopes/requirement.js';
 import { authorizationValue, checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
 import type { Principal } from './token/principal.js';
@@ -125,35 +125,6 @@ export class InFlight {
       this.#waiters.push(wake);
     });
   }
-}
-
-// The requirement of each operation under `search.rootRequiresReadScopes`, per table.
-const rootSearchRequirements = new WeakMap<Table, Map<Operation, Requirement>>();
-
-/**
- * The requirement of `operation` when the root search must also hold the read scope of every
- * resource type: a POST `.../.search` whose parent is not itself in the table (`/Users/.search`'s
- * parent `/Users` is) needs, besides its own scopes, those of every protected GET one segment
- * below that parent (`/Users`, `/Groups`, ...).
- */
-function requirementOf(table: Table, operation: Operation, rootRequiresReadScopes: boolean): Requirement {
-  if (!rootRequiresReadScopes || operation.method !== 'POST' || !operation.path.endsWith('/.search')) return operation.requirement;
-  let memo = rootSearchRequirements.get(table);
-  if (!memo) rootSearchRequirements.set(table, (memo = new Map()));
-  let requirement = memo.get(operation);
-  if (requirement === undefined) {
-    const base = operation.path.slice(0, -'/.search'.length);
-    requirement = operation.requirement;
-    if (!table.operations.some((o) => o.path === base)) {
-      for (const other of table.operations) {
-        if (other.method === 'GET' && !other.public && other.path.startsWith(`${base}/`) && !other.path.slice(base.length + 1).includes('/')) {
-          requirement = both(requirement, other.requirement);
-        }
-      }
-    }
-    memo.set(operation, requirement);
-  }
-  return requirement;
 }
 
 const NO_SCOPES: ReadonlySet<string> = new Set();

@@ -8,6 +8,7 @@ import t, { type Test } from 'tap';
 import { startAuthServer } from '../src/demo/auth-server.js';
 import { accessLines, B, startTestGateway, type TestGateway, tokenIssuer } from './helpers/gateway.js';
 import type { RawResponse } from './helpers/raw.js';
+import { ensureBuilt, runCli } from './helpers/cli.js';
 import { request, send } from './helpers/send.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
 
@@ -125,4 +126,25 @@ t.test('search.rootRequiresReadScopes: true', async (t) => {
     t.equal(line?.decision, 'allow');
     t.same([...((line?.requiredScopes as string[] | null | undefined) ?? [])].sort(), [...needed].sort());
   });
+});
+
+t.test('routes, routes --json and explain show what the gateway enforces', async (t) => {
+  await ensureBuilt();
+  for (const [gw, needed] of [[lax, [SEARCH]], [strict, [SEARCH, ...READS]]] as const) {
+    const json = await runCli(['routes', '--json', '--config', gw.configFile]);
+    t.equal(json.code, 0);
+    const rows = JSON.parse(json.stdout) as Array<{ method: string; path: string; scopes: string[][] }>;
+    const root = rows.find((r) => r.method === 'POST' && r.path === ROOT);
+    t.equal(root?.scopes.length, 1, 'one alternative');
+    t.same([...(root?.scopes[0] ?? [])].sort(), [...needed].sort(), `routes --json: ${needed.length} scopes`);
+    const users = rows.find((r) => r.method === 'POST' && r.path === `${B}/Users/.search`);
+    t.same(users?.scopes, [[scim('users.read')]], 'a per-type search is unaffected');
+    const text = await runCli(['routes', '--config', gw.configFile]);
+    const line = text.stdout.split('\n').find((l) => /^POST\s+\S+\/v2\/\.search\s/.test(l)) ?? '';
+    for (const scope of needed) t.ok(line.includes(scope), `routes: ${scope}`);
+    const explained = await runCli(['explain', '--config', gw.configFile, 'POST', ROOT]);
+    t.equal(explained.code, 0);
+    for (const scope of needed) t.ok(explained.stdout.includes(scope), `explain: ${scope}`);
+    if (needed.length === 1) t.notOk(explained.stdout.includes(READS[0]!), 'explain: no read scope without the option');
+  }
 });

@@ -5,6 +5,7 @@
  */
 import Router from 'find-my-way';
 import type { Operation } from './openapi.js';
+import { both, type Requirement } from './requirement.js';
 
 /** The outcome of matching a method and path against the table. */
 export type Match =
@@ -59,4 +60,33 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
       return { kind: 'method', allow, template };
     },
   });
+}
+
+// The requirement of each operation under `search.rootRequiresReadScopes`, per table.
+const rootSearchRequirements = new WeakMap<Table, Map<Operation, Requirement>>();
+
+/**
+ * The requirement of `operation` when the root search must also hold the read scope of every
+ * resource type: a POST `.../.search` whose parent is not itself in the table (`/Users/.search`'s
+ * parent `/Users` is) needs, besides its own scopes, those of every protected GET one segment
+ * below that parent (`/Users`, `/Groups`, ...).
+ */
+export function requirementOf(table: Table, operation: Operation, rootRequiresReadScopes: boolean): Requirement {
+  if (!rootRequiresReadScopes || operation.method !== 'POST' || !operation.path.endsWith('/.search')) return operation.requirement;
+  let memo = rootSearchRequirements.get(table);
+  if (!memo) rootSearchRequirements.set(table, (memo = new Map()));
+  let requirement = memo.get(operation);
+  if (requirement === undefined) {
+    const base = operation.path.slice(0, -'/.search'.length);
+    requirement = operation.requirement;
+    if (!table.operations.some((o) => o.path === base)) {
+      for (const other of table.operations) {
+        if (other.method === 'GET' && !other.public && other.path.startsWith(`${base}/`) && !other.path.slice(base.length + 1).includes('/')) {
+          requirement = both(requirement, other.requirement);
+        }
+      }
+    }
+    memo.set(operation, requirement);
+  }
+  return requirement;
 }
