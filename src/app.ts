@@ -10,7 +10,7 @@ import { ConfigError } from './errors.js';
 import { createLogging } from './log.js';
 import { createMetrics } from './metrics.js';
 import { BodyBudget } from './request/body.js';
-import { createRuntime, resolveEndpoints, type Runtime } from './runtime.js';
+import { createRuntime, resolveEndpoints, withTableProblems, type Runtime } from './runtime.js';
 import { buildServer, type Servers } from './server.js';
 import type { SharedCache } from './token/redis.js';
 
@@ -80,7 +80,12 @@ async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetric
 /** Loads the config, starts both listeners, and returns the handle. Throws ConfigError. */
 export async function startGateway(configFile: string, options: StartOptions = {}): Promise<Gateway> {
   const env = options.env ?? {};
-  const config = loadConfig(configFile, env);
+  let config: Config;
+  try {
+    config = loadConfig(configFile, env);
+  } catch (error) {
+    throw withTableProblems(error);
+  }
   const logging = createLogging(config.log.level, options.logDestination);
   const { logger } = logging;
   for (const warning of config.warnings) logger.warn({ problem: warning }, 'configuration warning');
@@ -150,7 +155,8 @@ export async function startGateway(configFile: string, options: StartOptions = {
           return { ok: true };
         } catch (error) {
           metrics.reloads.inc({ outcome: 'failed' });
-          const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+          const refused = withTableProblems(error);
+          const problems = refused instanceof ConfigError ? refused.problems : [(refused as Error).message];
           logger.error({ problems }, 'reload refused: keeping the running config');
           return { ok: false, problems };
         }

@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { parseTarget } from './request/target.js';
-import { loadTable, tableProblems } from './runtime.js';
+import { loadTable, withTableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
 import type { Operation } from './scopes/openapi.js';
 import { requirementOf } from './scopes/table.js';
@@ -99,8 +99,7 @@ function check(values: { config?: string }): number {
     config = load(values.config);
   } catch (error) {
     // The OpenAPI file's problems are printed with the config's when the keys naming it are valid.
-    const more = error instanceof ConfigError ? tableProblems(error) : [];
-    throw more.length > 0 ? new ConfigError([...(error as ConfigError).problems, ...more], (error as ConfigError).warnings) : error;
+    throw withTableProblems(error);
   }
   const table = loadTable(config);
   const ops = table.operations;

@@ -67,6 +67,16 @@ export function tableProblems(error: ConfigError): string[] {
   }
 }
 
+/**
+ * A config error with the OpenAPI file's problems added (tableProblems), so that `check`, `serve`
+ * and a refused reload each print every problem; any other error as it is.
+ */
+export function withTableProblems(error: unknown): unknown {
+  if (!(error instanceof ConfigError)) return error;
+  const more = tableProblems(error);
+  return more.length > 0 ? new ConfigError([...error.problems, ...more], error.warnings) : error;
+}
+
 /** Endpoints after discovery: `token.issuer`'s openid-configuration fills what the config lacks. */
 export interface Endpoints {
   introspection?: string;

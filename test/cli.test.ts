@@ -123,6 +123,10 @@ t.test('check prints the OpenAPI file\'s problems with the config\'s', async (t)
   t.match(broken.stderr, /^ {2}openapi\.file: Swagger 2\.0 is not supported/m, 'a broken OpenAPI file, with a config problem');
   const unusable = await runCli(['check', '--config', writeTmp('api-bad-extra.yaml', { openapi: { file: './absent-openapi.yaml', extra: 'nope' }, token: TOKEN })]);
   t.same(problemsOf(unusable.stderr), ['openapi.extra: must be a list of {method, path, scopes}'], 'not read when the keys it needs are wrong themselves');
+  // serve refuses the same config with the same list (and exits 2 before listening).
+  const served = await runCli(['serve', '--config', missing], { env: { SCOPEGATE_LISTEN_PORT: 'abc' } });
+  t.equal(served.code, 2);
+  t.same(problemsOf(served.stderr), problemsOf(both.stderr), 'serve: every problem, the OpenAPI file\'s too');
 });
 
 t.test('routes prints the 31 rows of the table', async (t) => {

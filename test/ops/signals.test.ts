@@ -58,6 +58,24 @@ t.test('SIGHUP reloads a valid config and keeps the running one when the new one
   t.match(refused, /upstrem: unknown key \(did you mean upstream\?\)/, 'the error names the key');
   t.equal(await status(`${serve.proxyUrl}${B}/Ping`), 200, 'the running config is kept');
   t.equal(serve.child.exitCode, null, 'still running');
+
+  // A problem in the config and one in the OpenAPI file it names: both listed, as check lists them.
+  const open = join(dir, 'open.yaml');
+  writeFileSync(open, 'openapi: 3.0.3\ninfo: { title: t, version: "1" }\npaths:\n  /Users:\n    get: { responses: { "200": { description: ok } } }\n');
+  const before = serve.lines.length;
+  const both = baseConfig(up.origin);
+  writeFileSync(file, JSON.stringify({ ...both, upstream: { url: up.origin, timeoutMs: -1 }, openapi: { file: open } }));
+  serve.child.kill('SIGHUP');
+  let line: string | undefined;
+  for (let i = 0; i < 250 && line === undefined; i++) {
+    line = serve.lines.slice(before).find((l) => /reload refused/.test(l));
+    if (line === undefined) await new Promise((r) => setTimeout(r, 20));
+  }
+  if (line === undefined) throw new Error('no second reload refused line');
+  const problems = (JSON.parse(line) as { problems: string[] }).problems;
+  t.ok(problems.some((p) => p.startsWith('upstream.timeoutMs')), 'the config\'s problem');
+  t.ok(problems.some((p) => p.startsWith('openapi.file') && /no operation requires a token/.test(p)), 'the OpenAPI file\'s problem');
+  t.equal(await status(`${serve.proxyUrl}${B}/Ping`), 200, 'the running config is kept');
 });
 
 /** `scopegate serve` in front of an upstream that answers `body` after `delayMs`; `patch` is merged over the config. */
