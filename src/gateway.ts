@@ -364,6 +364,17 @@ function openRequestsOf(socket: MarkedSocket): OpenRequests {
   return open;
 }
 
+/**
+ * While the gateway closes: the answer of the last request open on its connection says
+ * `Connection: close` (the server closes each connection as its last answer is sent). One with a
+ * request behind it (pipelined before the close began) keeps the connection for that request's
+ * own answer, a 503.
+ */
+function endsItsConnection(request: FastifyRequest, reply: FastifyReply): void {
+  const open = (request.decision?.connection as MarkedSocket | undefined)?.[kOpen];
+  if (open === undefined || open.head === open.tail) reply.raw.shouldKeepAlive = false;
+}
+
 /** The latest request of `socket` whose response has not closed. */
 function latestOpen(socket: MarkedSocket): FastifyReply | undefined {
   return socket[kOpen]?.tail?.reply;
@@ -688,6 +699,16 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     done();
   });
 
+  /**
+   * The upstream's answer, relayed. Once the gateway is closing, a connection ends after its last
+   * answer: that answer says `Connection: close` rather than promise a keep-alive that a client
+   * would race the close on.
+   */
+  function relay(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
+    if (closing) endsItsConnection(request, reply);
+    relayUpstreamBody(request, reply, res);
+  }
+
   // Callback style with a synchronous path: a request whose token is in the cache is decided
   // without a promise.
   app.addHook('onRequest', (request, reply, done) => {
@@ -794,6 +815,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
+    if (closing) endsItsConnection(request, reply);
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -825,7 +847,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // (its response-header sanitising), taken once from its public fromParameters. Nothing is
     // returned: a reply is thenable, and Fastify would wait on it and then run the handler.
     preHandler(request, reply, _done) {
-      fromOptions ??= { ...(reply.fromParameters('/').options as Record<string, unknown>), queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relayUpstreamBody };
+      fromOptions ??= { ...(reply.fromParameters('/').options as Record<string, unknown>), queryString: rawQuery, rewriteRequestHeaders, retryDelay: noRetry, onResponse: relay };
       proceed(request, reply);
     },
     // Never reached (the preHandler answers every request); were it reached, it denies.

@@ -102,6 +102,8 @@ t.test('SIGTERM lets the request in flight finish, then exits 0', async (t) => {
   serve.child.kill('SIGTERM');
   const response = await inFlight;
   t.equal(response.statusCode, 200, 'the request in flight completed');
+  t.equal(response.headers.connection, 'close', 'its answer says the connection ends with it');
+  t.equal(response.headers['keep-alive'], undefined, 'no keep-alive promised');
   t.match(await response.body.text(), /ListResponse/);
   t.equal(await serve.exited, 0, 'exit code 0');
 });
