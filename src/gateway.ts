@@ -514,11 +514,15 @@ function toGatewayError(error: unknown, clientError?: Error | null): GatewayErro
     if (clientError && e === clientError) return new InvalidRequest('the client closed the connection before the end of the body', 'The request body is incomplete');
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') codes.push(code);
+    // undici's parser errors carry no code (it looks the reason's name up by number, and misses).
+    else if ((e as { name?: unknown }).name === 'HTTPParserError') codes.push('HPE');
   }
   const why = codes.join(' ');
   if (codes.some((c) => c.includes('TIMEOUT'))) return new UpstreamTimeout(`upstream timed out (${why})`);
   if (codes.includes('ECONNREFUSED')) return new UpstreamUnavailable(`upstream refused the connection (${why})`, 'refused');
   if (codes.some((c) => UPSTREAM_BROKEN.has(c))) return new UpstreamUnavailable(`upstream connection failed (${why})`, 'reset');
+  // undici's HTTP parser refused the upstream's answer (a malformed chunk, a bad header byte).
+  if (codes.some((c) => c.startsWith('HPE'))) return new UpstreamUnavailable(`upstream answered malformed HTTP (${why}: ${err.message ?? ''})`, 'other');
   if (codes.some((c) => c.startsWith('FST_REPLY_FROM_') || c.startsWith('UND_ERR_') || /CERT|SSL|TLS|ENOTFOUND|EHOSTUNREACH/.test(c))) {
     return new UpstreamUnavailable(`upstream failed (${why})`, 'other');
   }

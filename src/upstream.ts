@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Pool, type Dispatcher } from 'undici';
+import { UpstreamUnavailable } from './errors.js';
 
 /** The upstream settings the pool is built from. */
 export interface UpstreamOptions {
@@ -89,17 +90,79 @@ export const kUpstreamAbort = Symbol('scopegate.upstreamAbort');
 /** The one method of a dispatcher that reply-from calls per request. */
 type RequestFn = (options: Dispatcher.RequestOptions, callback: (err: Error | null, data: Dispatcher.ResponseData) => void) => void;
 
+/** The handler methods (undici's interceptor form) the wrapper below passes on. */
+type Handler = Dispatcher.DispatchHandler;
+
+/**
+ * A 304 that declares the length of the representation it stands for (RFC 9110 section 8.6
+ * allows `Content-Length` on a 304): undici reads that length as the body it failed to get and
+ * fails the request once the 304 has been passed on (`UND_ERR_RES_CONTENT_LENGTH_MISMATCH`). A
+ * 304 has no body: the answer is complete. Every other failure goes on as it came.
+ */
+class NotModifiedComplete implements Handler {
+  private status = 0;
+  constructor(private readonly handler: Handler) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.handler.onRequestStart?.(controller, context);
+  }
+
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, socket: import('node:stream').Duplex): void {
+    this.handler.onRequestUpgrade?.(controller, statusCode, headers, socket);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[]>, statusMessage?: string): void {
+    this.status = statusCode;
+    this.handler.onResponseStart?.(controller, statusCode, headers, statusMessage);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.handler.onResponseData?.(controller, chunk);
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController, trailers: Record<string, string | string[]>): void {
+    this.handler.onResponseEnd?.(controller, trailers);
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.status === 304 && (error as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      this.handler.onResponseEnd?.(controller, {});
+      return;
+    }
+    this.handler.onResponseError?.(controller, error);
+  }
+}
+
 /**
  * What reply-from forwards through: `pool`'s requests, each with its UpstreamAbort (when its
- * headers carry one) as its signal, and `pool` destroyed when reply-from closes.
+ * headers carry one) as its signal, and `pool` destroyed when reply-from closes. A conditional
+ * request (the only kind a 304 answers) goes through NotModifiedComplete; the others, all but a
+ * few, straight to the pool.
  */
 export function abortableDispatcher(pool: Dispatcher): { request: RequestFn; destroy(): Promise<void> } {
   const request = pool.request.bind(pool) as RequestFn;
+  const conditional = pool.compose((dispatch) => (options, handler) => dispatch(options, new NotModifiedComplete(handler)));
+  const requestConditional = conditional.request.bind(conditional) as RequestFn;
   return {
     request(options, callback) {
-      const signal = (options.headers as Record<symbol, unknown> | undefined)?.[kUpstreamAbort];
+      const headers = options.headers as Record<string | symbol, unknown> | undefined;
+      const signal = headers?.[kUpstreamAbort];
       if (signal instanceof UpstreamAbort) options.signal = signal as unknown as Dispatcher.RequestOptions['signal'];
-      request(options, callback);
+      const answered = (error: Error | null, data: Dispatcher.ResponseData) => {
+        // A transfer coding other than chunked (`gzip, chunked`): undici takes the chunks off, and
+        // the client would get the coded bytes as if they were the body, their coding gone (the
+        // forwarder drops Transfer-Encoding). Not relayed: a 502, as for any answer the gateway
+        // cannot pass on as it came.
+        const coding = error === null ? data.headers['transfer-encoding'] : undefined;
+        if (coding !== undefined && !(typeof coding === 'string' && coding.trim().toLowerCase() === 'chunked')) {
+          data.body.destroy();
+          callback(new UpstreamUnavailable(`upstream answered with a transfer coding other than chunked (${String(coding).slice(0, 64)})`, 'other'), data);
+          return;
+        }
+        callback(error, data);
+      };
+      if (headers !== undefined && (headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined)) requestConditional(options, answered);
+      else request(options, answered);
     },
     destroy: () => pool.destroy(),
   };

@@ -5,7 +5,7 @@
  * with the upstream healthy again, serves 200: its connection pool has recovered.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
@@ -346,4 +346,75 @@ t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section
   t.equal(res.headers['keep-alive'], undefined, 'no Keep-Alive of the upstream connection');
   t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream named in Connection');
   t.notMatch(res.headers.connection ?? '', /keep-alive/i, 'the client asked Connection: close; it is not told keep-alive');
+});
+
+/**
+ * An upstream that writes raw bytes: answers no HTTP library would send. Each request gets the
+ * bytes of `answer` (chosen by the request's own URL), then the connection closes.
+ */
+async function startRawUpstream(t: Test, answer: (head: string) => string): Promise<{ origin: string; heads: string[] }> {
+  const heads: string[] = [];
+  const server = createNetServer((socket) => {
+    let data = '';
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString('latin1');
+      const end = data.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      const head = data.slice(0, end);
+      heads.push(head);
+      socket.end(answer(head));
+    });
+    socket.on('error', () => undefined);
+  });
+  const sockets = new Set<Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    server.close(() => resolve());
+  }));
+  return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, heads };
+}
+
+t.test('odd upstream answers: a malformed one is a 502 that stays allow, a 304 with a length is relayed, a transfer coding is not passed off as the body', async (t) => {
+  const answers: Record<string, string> = {
+    'bad-chunk': 'HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    'bad-extension': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a=\x01\r\nok\r\n0\r\n\r\n',
+    'not-modified': 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n',
+    'gzip-chunked': 'HTTP/1.1 200 OK\r\nX-Upstream: yes\r\nSet-Cookie: a=b\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n',
+    'chunked': 'HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+  };
+  const up = await startRawUpstream(t, (head) => answers[/[?&]case=([\w-]+)/.exec(head)?.[1] ?? 'chunked']!);
+  const gw = await gatewayFor(t, up);
+  const ask = (name: string, headers: string[] = []) => send(gw.port, 'GET', `${B}/Users?case=${name}`, { token, headers });
+
+  for (const name of ['bad-chunk', 'bad-extension']) {
+    const res = await ask(name);
+    assertScimError(t, res, 502);
+    t.equal(accessLines(gw.logs).at(-1)?.decision, 'allow', `${name}: the upstream failed a request the gateway allowed`);
+    t.match(accessLines(gw.logs).at(-1)?.reason, /^upstream answered malformed HTTP \(HPE/, `${name}: the line says what failed`);
+  }
+  t.notOk(gw.logs.some((l) => l.includes('"internal error"')), 'no internal-error line');
+  const metrics = await scrape(gw.adminUrl);
+  t.equal(metrics.value('scopegate_upstream_errors_total', { kind: 'other' }), 2, 'counted as upstream errors');
+  t.equal(metrics.value('scopegate_requests_total', { operation: 'get-users', decision: 'allow', status: '502' }), 2);
+
+  const notModified = await ask('not-modified', ['If-None-Match: "v1"']);
+  t.equal(notModified.status, 304, 'a 304 with Content-Length is relayed');
+  t.equal(notModified.headers.etag, '"v1"');
+  t.equal(notModified.bodyBytes, 0, 'no body');
+  t.equal(accessLines(gw.logs).at(-1)?.status, 304);
+
+  const coded = await ask('gzip-chunked');
+  assertScimError(t, coded, 502);
+  t.equal(coded.headers['x-upstream'], undefined, 'none of the upstream\'s headers on the gateway\'s own answer');
+  t.equal(coded.headers['set-cookie'], undefined);
+  t.match(accessLines(gw.logs).at(-1), { status: 502, decision: 'allow', reason: /transfer coding other than chunked/ });
+
+  const plain = await ask('chunked');
+  t.equal(plain.status, 200, 'control: plain chunked is relayed');
+  t.equal(plain.body, '{}');
 });
