@@ -2,7 +2,7 @@
 // on one replica reaches the other; Redis going away never makes either fail open or answer 5xx.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -60,6 +60,7 @@ if (!hasRedis()) {
     up = await startRecordingUpstream();
     redis = await startRedis();
     dir = mkdtempSync(join(tmpdir(), 'scopegate-redis-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     keyPrefix = `t${Date.now()}:`;
     const token = {
       introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret },

@@ -1,6 +1,6 @@
 // token.issuer alone: the introspection endpoint and the JWKS are read from the issuer's
 // /.well-known/openid-configuration at startup; an issuer that cannot be read stops the start.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -39,6 +39,7 @@ t.test('endpoints come from the issuer\'s discovery document', async (t) => {
 
 t.test('an issuer that cannot be read is a runtime failure: exit 1, the issuer named', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-discovery-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'scopegate.json');
   const port = await closedPort();
   writeFileSync(file, JSON.stringify({

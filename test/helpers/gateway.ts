@@ -2,7 +2,7 @@
  * A gateway for tests: a config written to a temp file (the real loading path), listeners on
  * port 0, every log line captured so tests can assert what was (and was not) written.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,11 @@ export async function startTestGateway(config: Record<string, unknown>, env: Rec
   const logs: string[] = [];
   const gateway = await startGateway(configFile, { env, logDestination: { write: (line: string) => logs.push(line) }, closeTimeoutMs: 3000 });
   const port = Number(new URL(gateway.proxyUrl).port);
-  return { gateway, port, url: gateway.proxyUrl, adminUrl: gateway.adminUrl, logs, configFile, close: () => gateway.close() };
+  const close = async () => {
+    await gateway.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { gateway, port, url: gateway.proxyUrl, adminUrl: gateway.adminUrl, logs, configFile, close };
 }
 
 /** One scrape of an admin listener's /metrics. */

@@ -2,7 +2,7 @@
 // the two curl commands of the jans docs; the same requests get a ListResponse with "Admin", and
 // 401 without a token.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
@@ -15,6 +15,7 @@ t.test('the demo prints working commands', async (t) => {
   const port = await freePort();
   // Its own temporary folder, to see what the demo leaves there.
   const tmp = mkdtempSync(join(tmpdir(), 'scopegate-demo-test-'));
+  t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
   const child = spawn(process.execPath, [CLI, 'demo', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
   t.teardown(() => {
     child.kill('SIGTERM');

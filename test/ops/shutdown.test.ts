@@ -5,7 +5,7 @@
 // a connection is closed as its last answer ends, so that the drain ends with the last answer,
 // not at a keep-alive timeout.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,6 +32,7 @@ async function serveBehindSlowUpstream(t: Test, delayMs: (url: string) => number
   };
   t.teardown(() => up.close());
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-shutdown-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'scopegate.json');
   writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0, ...listen }, admin: { host: '127.0.0.1', port: 0 },
@@ -78,6 +79,7 @@ t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, t
   await new Promise<void>((resolve) => discovery.listen(0, '127.0.0.1', resolve));
   t.teardown(() => discovery.close());
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-startsignal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'scopegate.json');
   writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI },

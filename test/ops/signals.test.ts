@@ -1,6 +1,6 @@
 // `scopegate serve` under signals: SIGHUP reloads a valid config (swapped whole) and keeps the
 // running one when the new one is invalid; SIGTERM finishes the request in flight and exits 0.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -37,6 +37,7 @@ function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 5000): Promis
 t.test('SIGHUP reloads a valid config and keeps the running one when the new one is invalid', async (t) => {
   const up = await startRecordingUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-hup-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'scopegate.json');
   writeFileSync(file, JSON.stringify(baseConfig(up.origin)));
   const serve = await startServe(file);
@@ -88,6 +89,7 @@ async function serveSlowUpstream(t: Test, delayMs: number, body: string, patch: 
     }, delayMs);
   };
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-term-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'scopegate.json');
   writeFileSync(file, JSON.stringify(patch(baseConfig(up.origin), up.origin)));
   const serve = await startServe(file);

@@ -1,7 +1,7 @@
 // HTTPS termination (listen.tls) and a verified https upstream (upstream.caFile): without the CA
 // the upstream's certificate is refused (502), never silently accepted.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { ensureBuilt, runCli } from '../helpers/cli.js';
 import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'scopegate-tls-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const cert = join(dir, 'cert.pem');
 const key = join(dir, 'key.pem');
 execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
