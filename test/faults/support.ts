@@ -4,8 +4,7 @@
  * connection closed. That is what tells a truncated response from a whole one. And servers that
  * can stop at once, as a crashed one would. Not a test file.
  */
-import type { Server } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { http11, parseResponse, type RawResponse } from '../helpers/raw.js';
 
 /** A response as read off the socket, with what its framing says about it. */
@@ -111,7 +110,7 @@ export function send(port: number, method: string, target: string, opts: { token
 }
 
 /**
- * Listens with `server` on 127.0.0.1:`port` (0: any free port). Its `close` also ends the open
+ * Listens with `server` (HTTP or raw TCP) on 127.0.0.1:`port` (0: any free port). Its `close` also ends the open
  * connections, so that the server is gone at once, as a crashed one would be.
  */
 export async function listenStoppable(server: Server, port = 0): Promise<{ port: number; close(): Promise<void> }> {

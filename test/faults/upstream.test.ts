@@ -13,7 +13,7 @@ import { accessLines, B, scrape, startTestGateway, type TestGateway } from '../h
 import { http11 } from '../helpers/raw.js';
 import { converse } from '../helpers/stack.js';
 import { assertScimError, closedPort, sleep, until } from '../gateway/support.js';
-import { exchange, send } from './support.js';
+import { exchange, listenStoppable, send } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
 const WRITE = 'https://jans.io/scim/users.write';
@@ -366,17 +366,9 @@ async function startRawUpstream(t: Test, answer: (head: string) => string): Prom
     });
     socket.on('error', () => undefined);
   });
-  const sockets = new Set<Socket>();
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const s of sockets) s.destroy();
-    server.close(() => resolve());
-  }));
-  return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, heads };
+  const stoppable = await listenStoppable(server);
+  t.teardown(() => stoppable.close());
+  return { origin: `http://127.0.0.1:${stoppable.port}`, heads };
 }
 
 t.test('odd upstream answers: a malformed one is a 502 that stays allow, a 304 with a length is relayed, a transfer coding is not passed off as the body', async (t) => {
