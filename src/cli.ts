@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { loadConfig, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { parseTarget } from './request/target.js';
+import { queryHasToken } from './token/bearer.js';
 import { loadTable, withTableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
 import type { Operation } from './scopes/openapi.js';
@@ -158,6 +159,12 @@ function explain(values: { config?: string }, positionals: string[]): number {
   else if (match.kind === 'method') say(`refused 405: method not in the table for this path; Allow: ${match.allow.join(', ')}`);
   else {
     const o = match.operation;
+    // A token in the query is refused wherever it is sent (a public operation reads none, and would pass it on).
+    if (queryHasToken(target.query)) {
+      say(o.public ? 'refused 400: access_token in the query (a token may only travel in the Authorization header)'
+        : 'refused: access_token in the query (400 beside an Authorization header; without one, 401: no bearer token)');
+      return 0;
+    }
     const head = method === 'HEAD' && o.method === 'GET' ? ' (HEAD is authorised as GET)' : '';
     const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(requirementOf(table, o, config.search.rootRequiresReadScopes), false)}`;
     const bulk = isBulk(o) && config.bulk.checkOperations ? '; and each inner operation\'s own scopes (bulk.checkOperations)' : '';

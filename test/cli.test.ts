@@ -165,6 +165,8 @@ t.test('explain says what a request would hit, or why it is refused; exit 0 eith
     ['DELETE', `${B}/Users`, [/refused 405/]],
     ['GET', `${B}/Nope`, [/refused 404/]],
     ['GET', `${B}/users`, [/refused 404/]],
+    ['GET', `${B}/Schemas?access_token=x`, [/refused 400/, /access_token in the query/]],
+    ['GET', `${B}/Users?count=1&access_token=x`, [/refused/, /access_token in the query/, /401/]],
   ];
   for (const [method, path, expected] of cases) {
     const { code, stdout, stderr } = await runCli(['explain', method, path]);
