@@ -176,7 +176,7 @@ export const schema: Section = {
         cache: {
           kind: 'object', description: 'Validation results, keyed by SHA-256 of the token.',
           fields: {
-            maxEntries: { kind: 'int', default: 100000, min: 1, description: 'Most cached results (LRU).' },
+            maxEntries: { kind: 'int', default: 100000, min: 1, description: 'Most cached valid tokens (LRU); refusals are kept apart, at most 10,000 (or this many, if fewer).' },
             maxTtlSeconds: { kind: 'int', default: 300, min: 0, description: 'Longest a result is reused; never past the token\'s own exp either.' },
             negativeTtlSeconds: { kind: 'int', default: 5, min: 0, description: 'How long an invalid/inactive result is reused.' },
             redis: {

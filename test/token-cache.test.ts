@@ -142,3 +142,35 @@ t.test('a purge during a validation: the requests waiting get its answer, no lat
     }
   }
 });
+
+// A black-box audit's flood: refusals shared one LRU with valid results, so made-up tokens
+// evicted the entry of a token in use (then a 503 while the server was busy with the flood), and
+// a validation still in flight when its entry was evicted failed its requests with a 500.
+t.test('refusals never evict a valid token, and a validation in flight is never evicted', async (t) => {
+  const clock = T0;
+  const asked: string[] = [];
+  let release: (() => void) | undefined;
+  const cache = withCache(async (token) => {
+    asked.push(token);
+    if (token === 'slow') await new Promise<void>((resolve) => { release = resolve; });
+    if (token.startsWith('bad-')) throw new InvalidToken('inactive token');
+    return internPrincipal(token, 'client', ['users.read'], Math.floor(clock / 1000) + 600);
+  }, { maxEntries: 3, maxTtlSeconds: 300, negativeTtlSeconds: 5, now: () => clock });
+
+  await cache.verify('good');
+  for (let i = 0; i < 50; i++) await t.rejects(cache.verify(`bad-${i}`), InvalidToken);
+  t.equal(cache.peek(tokenKey('good'))?.subject, 'good', 'the valid token is still cached after 50 refusals');
+  t.equal(asked.filter((x) => x === 'good').length, 1, 'and was validated once');
+  t.ok(cache.size <= 3 + 3, 'refusals are bounded too (by maxEntries here)');
+  await t.rejects(cache.verify('bad-49'), InvalidToken);
+  t.equal(asked.filter((x) => x === 'bad-49').length, 1, 'a refusal is reused within negativeTtlSeconds');
+
+  // A slow validation while three others fill the cache (maxEntries 3) and push out everything else.
+  const waiting = [cache.verify('slow'), cache.verify('slow')];
+  for (const token of ['a', 'b', 'c', 'd']) await cache.verify(token);
+  release?.();
+  const [first, second] = (await Promise.all(waiting)) as [Awaited<(typeof waiting)[0]>, Awaited<(typeof waiting)[0]>];
+  t.equal(first.principal.subject, 'slow', 'the requests that waited get the answer');
+  t.equal(second.principal.subject, 'slow');
+  t.equal(asked.filter((x) => x === 'slow').length, 1, 'one validation for both');
+});

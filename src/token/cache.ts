@@ -1,7 +1,7 @@
 /**
  * withCache(verifier) -> verifier: results kept in an LRU keyed by the SHA-256 of the token (a
  * token is never a cache key), concurrent first requests coalesced into one validation
- * (lru-cache `fetch`), positive entries living min(maxTtlSeconds, exp - now) and re-checked for
+ * (one promise per key in flight), positive entries living min(maxTtlSeconds, exp - now) and re-checked for
  * expiry on every hit, invalid results kept `negativeTtlSeconds`, authorization-server failures
  * never kept.
  */
@@ -75,6 +75,9 @@ function purgeMatches(match: PurgeMatch, key: string, entry: Entry): boolean {
     || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
 }
 
+/** The most refusals kept (fewer when maxEntries is smaller): they absorb a bad token's repeats for negativeTtlSeconds. */
+const MAX_REFUSALS = 10000;
+
 /** Purges remembered for the validations in flight (a validation lasts a few seconds at most). */
 const RECENT_PURGES = 256;
 
@@ -128,50 +131,62 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     return false;
   };
 
-  const lru = new LRUCache<string, Entry, string>({
-    max: options.maxEntries,
+  // Valid tokens and refusals are kept apart: a flood of made-up tokens churns the refusals
+  // alone, and never evicts the entry of a token in use (which would then have to be validated
+  // again, against a server the flood keeps busy).
+  const lruOptions = {
     ttl: Math.max(maxTtlMs, 1),
     ttlAutopurge: false,
     // Every staleness check reads the clock: the default (1 ms, refreshed by a timer that a busy
     // event loop delays) let an entry be served past its token's exp.
     ttlResolution: 0,
     perf: { now },
-    fetchMethod: async (key, _stale, { options: fetchOptions, context: token }) => {
-      const startedAfter = purges;
-      const shared = await options.secondLevel?.get(key);
-      let entry: Entry;
-      let until: number;
-      let validated = false;
-      if (shared && !isExpired(shared.entry)) {
-        // Reused here no longer than it has left there: a refusal is not served past
-        // negativeTtlSeconds, nor a revoked token past maxTtlSeconds, after its validation.
-        entry = shared.entry;
-        const at = now();
-        until = Math.min(at + shared.ttlMs, untilOf(entry, at));
-      } else {
-        try {
-          entry = await verifier(token);
-        } catch (error) {
-          // Only a refusal of the token is kept; a failure of the server propagates, uncached.
-          if (!(error instanceof InvalidToken)) throw error;
-          entry = new Refusal(error.reason);
-        }
-        validated = true;
-        until = untilOf(entry, now());
-      }
+  };
+  const lru = new LRUCache<string, Principal>({ ...lruOptions, max: options.maxEntries });
+  const refusals = new LRUCache<string, Refusal>({ ...lruOptions, max: Math.min(options.maxEntries, MAX_REFUSALS) });
+  // The validations in flight, one per key: the requests that arrive meanwhile wait for it. Not
+  // in an LRU: an eviction would fail the requests waiting.
+  const inFlight = new Map<string, Promise<Entry>>();
+
+  /** Validates `token` (the shared level first) and keeps the result as long as its rules allow. */
+  async function validate(key: string, token: string): Promise<Entry> {
+    const startedAfter = purges;
+    const shared = await options.secondLevel?.get(key);
+    let entry: Entry;
+    let until: number;
+    let validated = false;
+    if (shared && !isExpired(shared.entry)) {
+      // Reused here no longer than it has left there: a refusal is not served past
+      // negativeTtlSeconds, nor a revoked token past maxTtlSeconds, after its validation.
+      entry = shared.entry;
       const at = now();
-      // Purged while it was validated: the requests waiting get this answer, no later one does.
-      if (purgedSince(startedAfter, key, entry)) until = at;
+      until = Math.min(at + shared.ttlMs, untilOf(entry, at));
+    } else {
+      try {
+        entry = await verifier(token);
+      } catch (error) {
+        // Only a refusal of the token is kept; a failure of the server propagates, uncached.
+        if (!(error instanceof InvalidToken)) throw error;
+        entry = new Refusal(error.reason);
+      }
+      validated = true;
+      until = untilOf(entry, now());
+    }
+    const at = now();
+    // Purged while it was validated: the requests waiting get this answer, no later one does.
+    if (purgedSince(startedAfter, key, entry)) until = at;
+    // Kept until `until` (the first millisecond of the token's exp at the latest, however long
+    // the validation took); lru-cache checks it on every get, so a hit is never expired. An
+    // entry whose `until` has passed is not kept: the requests that waited get its answer.
+    if (until > at) {
       // The shared level keeps it as long as this one does.
-      if (validated && until > at) void options.secondLevel?.set(key, entry, until - at);
-      // The entry's lifetime ends at the token's exp, and lru-cache checks it on every get: the
-      // expiry is re-checked on every hit without keeping it in the entry.
+      if (validated) void options.secondLevel?.set(key, entry, until - at);
       const { ttl, start } = lifetimeOf(until, at);
-      fetchOptions.ttl = ttl;
-      (fetchOptions as { start?: number }).start = start;
-      return entry instanceof Refusal ? entry : withoutExpiry(entry);
-    },
-  });
+      if (entry instanceof Refusal) refusals.set(key, entry, { ttl, start });
+      else lru.set(key, withoutExpiry(entry), { ttl, start });
+    }
+    return entry instanceof Refusal ? entry : withoutExpiry(entry);
+  }
 
   function isExpired(entry: Entry): boolean {
     return !(entry instanceof Refusal) && entry.expiresAt !== undefined && entry.expiresAt * 1000 <= now();
@@ -186,14 +201,18 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
 
   return {
     peek(key) {
-      const entry = lru.get(key);
+      const entry = lru.get(key) ?? refusals.get(key);
       return entry === undefined ? undefined : check(entry);
     },
     async verify(token, key = tokenKey(token)) {
-      const cached = lru.get(key);
-      const entry = cached ?? (await lru.fetch(key, { context: token }));
-      if (entry === undefined) throw new InvalidToken('no cache entry');
-      return { principal: check(entry), hit: cached !== undefined };
+      const cached = lru.get(key) ?? refusals.get(key);
+      if (cached !== undefined) return { principal: check(cached), hit: true };
+      let pending = inFlight.get(key);
+      if (pending === undefined) {
+        pending = validate(key, token).finally(() => inFlight.delete(key));
+        inFlight.set(key, pending);
+      }
+      return { principal: check(await pending), hit: false };
     },
     purge(match) {
       purges += 1;
@@ -203,10 +222,13 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       for (const [key, entry] of lru.entries()) {
         if (purgeMatches(match, key, entry) && lru.delete(key)) purged += 1;
       }
+      for (const [key, entry] of refusals.entries()) {
+        if (purgeMatches(match, key, entry) && refusals.delete(key)) purged += 1;
+      }
       return purged;
     },
     get size() {
-      return lru.size;
+      return lru.size + refusals.size;
     },
   };
 }
