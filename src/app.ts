@@ -47,7 +47,7 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
 const RESTART_KEYS = [
   'listen.host', 'listen.port', 'listen.tls', 'admin.host', 'admin.port',
   'upstream.url', 'upstream.timeoutMs', 'upstream.caFile', 'upstream.connections',
-  'limits.headerBytes', 'limits.requestTimeoutMs', 'token.cache.redis',
+  'limits.headerBytes', 'limits.requestTimeoutMs', 'limits.sendTimeoutMs', 'token.cache.redis',
 ] as const;
 
 function valueAt(config: Config, path: string): unknown {

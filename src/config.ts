@@ -117,6 +117,7 @@ export const schema: Section = {
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431), counted as written (`name: value` CRLF per line; every line is read, none dropped past Node\'s usual 1000); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
+        sendTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time an answer may wait on a client that reads none of it (nginx send_timeout): its connection is then closed and its upstream connection freed.' },
         bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },
       },
     },
@@ -205,7 +206,7 @@ export interface Config {
   readonly listen: { host: string; port: number; shutdownTimeoutMs: number; tls?: { certFile: string; keyFile: string } };
   readonly admin: { host: string; port: number };
   readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
-  readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number; bufferedBytes: number };
+  readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number; sendTimeoutMs: number; bufferedBytes: number };
   readonly bulk: { checkOperations: boolean; maxOperations: number };
   readonly search: { rootRequiresReadScopes: boolean };
   readonly openapi: { file: string; basePath?: string; extra: readonly ExtraOperation[] };

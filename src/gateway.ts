@@ -286,11 +286,25 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   return runtime.verifier.verify(token, key).then(({ principal }) => authorize(request, decision, operation, principal));
 }
 
+const kStalled = Symbol('scopegate.stalled');
+
+/**
+ * Closes `socket`, whose client has read nothing of its answer for `ms` (src/server.ts watches):
+ * its request ends (its line says why) and its upstream request is aborted, which frees the
+ * pool connection it held.
+ */
+export function closeStalled(socket: Socket, ms: number): void {
+  (socket as MarkedSocket)[kStalled] = ms;
+  socket.destroy();
+}
+
 const kClosing = Symbol('scopegate.closing');
 const kOpen = Symbol('scopegate.open');
 const kRefusal = Symbol('scopegate.refusal');
 type MarkedSocket = Socket & {
   [kClosing]?: boolean;
+  /** limits.sendTimeoutMs, when the connection was closed for a client that did not read its answer. */
+  [kStalled]?: number;
   /** The connection's requests whose response has not closed, in the order they came, each with what ends it. */
   [kOpen]?: OpenRequests;
   /** The HTTP parser's refusal, waiting for the answers owed before it. */
@@ -670,7 +684,9 @@ function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): R
       // The connection closed first (the client went away, or the shutdown deadline closed it):
       // status 499, as nginx logs it. No metric: the proxy port answered nothing.
       d.logged = true;
-      const reason = `connection closed before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
+      const stalled = (d.connection as MarkedSocket)[kStalled];
+      const why = stalled === undefined ? 'connection closed' : `the client read nothing of its answer for ${stalled} ms (limits.sendTimeoutMs): connection closed`;
+      const reason = `${why} before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
       access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
     },
   };
@@ -837,7 +853,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(proxy, {
     upstream: options.current().config.upstream.url,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    undici: abortableDispatcher(options.dispatcher) as unknown as Dispatcher,
+    undici: abortableDispatcher(options.dispatcher, options.current().config.upstream) as unknown as Dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
     // Each content type arrives as the raw stream (see the parsers above), never parsed.

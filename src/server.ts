@@ -14,7 +14,7 @@ import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
 import { HeaderTooLarge, InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
 import type { BodyBudget } from './request/body.js';
-import { afterAnswersOwed, createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
+import { afterAnswersOwed, closeStalled, createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
@@ -101,6 +101,39 @@ function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoE
   };
 }
 
+const kPending = Symbol('scopegate.pending');
+const kSince = Symbol('scopegate.pendingSince');
+type WatchedSocket = Socket & { [kPending]?: number; [kSince]?: number };
+
+/**
+ * Closes the connections whose client stopped reading: bytes waiting to go out, and not one of
+ * them gone for limits.sendTimeoutMs (nginx's send_timeout). Its answer would otherwise hold an
+ * upstream connection as long as the client likes: a few such clients would hold the whole pool.
+ * One sweep over the open connections at most every second; nothing per request.
+ */
+function watchStalls(server: Server, connectionEvent: 'connection' | 'secureConnection', sendTimeoutMs: number): void {
+  const sockets = new Set<WatchedSocket>();
+  server.on(connectionEvent, (socket: WatchedSocket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const socket of sockets) {
+      const pending = socket.writableLength;
+      if (pending === 0 || pending !== socket[kPending]) {
+        // Nothing waiting, or some of it went since the last sweep.
+        socket[kPending] = pending;
+        socket[kSince] = now;
+      } else if (now - socket[kSince]! >= sendTimeoutMs) {
+        closeStalled(socket, sendTimeoutMs);
+      }
+    }
+  }, Math.max(20, Math.min(1000, Math.floor(sendTimeoutMs / 4))));
+  sweep.unref();
+  server.once('close', () => clearInterval(sweep));
+}
+
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
 function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions): Server {
   const options = {
@@ -125,6 +158,7 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // (`a:` CRLF, an empty value): Node keeps one line more than fit, so that a block with lines
   // dropped is always over the limit (431), and memory stays bounded by the limit.
   server.maxHeadersCount = Math.floor(config.limits.headerBytes / 5) + 1;
+  watchStalls(server as Server, config.listen.tls ? 'secureConnection' : 'connection', config.limits.sendTimeoutMs);
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);

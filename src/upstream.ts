@@ -41,6 +41,18 @@ export class ClientLeft extends Error {
 }
 
 /**
+ * Why an upstream request was given up: it waited `upstream.timeoutMs` for a connection of the
+ * pool, every one held by requests still in flight (clients that do not read their answers).
+ * undici starts its own timeouts only once a request has a connection. A 504.
+ */
+export class PoolTimeout extends Error {
+  readonly code = 'SCOPEGATE_POOL_TIMEOUT';
+  constructor(ms: number) {
+    super(`no upstream connection free within ${ms} ms`);
+  }
+}
+
+/**
  * The abort signal of one forwarded request, in the EventEmitter form undici accepts (`on`,
  * `once`, `removeListener`): an AbortController costs several times more, on every request, for
  * the few whose client leaves. undici adds one listener and removes it once the answer is read;
@@ -49,6 +61,8 @@ export class ClientLeft extends Error {
 export class UpstreamAbort {
   aborted = false;
   reason: Error | undefined = undefined;
+  /** Called once, when undici is done with the request (it removes its listener) or it is aborted. */
+  onSettled: (() => void) | undefined = undefined;
   private listener: (() => void) | undefined = undefined;
   private more: Array<() => void> | undefined = undefined;
 
@@ -63,20 +77,29 @@ export class UpstreamAbort {
   }
 
   removeListener(_event: 'abort', listener: () => void): this {
-    if (this.listener === listener) this.listener = undefined;
-    else if (this.more) this.more = this.more.filter((l) => l !== listener);
+    if (this.listener === listener) {
+      this.listener = undefined;
+      this.settle();
+    } else if (this.more) this.more = this.more.filter((l) => l !== listener);
     return this;
   }
 
   /** Aborts the request, whether it waits for a connection, for its answer, or reads its body. */
-  abort(): void {
+  abort(reason: Error = new ClientLeft()): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.reason = new ClientLeft();
+    this.reason = reason;
     const listeners = [this.listener, ...(this.more ?? [])];
     this.listener = undefined;
     this.more = undefined;
     for (const listener of listeners) listener?.();
+    this.settle();
+  }
+
+  private settle(): void {
+    const settled = this.onSettled;
+    this.onSettled = undefined;
+    settled?.();
   }
 }
 
@@ -139,16 +162,43 @@ class NotModifiedComplete implements Handler {
  * request (the only kind a 304 answers) goes through NotModifiedComplete; the others, all but a
  * few, straight to the pool.
  */
-export function abortableDispatcher(pool: Dispatcher): { request: RequestFn; destroy(): Promise<void> } {
+export function abortableDispatcher(pool: Dispatcher, limits: { connections: number; timeoutMs: number }): { request: RequestFn; destroy(): Promise<void> } {
   const request = pool.request.bind(pool) as RequestFn;
   const conditional = pool.compose((dispatch) => (options, handler) => dispatch(options, new NotModifiedComplete(handler)));
   const requestConditional = conditional.request.bind(conditional) as RequestFn;
+  // The requests undici holds (waiting for a connection, or on one until their answer's body is
+  // read): past the pool's connections, a new one waits, and gets a deadline of its own.
+  let held = 0;
+  const release = () => {
+    held -= 1;
+  };
   return {
     request(options, callback) {
       const headers = options.headers as Record<string | symbol, unknown> | undefined;
       const signal = headers?.[kUpstreamAbort];
-      if (signal instanceof UpstreamAbort) options.signal = signal as unknown as Dispatcher.RequestOptions['signal'];
+      let deadline: NodeJS.Timeout | undefined;
+      let givenUp = false;
+      if (signal instanceof UpstreamAbort) {
+        options.signal = signal as unknown as Dispatcher.RequestOptions['signal'];
+        held += 1;
+        signal.onSettled = release;
+        if (held > limits.connections) {
+          // undici would keep it queued, with no timeout, until a connection frees: answered 504
+          // after upstream.timeoutMs, and dropped should a connection free later.
+          deadline = setTimeout(() => {
+            givenUp = true;
+            const error = new PoolTimeout(limits.timeoutMs);
+            signal.abort(error);
+            callback(error, undefined as unknown as Dispatcher.ResponseData);
+          }, limits.timeoutMs);
+        }
+      }
       const answered = (error: Error | null, data: Dispatcher.ResponseData) => {
+        if (deadline !== undefined) clearTimeout(deadline);
+        if (givenUp) {
+          if (error === null) data.body.destroy();
+          return;
+        }
         // A transfer coding other than chunked (`gzip, chunked`): undici takes the chunks off, and
         // the client would get the coded bytes as if they were the body, their coding gone (the
         // forwarder drops Transfer-Encoding). Not relayed: a 502, as for any answer the gateway

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import t from 'tap';
-import { abortableDispatcher, ClientLeft, createUpstreamPool, kUpstreamAbort, UpstreamAbort } from '../src/upstream.js';
+import { abortableDispatcher, ClientLeft, createUpstreamPool, kUpstreamAbort, PoolTimeout, UpstreamAbort } from '../src/upstream.js';
 import { until } from './gateway/support.js';
 import { startRecordingUpstream } from './helpers/upstream.js';
 
@@ -39,7 +39,7 @@ t.test('through the dispatcher, undici aborts the request: before its answer, an
     held.push(res);
   };
   const pool = createUpstreamPool({ url: up.origin, connections: 2, timeoutMs: 30000 });
-  const dispatcher = abortableDispatcher(pool);
+  const dispatcher = abortableDispatcher(pool, { connections: 2, timeoutMs: 30000 });
   t.teardown(async () => {
     await dispatcher.destroy();
     await up.close();
@@ -74,4 +74,43 @@ t.test('through the dispatcher, undici aborts the request: before its answer, an
   t.ok(await until(() => held.length === 3), 'a request without a signal goes as well');
   held[2]!.end('{}');
   t.equal((await plain).error, null, 'and is answered');
+});
+
+// A black-box audit: clients that do not read their answers held every pool connection, and the
+// requests queued behind them waited with no timeout at all (undici times a request only once it
+// has a connection).
+t.test('a request that waits upstream.timeoutMs for a pool connection fails (504), and is never sent later', async (t) => {
+  const up = await startRecordingUpstream();
+  const held: ServerResponse[] = [];
+  up.respond = (_req, res) => {
+    held.push(res);
+  };
+  const pool = createUpstreamPool({ url: up.origin, connections: 2, timeoutMs: 30000 });
+  const dispatcher = abortableDispatcher(pool, { connections: 2, timeoutMs: 300 });
+  t.teardown(async () => {
+    await dispatcher.destroy();
+    await up.close();
+  });
+  const send = (path: string) => new Promise<{ error: Error | null; ms: number }>((resolve) => {
+    const started = Date.now();
+    const headers: Record<string | symbol, unknown> = { host: 'upstream.example', [kUpstreamAbort]: new UpstreamAbort() };
+    dispatcher.request({ origin: up.origin, path, method: 'GET', headers: headers as Record<string, string> }, (error) => resolve({ error, ms: Date.now() - started }));
+  });
+  const first = send('/a');
+  const second = send('/b');
+  t.ok(await until(() => held.length === 2), 'both connections are held');
+  const third = await send('/c');
+  t.ok(third.error instanceof PoolTimeout, 'the third fails with PoolTimeout');
+  t.match((third.error as PoolTimeout | null)?.code, /TIMEOUT/, 'a code the gateway reads as a timeout (504)');
+  t.ok(third.ms >= 250 && third.ms < 2000, `after about upstream.timeoutMs (${third.ms} ms)`);
+  // A connection frees: the request given up is not sent then.
+  held[0]!.end('{}');
+  t.equal((await first).error, null);
+  const fourth = send('/d');
+  t.ok(await until(() => held.length === 3), 'the next request takes the freed connection');
+  t.same(up.requests.map((r) => r.url), ['/a', '/b', '/d'], '/c never reached the upstream');
+  held[1]!.end('{}');
+  held[2]!.end('{}');
+  t.equal((await second).error, null);
+  t.equal((await fourth).error, null, 'not held up by the count of the one given up');
 });

@@ -410,3 +410,47 @@ t.test('odd upstream answers: a malformed one is a 502 that stays allow, a 304 w
   t.equal(plain.status, 200, 'control: plain chunked is relayed');
   t.equal(plain.body, '{}');
 });
+
+// A black-box audit: clients that read nothing of their answers held every upstream connection,
+// and every later request waited, unanswered, for as long as they liked.
+t.test('a client that reads nothing of its answer is cut after limits.sendTimeoutMs, and frees its upstream connection; one waiting for a connection gets 504 after upstream.timeoutMs', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  let streaming = 0;
+  up.respond = (req, res) => {
+    if (!req.url?.includes('big')) return healthy(req, res);
+    streaming += 1;
+    res.writeHead(200, { 'content-type': 'application/scim+json' });
+    // 64 MiB, as fast as the gateway takes it.
+    let left = 1024;
+    const pump = () => {
+      while (left > 0) {
+        left -= 1;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    pump();
+  };
+  const gw = await gatewayFor(t, up, { upstream: { url: up.origin, timeoutMs: 600, connections: 1 }, limits: { sendTimeoutMs: 1500 } });
+  // The one upstream connection goes to a client that never reads.
+  const reader = await converse(gw.port);
+  reader.socket.pause();
+  reader.write(http11('GET', `${B}/Users/big`, [`Authorization: Bearer ${token}`]));
+  t.ok(await until(() => streaming === 1), 'the upstream streams its answer');
+  // Meanwhile another request waits for that connection: 504 after upstream.timeoutMs.
+  const started = Date.now();
+  const queued = await send(gw.port, 'GET', `${B}/Users`, { token });
+  assertScimError(t, queued, 504);
+  t.ok(Date.now() - started < 1400, `504 after about upstream.timeoutMs (${Date.now() - started} ms), not after the stalled answer`);
+  // The stalled connection is closed after sendTimeoutMs (its client, paused, never reads the
+  // close), and its upstream request aborted.
+  t.teardown(() => reader.end());
+  t.ok(await until(() => accessLines(gw.logs).some((l) => l.status === 499), 5000), 'its access line, once its connection is closed');
+  t.match(accessLines(gw.logs).find((l) => l.status === 499), { decision: 'allow', reason: /read nothing of its answer for 1500 ms \(limits\.sendTimeoutMs\)/ });
+  t.ok(await until(() => up.seen.find((s) => s.url.endsWith('/big'))?.aborted === true), 'its upstream request aborted');
+  // The pool's connection is free again.
+  const after = await send(gw.port, 'GET', `${B}/Users`, { token });
+  t.equal(after.status, 200, 'the next request is served');
+});
