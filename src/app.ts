@@ -2,6 +2,7 @@
  * A running gateway: config -> runtime -> listeners, with reload (SIGHUP) and graceful close.
  * The process boundary (argv, signals, exit codes) stays in cli.ts.
  */
+import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, Logger } from 'pino';
@@ -94,9 +95,16 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const metrics = createMetrics({ cacheEntries: () => runtime?.verifier.size ?? 0, bodyBytesHeld: () => bodies.held });
   const redis = config.token.cache.redis;
   // ioredis is loaded only when a shared cache is configured (it costs ~25 MB of RSS otherwise).
+  // The shared entries are signed with a key Redis never sees: the configured one, else one
+  // derived from the introspection client's secret (the same on every replica of one config).
+  const secret = redis?.signingKey ?? config.token.introspection?.clientSecret;
+  const signingKey = secret === undefined ? undefined : createHmac('sha256', 'scopegate shared cache').update(secret).digest();
+  if (redis && signingKey === undefined) {
+    logger.warn('shared cache (Redis) entries are not signed: whoever can write to this Redis can authorise any token; set token.cache.redis.signingKey, the same on every replica');
+  }
   const shared = redis
     ? (await import('./token/redis.js')).createSharedCache({
-      url: redis.url, keyPrefix: redis.keyPrefix, logger,
+      url: redis.url, keyPrefix: redis.keyPrefix, logger, signingKey,
       onPurge: (match) => runtime?.verifier.purge(match),
       onEvent: (event) => metrics.redis.inc({ event }),
     })

@@ -185,6 +185,7 @@ export const schema: Section = {
               fields: {
                 url: { kind: 'url', required: true, protocols: ['redis:', 'rediss:'], description: 'Redis URL.' },
                 keyPrefix: { kind: 'string', default: 'scopegate:', description: 'Prefix of every key and channel.' },
+                signingKey: { kind: 'string', secret: true, description: 'Key the shared entries are signed with, the same on every replica (default: derived from token.introspection.clientSecret; none: entries unsigned, and a warning).' },
               },
             },
           },
@@ -222,7 +223,7 @@ export interface Config {
       jwksUri?: string; issuer?: string; audience: readonly string[]; algorithms: readonly string[];
       clockToleranceSeconds: number; types: readonly string[]; cooldownSeconds: number;
     };
-    cache: { maxEntries: number; maxTtlSeconds: number; negativeTtlSeconds: number; redis?: { url: string; keyPrefix: string } };
+    cache: { maxEntries: number; maxTtlSeconds: number; negativeTtlSeconds: number; redis?: { url: string; keyPrefix: string; signingKey?: string } };
   };
   readonly log: { level: string };
   /** What was ignored but may be a mistake (unknown `SCOPEGATE_*` variables): printed by check, logged by serve. */

@@ -162,7 +162,10 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     if (introspect) return introspect(token);
     throw new InvalidToken('no verifier for this kind of token');
   };
-  const verifier = withCache(route, { ...cache, now, ...(options.shared ? { secondLevel: options.shared.scoped(rulesOf(config, endpoints)) } : {}) });
+  // A JWT is verified here, at the cost of a signature check: no replica's word for it is taken
+  // from Redis (whatever can write there could otherwise vouch for a forged one).
+  const shares = (token: string) => !(verifyJwt && isCompactJws(token));
+  const verifier = withCache(route, { ...cache, now, shares, ...(options.shared ? { secondLevel: options.shared.scoped(rulesOf(config, endpoints)) } : {}) });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
 
   const introspectionReady = introspect ? createIntrospectionReadiness(introspect, { now }) : undefined;

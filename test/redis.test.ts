@@ -148,6 +148,57 @@ if (!hasRedis()) {
     t.equal(up.requests.length, 0);
   });
 
+  // A black-box audit wrote an entry of its own into Redis, with the rules digest of a real one,
+  // and a token the authorization server refuses was let through. Entries are signed now (here
+  // with the key derived from the introspection client's secret), over their Redis key too.
+  t.test('a forged entry, or a real one moved under another token\'s key, is a miss: the authorization server decides', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const keyOf = (token: string) => `${keyPrefix}token:${createHash('sha256').update(token).digest('base64url')}`;
+    const real = await auth.issueToken([READ]);
+    t.equal(await get(a, real), 200);
+    let stored: string | null = null;
+    for (let i = 0; i < 50 && stored === null; i++) {
+      stored = await raw.get(keyOf(real));
+      if (stored === null) await sleep(20);
+    }
+    t.match(stored, /^[A-Za-z0-9_-]{43}\.\{/, 'the entry A wrote is signed');
+    const rules = (JSON.parse(stored!.slice(44)) as { r: string }).r;
+    const forgedJson = JSON.stringify({ s: 'attacker', c: 'evil', sc: `${READ} https://jans.io/scim/users.write`, r: rules });
+    const cases: Array<[string, string]> = [
+      ['a forged entry, unsigned', forgedJson],
+      ['a forged entry under a made-up signature', `${'A'.repeat(43)}.${forgedJson}`],
+      ['the real entry moved under another key', stored!],
+    ];
+    for (const [what, value] of cases) {
+      const unknown = `unknown-${what.length}-${Date.now()}`;
+      await raw.set(keyOf(unknown), value, 'PX', 60000);
+      auth.resetCounts();
+      await refused(t, b, unknown, `${what}: refused`);
+      t.equal(auth.counts.introspection, 1, `${what}: the authorization server was asked`);
+    }
+  });
+
+  t.test('a JWT\'s result is never taken from Redis, nor written there: each replica verifies it', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const jwtPrefix = `jwt${Date.now()}:`;
+    const file = serveConfig('jwt-shared', { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer }, cache: { redis: { url: redis.url, keyPrefix: jwtPrefix, signingKey: 'k' } } });
+    const replica = await startServe(file);
+    t.teardown(() => replica.stop());
+    const token = await auth.issueToken([READ], { jwt: true });
+    const key = `${jwtPrefix}token:${createHash('sha256').update(token).digest('base64url')}`;
+    t.equal(await get(replica, token), 200);
+    await sleep(100);
+    t.equal(await raw.get(key), null, 'nothing written for the JWT');
+    await raw.set(key, JSON.stringify({ i: 'forged refusal' }), 'PX', 60000);
+    const other = await startServe(file);
+    t.teardown(() => other.stop());
+    t.equal(await get(other, token), 200, 'a value under its key is not read: verified here');
+  });
+
   t.test('purge by client id through the admin listener', async (t) => {
     const token = await auth.issueToken([READ]);
     t.equal(await get(a, token), 200);

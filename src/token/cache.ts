@@ -26,6 +26,8 @@ export interface CacheOptions {
   now?: () => number;
   /** A second level shared by replicas (Redis); consulted on a local miss. */
   secondLevel?: SecondLevel;
+  /** Whether the second level keeps `token`'s result (default: every token's). */
+  shares?: (token: string) => boolean;
 }
 
 /**
@@ -151,7 +153,8 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   /** Validates `token` (the shared level first) and keeps the result as long as its rules allow. */
   async function validate(key: string, token: string): Promise<Entry> {
     const startedAfter = purges;
-    const shared = await options.secondLevel?.get(key);
+    const secondLevel = options.shares === undefined || options.shares(token) ? options.secondLevel : undefined;
+    const shared = await secondLevel?.get(key);
     let entry: Entry;
     let until: number;
     let validated = false;
@@ -180,7 +183,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     // entry whose `until` has passed is not kept: the requests that waited get its answer.
     if (until > at) {
       // The shared level keeps it as long as this one does.
-      if (validated) void options.secondLevel?.set(key, entry, until - at);
+      if (validated) void secondLevel?.set(key, entry, until - at);
       const { ttl, start } = lifetimeOf(until, at);
       if (entry instanceof Refusal) refusals.set(key, entry, { ttl, start });
       else lru.set(key, withoutExpiry(entry), { ttl, start });

@@ -6,6 +6,7 @@
  * skipped; the gateway keeps deciding with its local cache and the authorization server, and
  * never fails open.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Refusal, type Entry, type PurgeMatch, type SharedLevel } from './cache.js';
@@ -30,6 +31,12 @@ export interface SharedCacheOptions {
   onEvent?: (event: 'hit' | 'miss' | 'error') => void;
   /** Budget of one Redis command; past it the lookup is a miss. */
   commandTimeoutMs?: number;
+  /**
+   * The key entries are signed with (HMAC-SHA256 over the Redis key and the value): an entry
+   * without a valid signature is a miss, so that whoever can write to Redis cannot authorise a
+   * token, nor move a valid entry under another token's key. Unsigned when absent.
+   */
+  signingKey?: Buffer | undefined;
 }
 
 /** Serialised form: short keys, scopes as one string, `r` the digest of the rules that decided. */
@@ -42,10 +49,35 @@ interface Stored {
   r?: string;
 }
 
-function encode(entry: Entry, rules: string): string {
-  if (entry instanceof Refusal) return JSON.stringify({ i: entry.reason, r: rules } satisfies Stored);
+/** The signature of `json` stored under `redisKey`: 43 characters of base64url. */
+function signatureOf(signingKey: Buffer, redisKey: string, json: string): string {
+  return createHmac('sha256', signingKey).update(redisKey).update('\n').update(json).digest('base64url');
+}
+
+const SIGNATURE = 43;
+
+/** A stored value: the JSON alone, or `<signature>.<JSON>` when entries are signed. */
+function encode(entry: Entry, rules: string, redisKey: string, signingKey: Buffer | undefined): string {
   const p = entry;
-  return JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt, r: rules } satisfies Stored);
+  const json = p instanceof Refusal
+    ? JSON.stringify({ i: p.reason, r: rules } satisfies Stored)
+    : JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt, r: rules } satisfies Stored);
+  return signingKey === undefined ? json : `${signatureOf(signingKey, redisKey, json)}.${json}`;
+}
+
+/**
+ * The JSON of a stored value: with a signing key, only when its signature is that of this key,
+ * this Redis key and this JSON (else undefined: a miss); without one, what follows any
+ * signature (a purge by client id reads every entry, signed or not).
+ */
+function jsonOf(text: string, redisKey: string, signingKey: Buffer | undefined): string | undefined {
+  const signed = text.length > SIGNATURE && text.charCodeAt(SIGNATURE) === 0x2e;
+  if (signingKey === undefined) return signed ? text.slice(SIGNATURE + 1) : text;
+  if (!signed) return undefined;
+  const json = text.slice(SIGNATURE + 1);
+  const given = Buffer.from(text.slice(0, SIGNATURE));
+  const expected = Buffer.from(signatureOf(signingKey, redisKey, json));
+  return given.length === expected.length && timingSafeEqual(given, expected) ? json : undefined;
 }
 
 /**
@@ -130,7 +162,8 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
       const replies = await client.multi().get(prefix + key).pttl(prefix + key).exec();
       const text = replies?.[0]?.[1];
       const ttlMs = replies?.[1]?.[1];
-      const entry = typeof text === 'string' && typeof ttlMs === 'number' && ttlMs > 0 ? decode(text, rules) : undefined;
+      const json = typeof text === 'string' && typeof ttlMs === 'number' && ttlMs > 0 ? jsonOf(text, prefix + key, options.signingKey) : undefined;
+      const entry = json === undefined ? undefined : decode(json, rules);
       options.onEvent?.(entry ? 'hit' : 'miss');
       return entry && { entry, ttlMs: ttlMs as number };
     } catch (error) {
@@ -141,7 +174,7 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
 
   async function set(key: string, entry: Entry, ttlMs: number, rules: string): Promise<void> {
     try {
-      await client.set(prefix + key, encode(entry, rules), 'PX', Math.max(1, Math.floor(ttlMs)));
+      await client.set(prefix + key, encode(entry, rules, prefix + key, options.signingKey), 'PX', Math.max(1, Math.floor(ttlMs)));
     } catch (error) {
       failed(error);
     }
@@ -177,7 +210,8 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
             const batch = all.slice(i, i + PURGE_BATCH);
             const values = await client.mget(...batch);
             for (let j = 0; j < batch.length; j++) {
-              const e = decode(values[j] ?? '');
+              const json = jsonOf(values[j] ?? '', batch[j]!, undefined);
+              const e = json === undefined ? undefined : decode(json);
               if (e && !(e instanceof Refusal) && e.clientId === match.clientId) keys.push(batch[j]!);
             }
           }
