@@ -20,7 +20,7 @@ export interface AdminOptions {
   current: () => Runtime;
   metrics: Metrics;
   logger: Logger;
-  /** Propagates a purge to other replicas (Redis); returns entries purged there. */
+  /** Propagates a purge to other replicas (Redis); returns entries purged there, or fails when it could not. */
   broadcastPurge?: (match: PurgeMatch) => Promise<number>;
   /** True once the gateway stops: its requests in flight finish, it takes no new ones. */
   stopping?: () => boolean;
@@ -79,7 +79,16 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
     const match = body.token ? { key: tokenKey(body.token) } : body.fingerprint ? { fingerprint: body.fingerprint } : { clientId: body.clientId! };
     let purged = options.current().verifier.purge(match);
     if (options.broadcastPurge) {
-      purged += await options.broadcastPurge(match);
+      try {
+        purged += await options.broadcastPurge(match);
+      } catch (error) {
+        // Purged here, but neither in Redis nor on the other replicas, which would go on serving
+        // the token: not a success. The operator retries once Redis answers (scopegate purge exits 1).
+        request.log.error({ purge: given[0], purged, err: { message: (error as Error).message } }, 'cache purge incomplete: the shared cache (Redis) is unavailable');
+        return reply.code(503).header('retry-after', '5').send({
+          purged, error: 'the shared cache (Redis) is unavailable: purged on this replica only, not in Redis nor on the other replicas; retry',
+        });
+      }
       options.metrics.redis.inc({ event: 'purge' });
     }
     request.log.info({ purge: given[0], purged }, 'cache purge');

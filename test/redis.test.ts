@@ -337,6 +337,19 @@ if (!hasRedis()) {
     up.reset();
     t.equal(await get(b, random), 401, 'never fails open');
     t.equal(up.requests.length, 0, 'nothing forwarded for the invalid token');
+    // A purge cannot reach Redis nor the other replicas: done here, and said to be incomplete.
+    const purge = await request(`${a.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: cached }) });
+    t.equal(purge.statusCode, 503, 'a purge that could not reach the other replicas is no success');
+    t.equal(purge.headers['retry-after'], '5');
+    t.match(await purge.body.json(), { purged: 1, error: /Redis/ }, 'purged here, and the body says where not');
+    const cliConfig = join(dir, 'purge-a.json');
+    writeFileSync(cliConfig, JSON.stringify({
+      admin: { host: '127.0.0.1', port: Number(new URL(a.adminUrl).port) }, upstream: { url: up.origin }, openapi: { file: SHARED_OPENAPI },
+      token: { jwt: { jwksUri: auth.jwksUri, issuer: auth.issuer } },
+    }));
+    const cli = spawnSync(process.execPath, [CLI, 'purge', '--config', cliConfig, '--token', '-'], { input: `${cached}\n`, encoding: 'utf8' });
+    t.equal(cli.status, 1, 'scopegate purge exits 1');
+    t.match(cli.stderr, /503/);
     await redis.start();
     // ioredis reconnects by itself (retry every <= 2 s).
     await new Promise((r) => setTimeout(r, 2500));

@@ -16,7 +16,7 @@ import { internPrincipal } from './principal.js';
 export interface SharedCache extends SharedLevel {
   /** Resolves once connected and subscribed, or after `timeoutMs` (the gateway starts anyway). */
   ready(timeoutMs: number): Promise<boolean>;
-  /** Deletes matching entries in Redis and tells every replica; returns Redis entries deleted. */
+  /** Deletes matching entries in Redis and tells every replica; returns Redis entries deleted; rejects when Redis could not be reached. */
   purge(match: PurgeMatch): Promise<number>;
   close(): Promise<void>;
 }
@@ -220,6 +220,8 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
         await client.publish(channel, JSON.stringify(match));
       } catch (error) {
         failed(error);
+        // The caller says so: other replicas were not told.
+        throw error;
       }
       return deleted;
     },
