@@ -96,7 +96,8 @@ export class UpstreamAbort {
     this.settle();
   }
 
-  private settle(): void {
+  /** Says, once, that undici is done with the request. */
+  settle(): void {
     const settled = this.onSettled;
     this.onSettled = undefined;
     settled?.();
@@ -178,8 +179,8 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
       const signal = headers?.[kUpstreamAbort];
       let deadline: NodeJS.Timeout | undefined;
       let givenUp = false;
-      if (signal instanceof UpstreamAbort) {
-        options.signal = signal as unknown as Dispatcher.RequestOptions['signal'];
+      if (signal instanceof UpstreamAbort) options.signal = signal as unknown as Dispatcher.RequestOptions['signal'];
+      if (signal instanceof UpstreamAbort && !signal.aborted) {
         held += 1;
         signal.onSettled = release;
         if (held > limits.connections) {
@@ -195,6 +196,8 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
       }
       const answered = (error: Error | null, data: Dispatcher.ResponseData) => {
         if (deadline !== undefined) clearTimeout(deadline);
+        // Failed: undici holds it no longer (it has removed its listener, if it ever added one).
+        if (error !== null && signal instanceof UpstreamAbort) signal.settle();
         if (givenUp) {
           if (error === null) data.body.destroy();
           return;
