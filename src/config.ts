@@ -117,7 +117,7 @@ export const schema: Section = {
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431), counted as written (`name: value` CRLF per line; every line is read, none dropped past Node\'s usual 1000); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
-        sendTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time an answer may wait on a client that reads none of it (nginx send_timeout): its connection is then closed and its upstream connection freed.' },
+        sendTimeoutMs: { kind: 'int', default: 30000, min: 1000, max: MAX_TIMER_MS, description: 'Time an answer may wait on a client that reads none of it (nginx send_timeout): its connection is then closed and its upstream connection freed. Progress is what the kernel takes, which comes in bursts: at least 1000.' },
         bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },
       },
     },

@@ -204,8 +204,15 @@ function checkFraming(raw: IncomingMessage, headerBytes: number): void {
  */
 function onlyContinue(expect: string): boolean {
   if (expect.length === 12) return expect.toLowerCase() === '100-continue';
-  for (const member of expect.split(',')) if (member.trim().toLowerCase() !== '100-continue') return false;
-  return true;
+  let members = 0;
+  for (const member of expect.split(',')) {
+    const name = member.trim();
+    // Empty list elements are ignored (RFC 9110 section 5.6.1.2); an empty value asks nothing known.
+    if (name === '') continue;
+    if (name.toLowerCase() !== '100-continue') return false;
+    members += 1;
+  }
+  return members > 0;
 }
 
 /** A declared body over the limit is refused before a byte of it is read. */

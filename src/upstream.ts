@@ -117,17 +117,23 @@ type RequestFn = (options: Dispatcher.RequestOptions, callback: (err: Error | nu
 /** The handler methods (undici's interceptor form) the wrapper below passes on. */
 type Handler = Dispatcher.DispatchHandler;
 
+/** Where a request's "it has a connection" callback rides from the dispatcher to its handler. */
+const kStarted = Symbol('scopegate.started');
+
 /**
- * A 304 that declares the length of the representation it stands for (RFC 9110 section 8.6
- * allows `Content-Length` on a 304): undici reads that length as the body it failed to get and
- * fails the request once the 304 has been passed on (`UND_ERR_RES_CONTENT_LENGTH_MISMATCH`). A
- * 304 has no body: the answer is complete. Every other failure goes on as it came.
+ * The handler of a request that needs more than the pool gives: told when the request gets a
+ * connection (its wait for one is over), and completing a 304 that declares the length of the
+ * representation it stands for (RFC 9110 section 8.6 allows `Content-Length` on a 304): undici
+ * reads that length as the body it failed to get and fails the request once the 304 has been
+ * passed on (`UND_ERR_RES_CONTENT_LENGTH_MISMATCH`). A 304 has no body: the answer is complete.
+ * Every other failure goes on as it came.
  */
-class NotModifiedComplete implements Handler {
+class Watched implements Handler {
   private status = 0;
-  constructor(private readonly handler: Handler) {}
+  constructor(private readonly handler: Handler, private readonly started: (() => void) | undefined) {}
 
   onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    this.started?.();
     this.handler.onRequestStart?.(controller, context);
   }
 
@@ -159,14 +165,12 @@ class NotModifiedComplete implements Handler {
 
 /**
  * What reply-from forwards through: `pool`'s requests, each with its UpstreamAbort (when its
- * headers carry one) as its signal, and `pool` destroyed when reply-from closes. A conditional
- * request (the only kind a 304 answers) goes through NotModifiedComplete; the others, all but a
- * few, straight to the pool.
+ * headers carry one) as its signal, and `pool` destroyed when reply-from closes.
  */
 export function abortableDispatcher(pool: Dispatcher, limits: { connections: number; timeoutMs: number }): { request: RequestFn; destroy(): Promise<void> } {
   const request = pool.request.bind(pool) as RequestFn;
-  const conditional = pool.compose((dispatch) => (options, handler) => dispatch(options, new NotModifiedComplete(handler)));
-  const requestConditional = conditional.request.bind(conditional) as RequestFn;
+  const watched = pool.compose((dispatch) => (options, handler) => dispatch(options, new Watched(handler, (options as { [kStarted]?: () => void })[kStarted])));
+  const requestWatched = watched.request.bind(watched) as RequestFn;
   // The requests undici holds (waiting for a connection, or on one until their answer's body is
   // read): past the pool's connections, a new one waits, and gets a deadline of its own.
   let held = 0;
@@ -185,13 +189,15 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
         signal.onSettled = release;
         if (held > limits.connections) {
           // undici would keep it queued, with no timeout, until a connection frees: answered 504
-          // after upstream.timeoutMs, and dropped should a connection free later.
+          // if it has none after upstream.timeoutMs, and dropped should one free later. Once it
+          // has one, undici's own timeouts take over.
           deadline = setTimeout(() => {
             givenUp = true;
             const error = new PoolTimeout(limits.timeoutMs);
             signal.abort(error);
             callback(error, undefined as unknown as Dispatcher.ResponseData);
           }, limits.timeoutMs);
+          (options as { [kStarted]?: () => void })[kStarted] = () => clearTimeout(deadline);
         }
       }
       const answered = (error: Error | null, data: Dispatcher.ResponseData) => {
@@ -214,7 +220,9 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
         }
         callback(error, data);
       };
-      if (headers !== undefined && (headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined)) requestConditional(options, answered);
+      // A conditional request (the only kind a 304 answers) and one that waits for a connection
+      // go through Watched; the others, all but a few, straight to the pool.
+      if (deadline !== undefined || (headers !== undefined && (headers['if-none-match'] !== undefined || headers['if-modified-since'] !== undefined))) requestWatched(options, answered);
       else request(options, answered);
     },
     destroy: () => pool.destroy(),

@@ -114,3 +114,29 @@ t.test('a request that waits upstream.timeoutMs for a pool connection fails (504
   t.equal((await second).error, null);
   t.equal((await fourth).error, null, 'not held up by the count of the one given up');
 });
+
+// Its wait is for a connection only: once it has one, undici's own timeouts take over (a request
+// that waited most of upstream.timeoutMs for a connection, then as long for its answer, was cut
+// at upstream.timeoutMs after it was sent: a 504 for a request the upstream carried out).
+t.test('a request that waited for a connection has the whole of upstream.timeoutMs for its answer', async (t) => {
+  const up = await startRecordingUpstream();
+  up.respond = (_req, res) => {
+    setTimeout(() => res.end('{}'), 400);
+  };
+  const pool = createUpstreamPool({ url: up.origin, connections: 2, timeoutMs: 600 });
+  const dispatcher = abortableDispatcher(pool, { connections: 2, timeoutMs: 600 });
+  t.teardown(async () => {
+    await dispatcher.destroy();
+    await up.close();
+  });
+  const send = (path: string) => new Promise<Error | null>((resolve) => {
+    const headers: Record<string | symbol, unknown> = { host: 'upstream.example', [kUpstreamAbort]: new UpstreamAbort() };
+    dispatcher.request({ origin: up.origin, path, method: 'GET', headers: headers as Record<string, string> }, (error, data) => {
+      data?.body?.resume();
+      resolve(error);
+    });
+  });
+  const errors = await Promise.all(['/1', '/2', '/3', '/4'].map(send));
+  t.same(errors, [null, null, null, null], 'all four answered: 400 ms for a connection, then 400 ms for the answer');
+  t.equal(up.requests.length, 4);
+});

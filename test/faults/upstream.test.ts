@@ -5,7 +5,7 @@
  * with the upstream healthy again, serves 200: its connection pool has recovered.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { startAuthServer, type AuthServer } from '../../src/demo/auth-server.js';
@@ -453,4 +453,46 @@ t.test('a client that reads nothing of its answer is cut after limits.sendTimeou
   // The pool's connection is free again.
   const after = await send(gw.port, 'GET', `${B}/Users`, { token });
   t.equal(after.status, 200, 'the next request is served');
+});
+
+// The first version of the stall check compared what waited to go out at two sweeps: a client
+// reading steadily, but slower than the gateway could send, showed the same one-chunk backlog
+// at each and was cut (a regression audit: readers of 64 KB/s to 4 MB/s, closed at sendTimeoutMs).
+t.test('a client that reads slowly, but reads, is never cut by limits.sendTimeoutMs', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const size = 6 * 1024 * 1024;
+  up.respond = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
+    const chunk = Buffer.alloc(64 * 1024, 'y');
+    let left = size / chunk.length;
+    const pump = () => {
+      while (left > 0) {
+        left -= 1;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    pump();
+  };
+  const gw = await gatewayFor(t, up, { upstream: { url: up.origin, timeoutMs: 5000, connections: 4 }, limits: { sendTimeoutMs: 1000 } });
+  // A reader of its own: 16 KiB every 10 ms (about 1.6 MB/s, steadily), the socket never flowing.
+  const socket = connect(gw.port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  let closed = false;
+  socket.once('close', () => {
+    closed = true;
+  });
+  t.teardown(() => socket.destroy());
+  let received = 0;
+  socket.write(http11('GET', `${B}/Users/slow`, [`Authorization: Bearer ${token}`]));
+  const sip = setInterval(() => {
+    const chunk = (socket.read(16384) ?? socket.read()) as Buffer | null;
+    if (chunk) received += chunk.length;
+  }, 10);
+  t.teardown(() => clearInterval(sip));
+  t.ok(await until(() => received >= size || closed, 20000), 'the answer arrives, or the connection closes');
+  clearInterval(sip);
+  t.ok(received >= size, `the whole answer arrived (${received} of ${size} bytes)`);
+  t.notOk(accessLines(gw.logs).some((l) => l.status === 499), 'never cut as stalled');
 });

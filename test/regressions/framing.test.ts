@@ -309,6 +309,17 @@ t.test('framing over raw TCP', async (t) => {
     }
     const res = await send(stack, requestLine(`GET ${B}/Users HTTP/1.1`, [auth(), `X-Fits: ${'a'.repeat(HEADER_LIMIT / 4)}`]));
     t.equal(res.status, 200, 'under the limit: forwarded');
+    // Exact, as the lines are written, and whatever the length of the request-target (its own limit).
+    const target = `${B}/Users?filter=${'a'.repeat(TARGET_LIMIT - B.length - 20)}`;
+    for (const [size, status] of [[HEADER_LIMIT, 200], [HEADER_LIMIT + 1, 431]] as const) {
+      const fixed = ['Host: 127.0.0.1', 'Connection: close', auth()];
+      const used = fixed.reduce((n, line) => n + line.length + 2, 0) + 'X-Pad: '.length + 2;
+      const bytes = `GET ${target} HTTP/1.1\r\n${[...fixed, `X-Pad: ${'p'.repeat(size - used)}`].join('\r\n')}\r\n\r\n`;
+      stack.up.reset();
+      const exact = await send(stack, bytes);
+      t.equal(exact.status, status, `a block of ${size} bytes as written, behind a ${target.length}-character target: ${status}`);
+      t.equal(stack.up.requests.length, status === 200 ? 1 : 0);
+    }
   });
 
   t.test('Upgrade: websocket is no 101; forwarded without Upgrade/Connection', async (t) => {
