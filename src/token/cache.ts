@@ -185,8 +185,14 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       // The shared level keeps it as long as this one does.
       if (validated) void secondLevel?.set(key, entry, until - at);
       const { ttl, start } = lifetimeOf(until, at);
-      if (entry instanceof Refusal) refusals.set(key, entry, { ttl, start });
-      else lru.set(key, withoutExpiry(entry), { ttl, start });
+      // One answer per token: the newer one replaces the other kind, should one still be kept.
+      if (entry instanceof Refusal) {
+        refusals.set(key, entry, { ttl, start });
+        lru.delete(key);
+      } else {
+        lru.set(key, withoutExpiry(entry), { ttl, start });
+        refusals.delete(key);
+      }
     }
     return entry instanceof Refusal ? entry : withoutExpiry(entry);
   }
