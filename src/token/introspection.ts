@@ -67,7 +67,7 @@ function withoutTrailingSlash(issuer: string): string {
  * itself); an answer without `aud` is refused only when an audience is configured, as jose does
  * for a JWT.
  */
-export function checkIssuerAndAudience(claims: Record<string, unknown>, issuer: string | undefined, audience: readonly string[]): void {
+function checkIssuerAndAudience(claims: Record<string, unknown>, issuer: string | undefined, audience: readonly string[]): void {
   const iss = claims.iss;
   if (issuer !== undefined && iss !== undefined && iss !== null) {
     if (typeof iss !== 'string' || withoutTrailingSlash(iss) !== withoutTrailingSlash(issuer)) throw new InvalidToken('wrong issuer (iss)');

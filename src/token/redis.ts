@@ -58,10 +58,9 @@ const SIGNATURE = 43;
 
 /** A stored value: the JSON alone, or `<signature>.<JSON>` when entries are signed. */
 function encode(entry: Entry, rules: string, redisKey: string, signingKey: Buffer | undefined): string {
-  const p = entry;
-  const json = p instanceof Refusal
-    ? JSON.stringify({ i: p.reason, r: rules } satisfies Stored)
-    : JSON.stringify({ s: p.subject, c: p.clientId, sc: [...p.scopes].join(' '), e: p.expiresAt, r: rules } satisfies Stored);
+  const json = entry instanceof Refusal
+    ? JSON.stringify({ i: entry.reason, r: rules } satisfies Stored)
+    : JSON.stringify({ s: entry.subject, c: entry.clientId, sc: [...entry.scopes].join(' '), e: entry.expiresAt, r: rules } satisfies Stored);
   return signingKey === undefined ? json : `${signatureOf(signingKey, redisKey, json)}.${json}`;
 }
 

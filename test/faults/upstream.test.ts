@@ -411,27 +411,31 @@ t.test('odd upstream answers: a malformed one is a 502 that stays allow, a 304 w
   t.equal(plain.body, '{}');
 });
 
+/** Writes `size` bytes (a multiple of 64 KiB) to `res` as fast as its reader takes them, then ends it. */
+function stream(res: ServerResponse, size: number): void {
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  let left = size / chunk.length;
+  const pump = () => {
+    while (left > 0) {
+      left -= 1;
+      if (!res.write(chunk)) return void res.once('drain', pump);
+    }
+    res.end();
+  };
+  pump();
+}
+
 // A black-box audit: clients that read nothing of their answers held every upstream connection,
 // and every later request waited, unanswered, for as long as they liked.
 t.test('a client that reads nothing of its answer is cut after limits.sendTimeoutMs, and frees its upstream connection; one waiting for a connection gets 504 after upstream.timeoutMs', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
-  const chunk = Buffer.alloc(64 * 1024, 'x');
   let streaming = 0;
   up.respond = (req, res) => {
     if (!req.url?.includes('big')) return healthy(req, res);
     streaming += 1;
     res.writeHead(200, { 'content-type': 'application/scim+json' });
-    // 64 MiB, as fast as the gateway takes it.
-    let left = 1024;
-    const pump = () => {
-      while (left > 0) {
-        left -= 1;
-        if (!res.write(chunk)) return void res.once('drain', pump);
-      }
-      res.end();
-    };
-    pump();
+    stream(res, 64 * 1024 * 1024);
   };
   const gw = await gatewayFor(t, up, { upstream: { url: up.origin, timeoutMs: 600, connections: 1 }, limits: { sendTimeoutMs: 1500 } });
   // The one upstream connection goes to a client that never reads.
@@ -464,16 +468,7 @@ t.test('a client that reads slowly, but reads, is never cut by limits.sendTimeou
   const size = 6 * 1024 * 1024;
   up.respond = (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
-    const chunk = Buffer.alloc(64 * 1024, 'y');
-    let left = size / chunk.length;
-    const pump = () => {
-      while (left > 0) {
-        left -= 1;
-        if (!res.write(chunk)) return void res.once('drain', pump);
-      }
-      res.end();
-    };
-    pump();
+    stream(res, size);
   };
   const gw = await gatewayFor(t, up, { upstream: { url: up.origin, timeoutMs: 5000, connections: 4 }, limits: { sendTimeoutMs: 1000 } });
   // A reader of its own: 16 KiB every 10 ms (about 1.6 MB/s, steadily), the socket never flowing.
