@@ -448,6 +448,7 @@ t.test('a client that reads nothing of its answer is cut after limits.sendTimeou
   const queued = await send(gw.port, 'GET', `${B}/Users`, { token });
   assertScimError(t, queued, 504);
   t.ok(Date.now() - started < 1400, `504 after about upstream.timeoutMs (${Date.now() - started} ms), not after the stalled answer`);
+  t.same(up.seen.map((s) => s.url), [`${B}/Users/big`], 'the request given up never reached the upstream');
   // The stalled connection is closed after sendTimeoutMs (its client, paused, never reads the
   // close), and its upstream request aborted.
   t.teardown(() => reader.end());
@@ -457,6 +458,8 @@ t.test('a client that reads nothing of its answer is cut after limits.sendTimeou
   // The pool's connection is free again.
   const after = await send(gw.port, 'GET', `${B}/Users`, { token });
   t.equal(after.status, 200, 'the next request is served');
+  await sleep(100);
+  t.same(up.seen.map((s) => s.url), [`${B}/Users/big`, `${B}/Users`], 'nor later, once the connection was free: only the next request went');
 });
 
 // The first version of the stall check compared what waited to go out at two sweeps: a client
