@@ -82,6 +82,8 @@ export interface Endpoints {
   introspection?: string;
   jwksUri?: string;
   jwtIssuer?: string;
+  /** The `iss` an introspection answer may carry: token.introspection.issuer, else token.issuer. */
+  introspectionIssuer?: string;
 }
 
 /** Reads missing endpoints from the issuer's discovery document (startup only). */
@@ -91,6 +93,7 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
     ...(introspection?.endpoint ? { introspection: introspection.endpoint } : {}),
     ...(jwt?.jwksUri ? { jwksUri: jwt.jwksUri } : {}),
     ...(jwt?.issuer ?? issuer ? { jwtIssuer: (jwt?.issuer ?? issuer)! } : {}),
+    ...(introspection && (introspection.issuer ?? issuer) ? { introspectionIssuer: (introspection.issuer ?? issuer)! } : {}),
   };
   const needs = (introspection && !out.introspection) || (jwt && !out.jwksUri);
   if (!needs || !issuer) return out;
@@ -125,7 +128,7 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
     endpoints,
     introspection: introspection && {
       authMethod: introspection.authMethod, clientId: introspection.clientId, clockToleranceSeconds: introspection.clockToleranceSeconds,
-      issuer: introspection.issuer ?? config.token.issuer, audience: introspection.audience,
+      audience: introspection.audience,
     },
     jwt: jwt && { audience: jwt.audience, algorithms: jwt.algorithms, types: jwt.types, clockToleranceSeconds: jwt.clockToleranceSeconds },
   }), 'base64url').slice(0, 16);
@@ -140,7 +143,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     ? createIntrospectionVerifier({
       endpoint: endpoints.introspection, authMethod: introspection.authMethod, clientId: introspection.clientId,
       clientSecret: introspection.clientSecret, timeoutMs: introspection.timeoutMs, maxConcurrent: introspection.maxConcurrent,
-      clockToleranceSeconds: introspection.clockToleranceSeconds, issuer: introspection.issuer ?? config.token.issuer, audience: introspection.audience, now,
+      clockToleranceSeconds: introspection.clockToleranceSeconds, issuer: endpoints.introspectionIssuer, audience: introspection.audience, now,
       onCall: (ms, outcome) => {
         metrics.introspections.inc({ outcome });
         metrics.introspectionSeconds.observe(ms / 1000);
