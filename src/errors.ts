@@ -61,8 +61,7 @@ export class InvalidBearerRequest extends GatewayError {
   readonly code = 'invalid_request';
   override readonly bearerError = 'invalid_request';
   override readonly challenge = true;
-  readonly detail = 'The Authorization header is malformed';
-  constructor(reason: string, readonly statusCode: 400 | 401 = 401) {
+  constructor(reason: string, readonly statusCode: 400 | 401 = 401, readonly detail = 'The Authorization header is malformed') {
     super(reason);
   }
 }

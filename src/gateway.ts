@@ -226,6 +226,9 @@ interface Counters {
   cacheMiss: { inc(): void };
 }
 
+/** The detail of a refused second place for a token (RFC 6750 sections 2.2 and 2.3 are not supported). */
+const ONE_PLACE = 'A token may only be sent in the Authorization header';
+
 /**
  * Steps 2-4, run in onRequest: nothing of the body has been read yet. Synchronous when the token
  * is in the local cache; a promise only when it must be validated.
@@ -263,9 +266,9 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
     // Not read on a public operation, but two credentials are ambiguous wherever they are sent,
     // and a token in the query would reach the upstream and its logs (rule 5): refused here too.
     const authorization = authorizationValue(raw.rawHeaders);
-    if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query (a token may only travel in the Authorization header)', 400);
+    if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query (a token may only travel in the Authorization header)', 400, ONE_PLACE);
     if (authorization !== undefined && isFormBody(raw.headers['content-type'])) {
-      throw new InvalidBearerRequest('form-encoded body beside an Authorization header (a token may only travel in the Authorization header)', 400);
+      throw new InvalidBearerRequest('form-encoded body beside an Authorization header (a token may only travel in the Authorization header)', 400, ONE_PLACE);
     }
     checkLength(raw.headers['content-length'], config.limits.bodyBytes);
     decision.allowed = true;
@@ -280,8 +283,8 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   if (!cached) checkB64Token(token);
   // One credential in one place (RFC 6750 sections 2.2 and 2.3 are not supported): a second copy
   // in the query or a form body is refused, never forwarded to the upstream and its logs.
-  if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query as well', 400);
-  if (isFormBody(raw.headers['content-type'])) throw new InvalidBearerRequest('form-encoded body (a token may only travel in the Authorization header)', 400);
+  if (queryHasToken(target.query)) throw new InvalidBearerRequest('access_token in the query as well', 400, ONE_PLACE);
+  if (isFormBody(raw.headers['content-type'])) throw new InvalidBearerRequest('form-encoded body (a token may only travel in the Authorization header)', 400, ONE_PLACE);
   decision.fingerprint = fingerprintOf(key);
   decision.token = token;
   if (cached) {
@@ -390,6 +393,11 @@ function openRequestsOf(socket: MarkedSocket): OpenRequests {
  * `Connection: close` (the server closes each connection as its last answer is sent). One with a
  * request behind it (pipelined before the close began) keeps the connection for that request's
  * own answer, a 503.
+ *
+ * So does the answer to a request that asked for an `Upgrade` (never granted): Node's parser
+ * stops at the end of such a request, and whatever was pipelined behind it in the same read is
+ * dropped unseen. A client told `Connection: close` resends what went unanswered; one kept alive
+ * would wait for answers that never come.
  */
 function endsItsConnection(request: FastifyRequest, reply: FastifyReply): void {
   const open = (request.decision?.connection as MarkedSocket | undefined)?.[kOpen];
@@ -627,6 +635,9 @@ function accessLineOf(request: FastifyRequest, d: Decision, status: number, reas
   return line;
 }
 
+/** A target's userinfo: after its scheme's `//` (absolute-form) or at its start (authority-form), before any `/`. */
+const USERINFO = /^((?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?)[^/]*@/;
+
 /** How much of a refused path its access line keeps. */
 const REFUSED_PATH_CHARS = 512;
 
@@ -638,7 +649,9 @@ const REFUSED_PATH_CHARS = 512;
  */
 function refusedPath(url = ''): string {
   const end = url.search(/[?;#]/);
-  const path = end === -1 ? url : url.slice(0, end);
+  // The userinfo of an absolute-form or authority-form target (`http://user:password@host/`) is
+  // a credential: its line shows that there was one, not what it was.
+  const path = (end === -1 ? url : url.slice(0, end)).replace(USERINFO, '$1(userinfo cut)@');
   let shown = path.length > REFUSED_PATH_CHARS ? `${path.slice(0, REFUSED_PATH_CHARS)}... (${path.length} characters)` : path;
   if (end !== -1) shown += ` (cut at ${url[end]})`;
   return JSON.stringify(shown).slice(1, -1);
@@ -732,7 +745,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    * would race the close on.
    */
   function relay(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
-    if (closing) endsItsConnection(request, reply);
+    if (closing || request.raw.headers.upgrade !== undefined) endsItsConnection(request, reply);
     relayUpstreamBody(request, reply, res);
   }
 
@@ -842,7 +855,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
-    if (closing) endsItsConnection(request, reply);
+    if (closing || request.raw.headers.upgrade !== undefined) endsItsConnection(request, reply);
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -898,7 +911,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // anything goes upstream: past the limit the upstream must get nothing at all, not a
     // request cut off mid-body whose first JSON value it may already have acted on.
     if (!bulk && request.headers['content-length'] === undefined && request.headers['transfer-encoding'] !== undefined) {
-      forwardChunked(request, reply, d, body);
+      forwardWhole(request, reply, d, body);
     } else if (body === undefined || body === null) {
       if (bulk) forwardBulk(request, reply, d, undefined);
       else forward(reply, d, fromOptions);
@@ -908,8 +921,13 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       reply.send(new InternalError('request body is not a stream'));
     } else if (bulk) {
       forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
+    } else if (Number(request.headers['content-length']) <= config.limits.bufferBodyBytes) {
+      // A declared length up to limits.bufferBodyBytes is read whole first, as nginx does
+      // (proxy_request_buffering): a client that stalls or leaves mid-body is refused (408, 400)
+      // and the upstream gets nothing, not a head it may act on (a DELETE ignores its body).
+      forwardWhole(request, reply, d, body);
     } else {
-      // A declared length is within the limit (checked before the body) and Node's parser
+      // A larger declared length is within the limit (checked before the body) and Node's parser
       // holds the body to it: streamed as it comes.
       forward(reply, d, fromOptions);
     }
@@ -935,11 +953,12 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   // failed.
 
   /**
-   * A chunked body: read whole (bounded by limits.bodyBytes, 413 past it), then forwarded with
-   * its Content-Length. A body Fastify does not hand over for the method (GET, HEAD, DELETE
-   * without a media type) is read the same way, for the limit, and not forwarded, as before.
+   * A chunked body, or a small declared one: read whole (bounded by limits.bodyBytes, 413 past
+   * it, and by limits.bufferedBytes, 503), then forwarded with its Content-Length. A chunked body
+   * Fastify does not hand over for the method (GET, HEAD, DELETE without a media type) is read
+   * the same way, for the limit, and not forwarded, as before.
    */
-  function forwardChunked(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): void {
+  function forwardWhole(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): void {
     const stream = (body ?? request.raw) as NodeJS.ReadableStream;
     const { limits } = d.runtime.config;
     readBody(stream, limits.bodyBytes, bodies, limits.bufferedBytes, d).then(

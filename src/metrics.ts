@@ -161,7 +161,7 @@ export function createMetrics(sources: GaugeSources, defaults = true): Metrics {
     duration: new HotHistogram('scopegate_request_duration_seconds', 'Time from request to response, by decision.', ['decision'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]).register(registry),
     cache: new HotCounter('scopegate_token_cache_total', 'Token cache lookups, by result (hit, miss).', ['result']).register(registry),
     cacheSize: new Gauge({ name: 'scopegate_token_cache_entries', help: 'Entries in the local token cache.', registers, collect() { this.set(sources.cacheEntries()); } }),
-    bodyBytesHeld: new Gauge({ name: 'scopegate_request_body_bytes_held', help: 'Bytes of request bodies read whole before forwarding (chunked, /Bulk) held in memory; limits.bufferedBytes bounds it.', registers, collect() { this.set(sources.bodyBytesHeld()); } }),
+    bodyBytesHeld: new Gauge({ name: 'scopegate_request_body_bytes_held', help: 'Bytes of request bodies read whole before forwarding (chunked, small declared ones, /Bulk) held in memory; limits.bufferedBytes bounds it.', registers, collect() { this.set(sources.bodyBytesHeld()); } }),
     introspections: new Counter({ name: 'scopegate_introspection_requests_total', help: 'Introspection calls, by outcome (active, inactive, failure).', labelNames: ['outcome'], registers }),
     introspectionSeconds: new Histogram({ name: 'scopegate_introspection_duration_seconds', help: 'Introspection call latency.', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers }),
     jwksFetches: new Counter({ name: 'scopegate_jwks_fetches_total', help: 'JWKS fetches, by outcome (ok, failure).', labelNames: ['outcome'], registers }),

@@ -1,8 +1,8 @@
 /**
- * Request bodies the gateway reads whole before forwarding (a chunked body, a /Bulk body): each
- * bounded by limits.bodyBytes (413), and all of those held at once by limits.bufferedBytes (503),
- * so that many large bodies at the same moment cannot take the process's memory. Bodies with a
- * declared length are streamed and hold nothing.
+ * Request bodies the gateway reads whole before forwarding (a chunked body, a declared one up to
+ * limits.bufferBodyBytes, a /Bulk body): each bounded by limits.bodyBytes (413), and all of those
+ * held at once by limits.bufferedBytes (503), so that many large bodies at the same moment cannot
+ * take the process's memory. Larger declared bodies are streamed and hold nothing.
  */
 import { GatewayBusy, InvalidRequest, PayloadTooLarge } from '../errors.js';
 

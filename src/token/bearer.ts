@@ -18,7 +18,7 @@ export function authorizationValue(rawHeaders: readonly string[]): string | unde
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue;
-    if (value !== undefined) throw new InvalidBearerRequest('more than one Authorization header', 400);
+    if (value !== undefined) throw new InvalidBearerRequest('more than one Authorization header', 400, 'The request carries more than one Authorization header');
     value = rawHeaders[i + 1]!;
   }
   return value;

@@ -255,67 +255,100 @@ for (const kind of ['content-length', 'chunked'] as const) {
   }
 }
 
-t.test('a client too slow to send its body is cut off; the upstream never gets a whole request', async (t) => {
-  const up = await startUpstream();
-  t.teardown(() => up.close());
-  const requestTimeoutMs = 500;
-  const gw = await gatewayFor(t, up, { limits: { requestTimeoutMs } });
-  up.respond = afterBody((_req, res) => {
-    res.writeHead(201, { 'content-type': 'application/scim+json' }).end('{}');
-  });
-  const length = 2000;
-  const head = http11('POST', `${B}/Users`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', `Content-Length: ${length}`]);
-  let trickle: NodeJS.Timeout | undefined;
-  let sent = 0;
-  // One byte every 50 ms: 100 s for the whole body, far past the limit. The 10 s bound of the
-  // exchange is the test's patience (20 times the limit), not the assertion.
-  const res = await exchange(gw.port, head.slice(0, head.indexOf('\r\n\r\n') + 4), {
-    timeoutMs: 10000,
-    onSocket: (write) => {
-      trickle = setInterval(() => {
-        if (sent < length - 1) {
-          write(sent === 0 ? '{' : ' ');
-          sent += 1;
-        }
-      }, 50);
-    },
-  });
-  clearInterval(trickle);
-  // Cut off: a 408 (which carries Connection: close) or the connection closed without an answer.
-  t.ok(res.status === 408 ? res.headers.connection === 'close' : res.closedByPeer, `the gateway cut the slow client off (after ${sent} of ${length} body bytes)`);
-  t.notOk(res.status >= 200 && res.status < 300, `no success for an incomplete request (status ${res.status})`);
-  if (res.status !== 0) assertScimError(t, res, 408);
-  t.ok(await until(() => up.seen.every((r) => r.aborted || r.complete), 5000), 'every upstream request has ended');
-  t.same(up.seen.filter((r) => r.complete), [], 'the upstream never recorded a complete request');
-  // A declared length streams as it comes: the upstream had the head, so the line says allow (what
-  // the upstream was given), with the status the client got and why it ended.
-  t.equal(up.seen.length, 1, 'the upstream had the request head');
-  await assertCutShortLine(t, gw, { method: 'POST', operation: 'create-user', status: res.status === 0 ? 408 : res.status, cause: 'ERR_HTTP_REQUEST_TIMEOUT' });
-  await assertRecovered(t, gw, up);
-});
+// limits.bufferBodyBytes: a declared body up to it is read whole before anything goes upstream
+// (the default, 64 KiB, covers these); a larger one streams as it comes.
+const BODY_MODES = [
+  { mode: 'read whole first (within limits.bufferBodyBytes)', limits: {}, streamed: false },
+  { mode: 'streamed (over limits.bufferBodyBytes)', limits: { bufferBodyBytes: 5 }, streamed: true },
+] as const;
 
-t.test('a client that ends mid-body after its request was forwarded: its line says allow, and its upstream request is aborted', async (t) => {
-  const up = await startUpstream();
-  t.teardown(() => up.close());
-  const gw = await gatewayFor(t, up);
-  // An upstream that acts on the head without reading the body (as RESTEasy's DELETE does), slower
-  // than the client.
-  up.respond = (_req, res) => {
-    setTimeout(() => res.writeHead(204).end(), 1000);
-  };
-  const head = http11('DELETE', `${B}/Users/victim`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', 'Content-Length: 10']);
-  const c = await converse(gw.port);
-  // 3 of the 10 declared bytes, then the client's side of the connection ends.
-  c.write(head.slice(0, head.indexOf('\r\n\r\n') + 4) + 'abc');
-  await sleep(300);
-  c.socket.end();
-  t.ok(await c.waitClose(), 'the gateway closes the connection');
-  assertScimError(t, c.response(), 400);
-  t.equal(c.data.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, 'one answer, nothing after it');
-  t.ok(await until(() => up.seen.length === 1 && up.seen[0]!.aborted, 5000), 'the upstream request was aborted, unanswered');
-  t.match(up.seen[0], { method: 'DELETE', url: `${B}/Users/victim`, complete: false }, 'the upstream had the head and part of the body');
-  await assertCutShortLine(t, gw, { method: 'DELETE', operation: 'delete-user-by-id', status: 400, cause: 'HPE_INVALID_EOF_STATE' });
-});
+for (const { mode, limits, streamed } of BODY_MODES) {
+  t.test(`${mode}: a client too slow to send its body is cut off; the upstream never gets a whole request`, async (t) => {
+    const up = await startUpstream();
+    t.teardown(() => up.close());
+    const requestTimeoutMs = 500;
+    const gw = await gatewayFor(t, up, { limits: { requestTimeoutMs, ...limits } });
+    up.respond = afterBody((_req, res) => {
+      res.writeHead(201, { 'content-type': 'application/scim+json' }).end('{}');
+    });
+    const length = 2000;
+    const head = http11('POST', `${B}/Users`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', `Content-Length: ${length}`]);
+    let trickle: NodeJS.Timeout | undefined;
+    let sent = 0;
+    // One byte every 50 ms: 100 s for the whole body, far past the limit. The 10 s bound of the
+    // exchange is the test's patience (20 times the limit), not the assertion.
+    const res = await exchange(gw.port, head.slice(0, head.indexOf('\r\n\r\n') + 4), {
+      timeoutMs: 10000,
+      onSocket: (write) => {
+        trickle = setInterval(() => {
+          if (sent < length - 1) {
+            write(sent === 0 ? '{' : ' ');
+            sent += 1;
+          }
+        }, 50);
+      },
+    });
+    clearInterval(trickle);
+    // Cut off: a 408 (which carries Connection: close) or the connection closed without an answer.
+    t.ok(res.status === 408 ? res.headers.connection === 'close' : res.closedByPeer, `the gateway cut the slow client off (after ${sent} of ${length} body bytes)`);
+    t.notOk(res.status >= 200 && res.status < 300, `no success for an incomplete request (status ${res.status})`);
+    if (res.status !== 0) assertScimError(t, res, 408);
+    t.ok(await until(() => up.seen.every((r) => r.aborted || r.complete), 5000), 'every upstream request has ended');
+    t.same(up.seen.filter((r) => r.complete), [], 'the upstream never recorded a complete request');
+    const want = { method: 'POST', operation: 'create-user', status: res.status === 0 ? 408 : res.status, cause: 'ERR_HTTP_REQUEST_TIMEOUT' };
+    if (streamed) {
+      // A streamed body: the upstream had the head, so the line says allow (what the upstream was
+      // given), with the status the client got and why it ended.
+      t.equal(up.seen.length, 1, 'the upstream had the request head');
+      await assertCutShortLine(t, gw, want);
+    } else {
+      await sleep(100);
+      t.equal(up.seen.length, 0, 'nothing reached the upstream, not even the head');
+      await assertRefusedLine(t, gw, want);
+    }
+    await assertRecovered(t, gw, up);
+  });
+
+  t.test(`${mode}: a client that ends mid-body: a 400; the upstream request is aborted, or was never made`, async (t) => {
+    const up = await startUpstream();
+    t.teardown(() => up.close());
+    const gw = await gatewayFor(t, up, { limits });
+    // An upstream that acts on the head without reading the body (as RESTEasy's DELETE does), slower
+    // than the client.
+    up.respond = (_req, res) => {
+      setTimeout(() => res.writeHead(204).end(), 1000);
+    };
+    const head = http11('DELETE', `${B}/Users/victim`, [`Authorization: Bearer ${token}`, 'Content-Type: application/scim+json', 'Content-Length: 10']);
+    const c = await converse(gw.port);
+    // 3 of the 10 declared bytes, then the client's side of the connection ends.
+    c.write(head.slice(0, head.indexOf('\r\n\r\n') + 4) + 'abc');
+    await sleep(300);
+    c.socket.end();
+    t.ok(await c.waitClose(), 'the gateway closes the connection');
+    assertScimError(t, c.response(), 400);
+    t.equal(c.data.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, 'one answer, nothing after it');
+    const want = { method: 'DELETE', operation: 'delete-user-by-id', status: 400, cause: 'HPE_INVALID_EOF_STATE' };
+    if (streamed) {
+      t.ok(await until(() => up.seen.length === 1 && up.seen[0]!.aborted, 5000), 'the upstream request was aborted, unanswered');
+      t.match(up.seen[0], { method: 'DELETE', url: `${B}/Users/victim`, complete: false }, 'the upstream had the head and part of the body');
+      await assertCutShortLine(t, gw, want);
+    } else {
+      await sleep(100);
+      t.equal(up.seen.length, 0, 'the upstream never had the DELETE: it cannot act on a request its client did not finish');
+      await assertRefusedLine(t, gw, want);
+    }
+  });
+}
+
+/** The one access line and count of a request whose body the HTTP parser refused before anything was forwarded. */
+async function assertRefusedLine(t: Test, gw: TestGateway, want: { method: string; operation: string; status: number; cause: string }): Promise<void> {
+  const lines = () => accessLines(gw.logs).filter((l) => l.method === want.method);
+  t.ok(await until(() => lines().length >= 1), 'its access line');
+  t.equal(lines().length, 1, 'one access line');
+  t.match(lines()[0], { operation: want.operation, status: want.status, decision: 'deny', reason: `refused by the HTTP parser: ${want.cause}` });
+  const metrics = await scrape(gw.adminUrl);
+  t.equal(metrics.value('scopegate_requests_total', { operation: want.operation, decision: 'deny', status: String(want.status) }), 1, 'counted as denied');
+}
 
 /** The one access line and count of a forwarded request whose body the HTTP parser then refused. */
 async function assertCutShortLine(t: Test, gw: TestGateway, want: { method: string; operation: string; status: number; cause: string }): Promise<void> {

@@ -15,13 +15,15 @@ import { type GatewayStack, readText, sleep, startGatewayStack, startServer, tok
 const WRITE = 'https://jans.io/scim/users.write';
 const READ = 'https://jans.io/scim/users.read';
 
+const USER = JSON.stringify({ schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName: 'gone' });
+// Bodies declared up to this size are read whole before forwarding; larger ones stream.
+const BUFFERED = USER.length + 50;
+
 let stack: GatewayStack | undefined;
 t.before(async () => {
-  stack = await startGatewayStack();
+  stack = await startGatewayStack({}, { limits: { bufferBodyBytes: BUFFERED } });
 });
 t.teardown(() => stack?.close());
-
-const USER = JSON.stringify({ schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName: 'gone' });
 const JSON_TYPE = 'Content-Type: application/scim+json\r\n';
 
 interface Case {
@@ -40,13 +42,13 @@ interface Case {
   /** The line's status and reason, when not 499 for a connection closed early. */
   status?: number;
   reason?: RegExp;
-  /** False when nothing of the request may reach the upstream (a chunked body is read whole first). */
+  /** False when nothing of the request may reach the upstream (a chunked or small body is read whole first). */
   forwarded?: false;
 }
 
 const whole = (u: { complete: boolean } | undefined) => u?.complete === true;
-// A chunked body is read whole before anything of it goes upstream: the client leaves once the
-// gateway has had `ms` to read what it sent.
+// A chunked or small body is read whole before anything of it goes upstream: the client leaves
+// once the gateway has had `ms` to read what it sent.
 const after = (ms: number) => {
   let since: number | undefined;
   return () => Date.now() >= (since ??= Date.now()) + ms;
@@ -58,7 +60,8 @@ const cases: Case[] = [
   { name: 'GET', scope: READ, method: 'GET', path: `${B}/Users/abort-get`, operation: 'get-user-by-id', head: '', body: '', ready: (u) => u !== undefined },
   { name: 'POST with a Content-Length, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length}\r\n`, body: USER, ready: whole },
   { name: 'POST chunked, body forwarded whole', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Transfer-Encoding: chunked\r\n`, body: `${USER.length.toString(16)}\r\n${USER}\r\n0\r\n\r\n`, ready: whole },
-  { name: 'POST with a Content-Length, body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${USER.length + 100}\r\n`, body: USER, ready: (u) => u !== undefined, status: 400, reason: /^forwarded, then its body was cut short: refused by the HTTP parser: HPE_INVALID_EOF_STATE$/ },
+  { name: 'POST with a Content-Length over limits.bufferBodyBytes (streamed), body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${BUFFERED + 1}\r\n`, body: USER, ready: (u) => u !== undefined, status: 400, reason: /^forwarded, then its body was cut short: refused by the HTTP parser: HPE_INVALID_EOF_STATE$/ },
+  { name: 'POST with a Content-Length within limits.bufferBodyBytes (read whole first), body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Content-Length: ${BUFFERED}\r\n`, body: USER, ready: after(100), status: 400, reason: /^refused by the HTTP parser: HPE_INVALID_EOF_STATE$/, forwarded: false },
   { name: 'POST chunked, body cut off mid-way', scope: WRITE, method: 'POST', path: `${B}/Users`, operation: 'create-user', head: `${JSON_TYPE}Transfer-Encoding: chunked\r\n`, body: `${USER.length.toString(16)}\r\n${USER}\r\n`, ready: after(100), status: 400, reason: /^refused by the HTTP parser: HPE_INVALID_EOF_STATE$/, forwarded: false },
   { name: 'GET whose answer has begun', scope: READ, method: 'GET', path: `${B}/Users/abort-begun`, operation: 'get-user-by-id', head: '', body: '', answerBegins: true, ready: (_u, received) => received.includes('\r\n\r\n') },
 ];

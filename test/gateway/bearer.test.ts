@@ -33,6 +33,11 @@ function get(headers: string[], target = USERS, port = gw.port): Promise<RawResp
   return rawRequest(port, http11('GET', target, headers));
 }
 
+/** The `detail` of a SCIM error answer. */
+function detailOf(res: RawResponse): unknown {
+  return (JSON.parse(res.body) as { detail?: unknown }).detail;
+}
+
 /** Values of one header as the upstream received them, duplicates kept. */
 function rawValues(req: Recorded | undefined, name: string): string[] {
   const out: string[] = [];
@@ -97,7 +102,9 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
   });
 
   t.test('two Authorization headers on a public operation: 400 too (never read there, but ambiguous)', async (t) => {
-    assertDenied(t, await get(['Authorization: Bearer a', 'Authorization: Bearer b'], `${B}/Schemas`), 400, INVALID_REQUEST, up);
+    const two = await get(['Authorization: Bearer a', 'Authorization: Bearer b'], `${B}/Schemas`);
+    assertDenied(t, two, 400, INVALID_REQUEST, up);
+    t.equal(detailOf(two), 'The request carries more than one Authorization header');
     assertDenied(t, await get([`Authorization: Bearer ${token}`, 'Authorization: Basic dXNlcjpwYXNz'], `${B}/ServiceProviderConfig`), 400, INVALID_REQUEST, up);
     assertForwarded(t, await get(['Authorization: Bearer a'], `${B}/Schemas`), undefined);
   });
@@ -114,6 +121,7 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
       `access_to%6Ben=${token}`, `count=1&%61ccess%5Ftoken=${token}`, `access%5ftoken=${token}`]) {
       const res = await get([`Authorization: Bearer ${token}`], `${USERS}?${query}`);
       assertDenied(t, res, res.status === 401 ? 401 : 400, INVALID_REQUEST, up);
+      t.equal(detailOf(res), 'A token may only be sent in the Authorization header', 'the detail names the fault, not the header');
     }
   });
 
@@ -122,6 +130,7 @@ t.test('rule 5: exactly one credential in exactly one place', async (t) => {
     up.reset();
     const res = await rawRequest(gw.port, http11('POST', `${USERS}/.search`, [`Authorization: Bearer ${token}`, 'Content-Type: application/x-www-form-urlencoded'], body));
     assertDenied(t, res, res.status === 401 ? 401 : 400, INVALID_REQUEST, up);
+    t.equal(detailOf(res), 'A token may only be sent in the Authorization header');
   });
 
   // A public operation reads no token, but one in the query would reach the upstream and its

@@ -1,6 +1,6 @@
 /**
  * limits.bufferedBytes: the request bodies the gateway reads whole before forwarding (chunked
- * bodies, /Bulk) are bounded all together, not only one by one. A body that would pass the total
+ * bodies, declared ones up to limits.bufferBodyBytes, /Bulk) are bounded all together, not only one by one. A body that would pass the total
  * is refused 503 with Retry-After, as a SCIM error, before anything of it goes upstream; the bytes
  * are given back when the response closes, and the gauge scopegate_request_body_bytes_held shows
  * them.
@@ -64,6 +64,27 @@ t.test('a chunked body that would pass the total: 503, Retry-After, nothing upst
   await settle(100);
   const lines = accessLines(stack.gw.logs).slice(before);
   t.match(lines.find((l) => l.status === 503), { method: 'POST', path: `${B}/Groups`, operation: 'create-group', decision: 'deny', reason: /request bodies held in memory would pass 1500 bytes/ });
+});
+
+t.test('a declared body within limits.bufferBodyBytes is read whole too: held, bounded by the total, never streamed', async (t) => {
+  stack.up.reset();
+  const declared = (path: string, length: number) => `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/scim+json\r\nContent-Length: ${length}\r\n\r\n`;
+  const first = await converse(stack.gw.port);
+  first.write(`${declared(`${B}/Users`, 901)}{"x":"${'a'.repeat(893)}"`);
+  t.ok(await waitHeld(900), 'the first body is held while it is read: 900 of its 901 bytes');
+  await settle(100);
+  t.equal(stack.up.requests.length, 0, 'and nothing of it is upstream yet');
+  const second = await converse(stack.gw.port);
+  // The total counts what has arrived: 656 bytes of it, where 600 are left.
+  second.write(`${declared(`${B}/Groups`, 700)}{"x":"${'a'.repeat(650)}`);
+  t.ok(await second.waitFor(/HTTP\/1\.1 503 [^]*\r\n\r\n[^]*"status":"503"/, 3000), 'one that would pass the total: 503');
+  t.equal(second.response().headers['retry-after'], '1');
+  first.write('}');
+  t.ok(await first.waitFor(/HTTP\/1\.1 200 /, 3000), 'the first, once whole, is forwarded');
+  t.same(stack.up.requests.map((r) => [r.url, r.body.length, r.headers['content-length']]), [[`${B}/Users`, 901, '901']], 'whole, with its length; the refused one never');
+  t.ok(await waitHeld(0), 'its bytes given back');
+  first.end();
+  second.end();
 });
 
 t.test('a client that goes away mid-body gives its bytes back', async (t) => {

@@ -79,6 +79,9 @@ t.test('a run of allowed and denied requests', async (t) => {
     { name: 'refused target with a quote and a backslash', method: 'GET', target: `${B}/Users/a"b\\c%5C`, path: `${B}/Users/a"b\\c%5C`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
     { name: 'refused target, token in a matrix parameter', method: 'GET', target: `${B}/Users;access_token=${opaqueOther}`, path: `${B}/Users (cut at ;)`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
     { name: 'refused target, token in the query', method: 'GET', target: `${B}/Schemas/%2e%2e/Users?access_token=${opaqueOther}`, path: `${B}/Schemas/%2e%2e/Users (cut at ?)`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    // A userinfo is a credential: the line says there was one, not what it was.
+    { name: 'refused absolute-form target, token as its password', method: 'GET', target: `http://user:${opaqueOther}@127.0.0.1${B}/Schemas`, path: `http://(userinfo cut)@127.0.0.1${B}/Schemas`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
+    { name: 'refused absolute-form target, token as its userinfo', method: 'GET', target: `http://${opaqueOther}@evil.example${B}/Users`, path: `http://(userinfo cut)@evil.example${B}/Users`, headers: [], status: 400, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
     { name: 'refused target, too long', method: 'GET', target: `${B}/Users/${'a'.repeat(5000)}?access_token=${opaqueOther}`, path: `${`${B}/Users/${'a'.repeat(5000)}`.slice(0, 512)}... (${B.length + 7 + 5000} characters) (cut at ?)`, headers: [], status: 414, decision: 'deny', operation: null, clientId: null, fingerprinted: null, requiredScopes: null },
   ];
 

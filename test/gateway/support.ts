@@ -116,10 +116,10 @@ export interface GatewayStack {
  * The real authorization server, a recording upstream answering with a Content-Length, and a
  * gateway in front of it validating tokens with that server (`extra` as in tokenConfig).
  */
-export async function startGatewayStack(extra: Parameters<typeof tokenConfig>[1] = {}): Promise<GatewayStack> {
+export async function startGatewayStack(extra: Parameters<typeof tokenConfig>[1] = {}, config: Record<string, unknown> = {}): Promise<GatewayStack> {
   const auth = await startAuthServer();
   const up = answerWithLength(await startRecordingUpstream());
-  const gw = await startTestGateway({ upstream: { url: up.origin }, token: tokenConfig(auth, extra) });
+  const gw = await startTestGateway({ ...config, upstream: { url: up.origin }, token: tokenConfig(auth, extra) });
   return {
     auth, up, gw,
     async close() {

@@ -96,7 +96,9 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
     res.write('{"schemas":');
     held = res;
   });
-  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { issuer: stack.auth.issuer, introspection: { endpoint: stack.auth.introspectionEndpoint, clientId: stack.auth.clientId, clientSecret: stack.auth.clientSecret } } });
+  // Every declared body streams (limits.bufferBodyBytes 0), as a large one does: the upstream can
+  // answer before the body is complete.
+  const gw = await startTestGateway({ limits: { bufferBodyBytes: 0 }, upstream: { url: up.origin }, token: { issuer: stack.auth.issuer, introspection: { endpoint: stack.auth.introspectionEndpoint, clientId: stack.auth.clientId, clientSecret: stack.auth.clientSecret } } });
   t.teardown(async () => {
     held?.destroy();
     await gw.close();
@@ -271,4 +273,36 @@ t.test('bytes after a request that closes its connection are not processed: its 
     t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [200], `${name}: one access line`);
     t.equal((await counters()).answered, answered + 1, `${name}: one answer counted`);
   }
+});
+
+// Node's parser stops at the end of a request that asks for an Upgrade, and drops unseen whatever
+// was pipelined behind it in the same read: the answer to such a request says Connection: close,
+// so that the client resends what went unanswered rather than wait for it on a kept connection.
+t.test('a request that asks for an Upgrade (never granted): its answer closes the connection, whatever it is', async (t) => {
+  for (const [name, first, status] of [
+    ['allowed, websocket', `GET ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.usersRead)}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`, 200],
+    ['public, h2c', `GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`, 200],
+    ['denied, no token', `GET ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`, 401],
+  ] as const) {
+    stack.up.reset();
+    const before = accessLines(stack.gw.logs).length;
+    const c = await converse(stack.gw.port);
+    const started = Date.now();
+    c.write(`${first}GET ${B}/ServiceProviderConfig HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    // Well within the keep-alive timeout (5 s), which would close a kept connection too.
+    t.ok(await c.waitClose(2500), `${name}: the connection closes (after ${Date.now() - started} ms)`);
+    t.same([...c.data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [status], `${name}: the one answer`);
+    t.match(c.data, /\r\nconnection: close\r\n/i, `${name}: which says Connection: close`);
+    t.ok(stack.up.requests.every((r) => r.headers.upgrade === undefined && !/upgrade/i.test(String(r.headers.connection ?? ''))), `${name}: no Upgrade reached the upstream`);
+    t.ok(stack.up.requests.length <= 1 && stack.up.requests.every((r) => !r.url.endsWith('/ServiceProviderConfig')), `${name}: nothing of the bytes behind it reached the upstream`);
+    await settle(100);
+    t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [status], `${name}: one access line`);
+    c.end();
+  }
+  // Without the Upgrade, the same pipeline is answered whole on a connection kept open.
+  const c = await converse(stack.gw.port);
+  c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET ${B}/ServiceProviderConfig HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  t.ok(await c.waitFor(/HTTP\/1\.1 200 [^]*HTTP\/1\.1 200 /, 3000), 'control: both answered');
+  t.notOk(c.closed, 'control: the connection stays open');
+  c.end();
 });
