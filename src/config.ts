@@ -173,6 +173,7 @@ export const schema: Section = {
             clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for exp/nbf/iat.' },
             types: { kind: 'list', nonEmpty: true, default: Object.freeze(['JWT', 'at+jwt']), description: 'Accepted `typ` headers (jans issues JWT; RFC 9068 says at+jwt).' },
             cooldownSeconds: { kind: 'int', default: 30, min: 1, description: 'Least time between two JWKS fetches caused by unknown kids.' },
+            refreshSeconds: { kind: 'int', default: 300, min: 1, max: Math.floor(MAX_TIMER_MS / 1000), description: 'Period of the background JWKS refresh: a key the authorization server withdraws stops validating new tokens within it (a token already cached, within token.cache.maxTtlSeconds). A failed refresh keeps the last good key set.' },
           },
         },
         cache: {
@@ -222,7 +223,7 @@ export interface Config {
     };
     jwt?: {
       jwksUri?: string; issuer?: string; audience: readonly string[]; algorithms: readonly string[];
-      clockToleranceSeconds: number; types: readonly string[]; cooldownSeconds: number;
+      clockToleranceSeconds: number; types: readonly string[]; cooldownSeconds: number; refreshSeconds: number;
     };
     cache: { maxEntries: number; maxTtlSeconds: number; negativeTtlSeconds: number; redis?: { url: string; keyPrefix: string; signingKey?: string } };
   };

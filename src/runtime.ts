@@ -107,6 +107,12 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
     // The authorization server being down is a runtime failure (exit 1), not a bad config.
     throw new Error(`token.issuer: cannot read ${url} (${(error as Error).message}); set the endpoints explicitly to start without discovery`, { cause: error });
   }
+  // OpenID Connect Discovery section 4.3 (RFC 8414 section 3.3): a document that names another
+  // issuer is not this issuer's, and its endpoints are not to be used.
+  const named = doc.issuer;
+  if (typeof named !== 'string' || named.replace(/\/+$/, '') !== issuer.replace(/\/+$/, '')) {
+    throw new ConfigError([`token.issuer: the discovery document at ${url} names ${typeof named === 'string' ? `another issuer, ${JSON.stringify(named.slice(0, 200))}` : 'no issuer'}; its endpoints are not used (set token.issuer to the issuer it names, or the endpoints explicitly)`]);
+  }
   const pick = (key: string, configKey: string): string => {
     const value = doc[key];
     if (typeof value !== 'string' || !/^https?:\/\//.test(value)) throw new ConfigError([`${configKey}: the discovery document of token.issuer has no ${key}`]);
@@ -154,7 +160,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   const verifyJwt = jwt && endpoints.jwksUri && endpoints.jwtIssuer
     ? createJwtVerifier({
       jwksUri: endpoints.jwksUri, issuer: endpoints.jwtIssuer, audience: jwt.audience, algorithms: jwt.algorithms,
-      clockToleranceSeconds: jwt.clockToleranceSeconds, types: jwt.types, cooldownSeconds: jwt.cooldownSeconds, now,
+      clockToleranceSeconds: jwt.clockToleranceSeconds, types: jwt.types, cooldownSeconds: jwt.cooldownSeconds, refreshSeconds: jwt.refreshSeconds, now,
       onJwksFetch: (ok) => metrics.jwksFetches.inc({ outcome: ok ? 'ok' : 'failure' }),
     })
     : undefined;

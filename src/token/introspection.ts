@@ -138,7 +138,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     // there) is not refused here because this clock is a second behind. An `exp` that has passed
     // by this clock is refused without leeway (SECURITY.md I03): a skew shortens a token's life
     // here, never lengthens it.
-    return principalFromClaims(claims, Math.floor(now() / 1000), false, options.clockToleranceSeconds, 0);
+    return principalFromClaims(claims, now() / 1000, false, options.clockToleranceSeconds, 0);
   }
 
   async function verify(token: string): Promise<Principal> {

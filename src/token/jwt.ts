@@ -19,8 +19,8 @@ export interface JwtOptions {
   cooldownSeconds: number;
   timeoutMs?: number;
   now?: () => number;
-  /** Background refresh period; a failed refresh keeps the last good key set. */
-  refreshSeconds?: number;
+  /** Background refresh period (a key the authorization server withdrew stops validating then); a failed refresh keeps the last good key set. */
+  refreshSeconds: number;
   /** Called on every JWKS fetch with its outcome. */
   onJwksFetch?: (ok: boolean) => void;
 }
@@ -66,8 +66,8 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
   const jwks = createRemoteJWKSet(new URL(options.jwksUri), {
     cooldownDuration: options.cooldownSeconds * 1000,
     // Keys do not go stale by age: a failed refresh must not take down tokens signed by keys we
-    // already hold. New keys are fetched on an unknown kid (at most once per cooldown) and by
-    // the periodic refresh below.
+    // already hold. New keys are fetched on an unknown kid (at most once per cooldown), and the
+    // whole set by the periodic refresh below, which also drops the keys the server withdrew.
     cacheMaxAge: Infinity,
     timeoutDuration: options.timeoutMs ?? 5000,
     [customFetch]: async (url, init) => {
@@ -120,14 +120,16 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     // 9701) carries scope and exp too, for any token it was asked about: it is not an access
     // token (SECURITY.md rule 10), and would let an opaque token outlive its revocation.
     if (Object.hasOwn(payload, 'active') || Object.hasOwn(payload, 'token_introspection')) throw new InvalidToken('an introspection answer, not an access token');
-    const nowSeconds = Math.floor(now() / 1000);
+    // Not rounded: jose compares exp with whole seconds, which lets a fractional exp (X.1) pass
+    // until X+1; the check below holds it to X.1.
+    const nowSeconds = now() / 1000;
     // jose compares iat with the clock only under maxTokenAge: a token issued later than now, past
     // the clock tolerance, was not issued by the authorization server's clock.
     if (typeof payload.iat === 'number' && payload.iat - options.clockToleranceSeconds > nowSeconds) throw new InvalidToken('token issued in the future (iat)');
     return principalFromClaims(payload as Record<string, unknown>, nowSeconds, true, options.clockToleranceSeconds, options.clockToleranceSeconds);
   }
 
-  const refresh = setInterval(() => void jwks.reload().catch(() => undefined), (options.refreshSeconds ?? 600) * 1000);
+  const refresh = setInterval(() => void jwks.reload().catch(() => undefined), options.refreshSeconds * 1000);
   refresh.unref();
 
   return Object.assign(verify, {

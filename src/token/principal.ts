@@ -69,7 +69,8 @@ const ACCESS_TYPES = new Set(['bearer', 'access_token', 'urn:ietf:params:oauth:t
  * The principal of a set of claims. Refuses what is not a plain bearer access token: a
  * sender-constrained token (`cnf`: DPoP, mTLS; SECURITY.md rule 9), another `token_type`, an
  * expired or not-yet-valid token (`nbf` and `exp` each with their own leeway for clock skew).
- * `requireScope` refuses a token without scope claims (JWT: an
+ * `nowSeconds` is not rounded: a token whose `exp` has a fraction (X.1) is expired from X.1 on,
+ * not from X+1. `requireScope` refuses a token without scope claims (JWT: an
  * ID token signed by the same key carries none; rule 10).
  */
 export function principalFromClaims(claims: Record<string, unknown>, nowSeconds: number, requireScope: boolean, nbfLeewaySeconds = 0, expLeewaySeconds = 0): Principal {

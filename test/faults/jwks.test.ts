@@ -115,9 +115,9 @@ async function startJwks(keys: JWK[], port = 0): Promise<JwksServer> {
   return jwks;
 }
 
-async function jwtGateway(t: Test, jwksUri: string, cooldownSeconds: number): Promise<{ gw: TestGateway; upstream: RecordingUpstream }> {
+async function jwtGateway(t: Test, jwksUri: string, cooldownSeconds: number, refreshSeconds?: number): Promise<{ gw: TestGateway; upstream: RecordingUpstream }> {
   const upstream = await startRecordingUpstream();
-  const gw = await startTestGateway({ upstream: { url: upstream.origin }, token: { jwt: { jwksUri, issuer: ISSUER, cooldownSeconds } } });
+  const gw = await startTestGateway({ upstream: { url: upstream.origin }, token: { jwt: { jwksUri, issuer: ISSUER, cooldownSeconds, ...(refreshSeconds ? { refreshSeconds } : {}) } } });
   t.teardown(async () => {
     await gw.close();
     await upstream.close();
@@ -216,6 +216,25 @@ t.test('a failed refresh keeps the last good key set', async (t) => {
   jwks.keys = [next.jwk, old.jwk];
   await sleep(cooldownSeconds * 1000 + 200);
   await assertServed(t, gw, await sign(next), upstream, 'the new key is accepted once the JWKS answers');
+});
+
+// jans-scim reads its JWKS on every request: a key jans-auth withdraws (a compromised one) stops
+// working there at once. Here it stops at the next periodic refresh (token.jwt.refreshSeconds),
+// never only when an unknown kid happens to cause a refetch.
+t.test('a key withdrawn from the JWKS stops validating new tokens at the next refresh', async (t) => {
+  const withdrawn = await newKey();
+  const kept = await newKey();
+  const jwks = await startJwks([withdrawn.jwk, kept.jwk]);
+  t.teardown(() => jwks.close());
+  const { gw, upstream } = await jwtGateway(t, jwks.uri, 30, 1);
+  await assertServed(t, gw, await sign(withdrawn), upstream, 'served while the key is published');
+  jwks.keys = [kept.jwk];
+  const fetches = jwks.fetches;
+  // The test's patience: the refresh runs every second.
+  t.ok(await until(() => jwks.fetches >= fetches + 2, 5000, async () => undefined), 'the JWKS is refreshed without any unknown kid');
+  const before = upstream.requests.length;
+  assertDenied(t, await send(gw.port, 'GET', `${B}/Users`, { token: await sign(withdrawn) }), 401, INVALID_TOKEN, upstream, before);
+  await assertServed(t, gw, await sign(kept), upstream, 'the key still published is served');
 });
 
 t.test('unknown kids: at most one JWKS fetch per cool-down; a rotated key after one refetch (J05)', async (t) => {

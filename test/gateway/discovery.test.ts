@@ -9,7 +9,9 @@ import { http11, rawRequest } from '../helpers/raw.js';
 import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 import { CLI } from '../helpers/process.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { closedPort } from './support.js';
 
 const READ = 'https://jans.io/scim/users.read';
@@ -49,4 +51,56 @@ t.test('an issuer that cannot be read is a runtime failure: exit 1, the issuer n
   const run = spawnSync(process.execPath, [CLI, 'serve', '--config', file], { encoding: 'utf8', timeout: 30000 });
   t.equal(run.status, 1);
   t.match(run.stderr, /token\.issuer: cannot read http:\/\/127\.0\.0\.1:\d+\/\.well-known\/openid-configuration/);
+});
+
+// OpenID Connect Discovery section 4.3, RFC 8414 section 3.3: the document must name the issuer
+// it was fetched for; one that names another (or none) is not that issuer's, and its endpoints
+// are not used. A config that points at the wrong document: exit 2, token.issuer named.
+t.test('a discovery document that names another issuer, or none, is refused: exit 2', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-discovery-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let named: unknown;
+  const server = createServer((_req, res) => {
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+      ...(named === undefined ? {} : { issuer: named === 'self' ? `${origin}/` : named }),
+      jwks_uri: `${origin}/jwks`, introspection_endpoint: `${origin}/introspect`,
+    }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const file = join(dir, 'scopegate.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI },
+    upstream: { url: 'http://127.0.0.1:9' }, token: { issuer, jwt: {} },
+  }));
+  // Asynchronous: the document is served by this process.
+  const serve = () => new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+  for (const [name, value, pattern] of [
+    ['another issuer', 'https://evil.example', /token\.issuer: the discovery document at http:\/\/127\.0\.0\.1:\d+\/\.well-known\/openid-configuration names another issuer, "https:\/\/evil\.example"/],
+    ['no issuer', undefined, /token\.issuer: the discovery document at .* names no issuer/],
+    ['an issuer that only starts like it', `${issuer}.evil`, /names another issuer/],
+  ] as const) {
+    named = value;
+    const run = await serve();
+    t.equal(run.status, 2, `${name}: exit 2`);
+    t.match(run.stderr + run.stdout, pattern, `${name}: token.issuer named, and why`);
+  }
+  // Control: the same document naming this issuer (a trailing slash aside) is used.
+  named = 'self';
+  const gw = await startTestGateway({ upstream: { url: 'http://127.0.0.1:9' }, token: { issuer, jwt: {} } });
+  t.ok(gw.port > 0, 'the issuer\'s own document: the gateway starts');
+  await gw.close();
 });

@@ -170,6 +170,8 @@ t.test('a faulty authorization server', async (t) => {
     'nbf-skew-ok': () => ({ body: ok({ nbf: Math.floor(Date.now() / 1000) + 20 }) }),
     'nbf-skew-over': () => ({ body: ok({ nbf: Math.floor(Date.now() / 1000) + 40 }) }),
     'exp-skew': () => ({ body: ok({ exp: Math.floor(Date.now() / 1000) - 20 }) }),
+    // Passed 5 ms ago, with a fraction: expired from that instant, not from the next whole second.
+    'exp-fraction': () => ({ body: ok({ exp: (Date.now() - 5) / 1000 }) }),
     'nbf-string': () => ({ body: ok({ nbf: String(future()) }) }),
     'refresh-token': () => ({ body: ok({ token_type: 'refresh_token' }) }),
     'no-scope': () => ({ body: JSON.stringify({ active: true, client_id: 'c', exp: future() }) }),
@@ -255,6 +257,7 @@ t.test('a faulty authorization server', async (t) => {
 
   t.test('I03 active but exp in the past', async (t) => {
     assertDenied(t, (await ask('expired')).res, 401, INVALID_TOKEN, up);
+    assertDenied(t, (await ask('exp-fraction')).res, 401, INVALID_TOKEN, up);
   });
 
   t.test('active but not yet valid, or with a time that is not a NumericDate', async (t) => {

@@ -129,6 +129,9 @@ t.test('claims', async (t) => {
   await assertRefused(t, await forge(claims({ iss: `${auth.issuer}/` })), 'issuer with a trailing slash');
   const past = nowSeconds() - 3600;
   await assertRefused(t, await forge(claims({ iat: past - 300, nbf: past - 300, exp: past })), 'expired');
+  // A fractional exp 5 ms past the clock tolerance (30 s): jose compares whole seconds and would
+  // let it pass until the next one.
+  await assertRefused(t, await forge(claims({ iat: past, nbf: past, exp: Date.now() / 1000 - 30.005 })), 'fractional exp, past');
   const noExp = claims();
   delete noExp.exp;
   await assertRefused(t, await forge(noExp), 'no exp');

@@ -73,7 +73,7 @@ t.test('SIGTERM and SIGHUP while the gateway starts (discovery pending): held, t
     asked += 1;
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ issuer: 'https://issuer.test', jwks_uri: 'http://127.0.0.1:1/jwks' }));
+      res.end(JSON.stringify({ issuer: `http://127.0.0.1:${(discovery.address() as AddressInfo).port}`, jwks_uri: 'http://127.0.0.1:1/jwks' }));
     }, 1500);
   });
   await new Promise<void>((resolve) => discovery.listen(0, '127.0.0.1', resolve));
