@@ -3,6 +3,8 @@
  * The process boundary (argv, signals, exit codes) stays in cli.ts.
  */
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, Logger } from 'pino';
@@ -132,6 +134,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
     await logging.flush();
     throw error;
   }
+  const proxyServer = servers.proxy.server;
   const adminUrl = urlOf(servers.admin.server.address(), false);
   const summary = runtime.table.operations.length;
   logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');
@@ -150,6 +153,11 @@ export async function startGateway(configFile: string, options: StartOptions = {
         try {
           const next = loadConfig(configFile, env);
           const built = await runtimeOf(next, metrics, logger, shared);
+          // The listener's certificate and key at the same paths are read again: renewed in place
+          // (cert-manager, certbot), they take effect without a restart. loadConfig has checked them.
+          const tls = next.listen.tls;
+          const renewed = tls && JSON.stringify(tls) === JSON.stringify(config.listen.tls);
+          if (renewed) (proxyServer as unknown as TlsServer).setSecureContext({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) });
           const previous = runtime;
           runtime = built;
           previous?.close();
@@ -159,7 +167,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
           if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');
           logging.setLevel(next.log.level);
           metrics.reloads.inc({ outcome: 'ok' });
-          logger.info({ operations: built.table.operations.length, logLevel: next.log.level }, 'reloaded config and OpenAPI file');
+          logger.info({ operations: built.table.operations.length, logLevel: next.log.level, ...(renewed ? { tls: 'certificate and key read again' } : {}) }, 'reloaded config and OpenAPI file');
           return { ok: true };
         } catch (error) {
           metrics.reloads.inc({ outcome: 'failed' });

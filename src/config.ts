@@ -105,7 +105,7 @@ export const schema: Section = {
         timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it).' },
         forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
         identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
-        caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream (TLS is always verified).' },
+        caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream, trusted in place of the public CAs (TLS is always verified).' },
         connections: { kind: 'int', default: 128, min: 1, description: 'Maximum pooled connections to the upstream.' },
       },
     },

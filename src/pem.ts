@@ -5,6 +5,7 @@
  */
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 
 /** The keys that name PEM files, as far as validation got (any may be absent). */
 interface PemKeys {
@@ -68,6 +69,15 @@ export function checkPemFiles(config: PemKeys): string[] {
   const key = tls?.keyFile ? privateKey(tls.keyFile, 'listen.tls.keyFile', problems) : undefined;
   // The first certificate is the server's own: the key must be its key.
   if (chain && key && !chain[0]!.checkPrivateKey(key)) problems.push('listen.tls.keyFile: does not match the certificate of listen.tls.certFile');
+  // What the listener will do with them: OpenSSL also refuses keys below its security level
+  // (RSA under 2048 bits, ...), which parse well enough.
+  else if (chain && key) {
+    try {
+      createSecureContext({ cert: chain.map((c) => c.toString()).join('\n'), key: key.export({ type: 'pkcs8', format: 'pem' }) });
+    } catch (error) {
+      problems.push(`listen.tls.keyFile: OpenSSL refuses this key and certificate for TLS (${(error as { reason?: string }).reason ?? 'unusable'})`);
+    }
+  }
   const caFile = config.upstream?.caFile;
   if (caFile) certificates(caFile, 'upstream.caFile', problems);
   return problems;

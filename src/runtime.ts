@@ -5,6 +5,7 @@
  */
 import { hash } from 'node:crypto';
 import { request } from 'undici';
+import { authServerDispatcher } from './token/transport.js';
 import type { Config } from './config.js';
 import { ConfigError, InvalidToken, OpenApiError } from './errors.js';
 import type { Metrics } from './metrics.js';
@@ -100,7 +101,7 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
   const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   let doc: Record<string, unknown>;
   try {
-    const response = await request(url, { signal: AbortSignal.timeout(10000) });
+    const response = await request(url, { signal: AbortSignal.timeout(10000), dispatcher: authServerDispatcher });
     if (response.statusCode !== 200) throw new Error(`status ${response.statusCode}`);
     doc = (await response.body.json()) as Record<string, unknown>;
   } catch (error) {

@@ -81,7 +81,15 @@ function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoE
   // A parser that refused stays refused: every later byte of its connection is reported again.
   const refused = new WeakSet<Socket>();
   return (error, socket) => {
-    // A peer that went away mid-request (ECONNRESET) has nobody to answer.
+    // A TLS connection whose handshake failed or never ended (Node's https server passes those
+    // here too) made no request: an HTTP answer written to it would wait forever for a
+    // handshake, keeping the socket open and the shutdown waiting. A peer that went away
+    // mid-request (ECONNRESET) has nobody to answer.
+    if (handshakeFailed(error, socket)) {
+      options.metrics.tlsHandshakeFailures.inc();
+      socket.destroy();
+      return;
+    }
     if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();
       return;
@@ -136,6 +144,13 @@ function watchStalls(server: Server, connectionEvent: 'connection' | 'secureConn
   server.once('close', () => clearInterval(sweep));
 }
 
+/** True for the error of a TLS connection whose handshake failed, timed out or has not ended. */
+function handshakeFailed(error: NodeJS.ErrnoException, socket: Socket): boolean {
+  if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || error.code?.startsWith('ERR_SSL_') === true) return true;
+  const tls = socket as Socket & { encrypted?: boolean; _secureEstablished?: boolean };
+  return tls.encrypted === true && tls._secureEstablished === false;
+}
+
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
 function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions): Server {
   const options = {
@@ -155,7 +170,9 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
     requireHostHeader: false,
   };
   const server = config.listen.tls
-    ? createHttpsServer({ ...options, cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) }, handler)
+    // A handshake is part of sending the request: it has limits.requestTimeoutMs too (Node's own
+    // default is 120 s).
+    ? createHttpsServer({ ...options, handshakeTimeout: config.limits.requestTimeoutMs, cert: readFileSync(config.listen.tls.certFile), key: readFileSync(config.listen.tls.keyFile) }, handler)
     : createHttpServer(options, handler);
   // Node keeps the first 1000 header lines and drops the rest unseen: a second Host or
   // Authorization past them would go unnoticed. The steps bound the block by its bytes as written

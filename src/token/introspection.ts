@@ -5,6 +5,7 @@
  * cached.
  */
 import { request, type Dispatcher } from 'undici';
+import { authServerDispatcher } from './transport.js';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
 import { createBreaker } from './breaker.js';
 import type { IntrospectionHealth } from '../readiness.js';
@@ -97,7 +98,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     try {
       const response = await request(options.endpoint, {
         method: 'POST', body: form.toString(), headers, signal: controller.signal,
-        ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
+        dispatcher: options.dispatcher ?? authServerDispatcher,
       });
       return { status: response.statusCode, text: await readCapped(response.body) };
     } catch (error) {

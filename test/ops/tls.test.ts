@@ -2,20 +2,28 @@
 // the upstream's certificate is refused (502), never silently accepted.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
-import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
+import { accessLines, B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
+import { startServe } from '../helpers/process.js';
+import { startRecordingUpstream } from '../helpers/upstream.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'scopegate-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const cert = join(dir, 'cert.pem');
 const key = join(dir, 'key.pem');
-execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+const selfSigned = (keyFile: string, certFile: string, bits = 2048) => execFileSync('openssl', ['req', '-x509', '-newkey', `rsa:${bits}`, '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+selfSigned(key, cert);
+const weakCert = join(dir, 'weak-cert.pem');
+const weakKey = join(dir, 'weak-key.pem');
+selfSigned(weakKey, weakCert, 512);
 
 const token = { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } };
 
@@ -53,6 +61,8 @@ t.test('check and serve refuse a missing or garbage PEM file with exit 2, naming
     ['missing certFile', { listen: { tls: { certFile: join(dir, 'absent.pem'), keyFile: key } } }, /^ {2}listen\.tls\.certFile: cannot read .*absent\.pem \(ENOENT\)$/m],
     ['garbage keyFile', { listen: { tls: { certFile: cert, keyFile: garbage } } }, /^ {2}listen\.tls\.keyFile: .*garbage\.pem holds no PEM private key/m],
     ['garbage caFile', { upstream: { caFile: garbage } }, /^ {2}upstream\.caFile: .*garbage\.pem holds no PEM certificate/m],
+    // Parses, matches, and OpenSSL still refuses it (below its security level): `check` says so too.
+    ['a 512-bit RSA key', { listen: { tls: { certFile: weakCert, keyFile: weakKey } } }, /^ {2}listen\.tls\.keyFile: OpenSSL refuses this key and certificate for TLS \(ee key too small\)$/m],
   ];
   for (const [name, config, expected] of cases) {
     const file = join(dir, 'scopegate.json');
@@ -64,4 +74,102 @@ t.test('check and serve refuse a missing or garbage PEM file with exit 2, naming
       t.notMatch(stderr, /error:[0-9A-F]{8}|ENOENT: no such file/, `${command}, ${name}: no raw OpenSSL or fs message`);
     }
   }
+});
+
+// A TLS connection whose handshake never ends made no request: it is closed at
+// limits.requestTimeoutMs (as a slow request is), without an HTTP answer written into it (which
+// would wait forever for the handshake and keep the socket open), without an access line, and
+// counted apart from the requests.
+t.test('a TLS handshake that never ends is closed: no leaked socket, no access line, counted apart', async (t) => {
+  const gw = await startTestGateway({ listen: { tls: { certFile: cert, keyFile: key } }, limits: { requestTimeoutMs: 500 }, token });
+  t.teardown(() => gw.close());
+  const stalls = [Buffer.alloc(0), Buffer.from([0x16, 0x03, 0x01, 0x00, 0x50])];
+  for (const [i, bytes] of stalls.entries()) {
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    if (bytes.length > 0) socket.write(bytes);
+    const started = Date.now();
+    let received = 0;
+    socket.on('data', (d: Buffer) => (received += d.length));
+    // The test's patience is 5 s; the gateway's limit is 0.5 s.
+    const closed = await Promise.race([new Promise<boolean>((r) => socket.once('close', () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+    t.ok(closed, `handshake ${i}: closed by the gateway (after ${Date.now() - started} ms)`);
+    t.equal(received, 0, `handshake ${i}: no plaintext HTTP answer written into it`);
+    socket.destroy();
+  }
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  t.match(metrics, /^scopegate_tls_handshake_failures_total 2$/m, 'both counted as failed handshakes');
+  t.notMatch(metrics, /^scopegate_requests_total\{/m, 'not as requests');
+  t.same(accessLines(gw.logs), [], 'no access line: no request was made');
+  // Nothing is left open to hold a stop.
+  const stopping = Date.now();
+  await gw.close();
+  t.ok(Date.now() - stopping < 3000, `the gateway stops at once (${Date.now() - stopping} ms)`);
+});
+
+// SECURITY.md I09: TLS to the authorization server is never disabled, not even by Node's
+// NODE_TLS_REJECT_UNAUTHORIZED=0 (which only a connection that leaves rejectUnauthorized unset
+// obeys).
+t.test('NODE_TLS_REJECT_UNAUTHORIZED=0 does not turn off verification of the authorization server', async (t) => {
+  let asked = 0;
+  const as = createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+    asked += 1;
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ active: true, scope: 'https://jans.io/scim/users.read', client_id: 'c', token_type: 'Bearer', exp: Math.floor(Date.now() / 1000) + 300, keys: [] }));
+  });
+  await new Promise<void>((r) => as.listen(0, '127.0.0.1', r));
+  t.teardown(() => as.close());
+  const asOrigin = `https://127.0.0.1:${(as.address() as AddressInfo).port}`;
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  await ensureBuilt();
+  const file = join(dir, 'as-tls.json');
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI }, upstream: { url: up.origin },
+    token: {
+      introspection: { endpoint: `${asOrigin}/introspect`, clientId: 'c', clientSecret: 's', timeoutMs: 2000 },
+      jwt: { jwksUri: `${asOrigin}/jwks`, issuer: asOrigin },
+    },
+  }));
+  const gw = await startServe(file, { NODE_TLS_REJECT_UNAUTHORIZED: '0' });
+  t.teardown(() => gw.stop());
+  const res = await request(`${gw.proxyUrl}${B}/Users`, { headers: { authorization: 'Bearer opaque-token-1' } });
+  t.equal(res.statusCode, 503, 'the self-signed authorization server is refused: 503');
+  t.equal(res.headers['retry-after'], '5');
+  await res.body.text();
+  t.equal(up.requests.length, 0, 'nothing forwarded');
+  t.equal(asked, 0, 'no request ever reached the authorization server over the unverified connection');
+  const ready = await request(`${gw.adminUrl}/readyz`);
+  t.equal(ready.statusCode, 503, 'not ready: the JWKS cannot be had over an unverified connection');
+  await ready.body.text();
+});
+
+// A certificate renewed in place (same paths, as cert-manager and certbot do) is served after a
+// SIGHUP reload, without a restart.
+t.test('a reload reads the listener\'s certificate and key again', async (t) => {
+  const renewDir = mkdtempSync(join(tmpdir(), 'scopegate-renew-'));
+  t.teardown(() => rmSync(renewDir, { recursive: true, force: true }));
+  const liveCert = join(renewDir, 'tls.crt');
+  const liveKey = join(renewDir, 'tls.key');
+  selfSigned(liveKey, liveCert);
+  const gw = await startTestGateway({ listen: { tls: { certFile: liveCert, keyFile: liveKey } }, token });
+  t.teardown(() => gw.close());
+  const served = () => new Promise<string>((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerX509Certificate()!.fingerprint256);
+      socket.end();
+    });
+    socket.on('error', reject);
+  });
+  const before = await served();
+  t.equal(before, new X509Certificate(readFileSync(liveCert)).fingerprint256, 'the certificate of the file');
+  selfSigned(liveKey, liveCert);
+  const renewed = new X509Certificate(readFileSync(liveCert)).fingerprint256;
+  t.not(renewed, before, 'renewed in place');
+  t.equal(await served(), before, 'the running one until the reload');
+  t.same(await gw.gateway.reload(), { ok: true });
+  t.equal(await served(), renewed, 'the renewed one after it');
+  t.ok(gw.logs.some((l) => l.includes('"tls":"certificate and key read again"')), 'the reload line says so');
 });
