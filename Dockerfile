@@ -18,7 +18,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY config ./config
-USER node
+# The image's `node` user, by number: Kubernetes' runAsNonRoot can verify only a numeric user.
+USER 1000:1000
 # 8080: the proxy port SCIM clients call; 9090: admin (/healthz, /readyz, /metrics), keep it internal.
 ENV SCOPEGATE_LISTEN_HOST=0.0.0.0 SCOPEGATE_ADMIN_HOST=0.0.0.0
 EXPOSE 8080 9090

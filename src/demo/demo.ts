@@ -53,6 +53,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     throw error;
   }
   const base = `${gateway.proxyUrl.replace('127.0.0.1', 'localhost')}/jans-scim/restv1/v2`;
+  // Resource locations name the gateway, the SCIM server's only way in.
+  scim.publishAs(base);
   print(`
 scopegate demo: running on localhost
   authorization server (oidc-provider, jans-auth layout): ${auth.issuer}

@@ -31,6 +31,11 @@ export interface ScimServer {
   origin: string;
   /** The SCIM base URL: origin + basePath. */
   baseUrl: string;
+  /**
+   * The base URL its answers name (`meta.location`, `Location`): the server's own by default; a
+   * server behind a proxy names the proxy's, as jans-scim names its public address.
+   */
+  publishAs(url: string): void;
   /** Stops the server, dropping open connections. */
   close(): Promise<void>;
 }
@@ -473,6 +478,9 @@ export async function startScimServer(opts: ScimServerOptions = {}): Promise<Sci
   return {
     origin,
     baseUrl,
+    publishAs: (url) => {
+      baseUrl = url.replace(/\/+$/, '');
+    },
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

@@ -61,6 +61,10 @@ t.test('the demo prints working commands', async (t) => {
   t.equal(list.statusCode, 200);
   t.match(body, /urn:ietf:params:scim:api:messages:2\.0:ListResponse/);
   t.match(body, /"displayName":"Admin"/);
+  // The resources' locations name the gateway, not the SCIM server behind it.
+  const locations = [...body.matchAll(/"location":"([^"]+)"/g)].map((m) => m[1]!);
+  t.ok(locations.length > 0, 'the resources have locations');
+  t.ok(locations.every((l) => l.startsWith(scimCurl![1]!)), `they name the gateway (${locations[0]})`);
 
   const anonymous = await request(url);
   t.equal(anonymous.statusCode, 401);
