@@ -157,7 +157,15 @@ export async function startGateway(configFile: string, options: StartOptions = {
           // (cert-manager, certbot), they take effect without a restart. loadConfig has checked them.
           const tls = next.listen.tls;
           const renewed = tls && JSON.stringify(tls) === JSON.stringify(config.listen.tls);
-          if (renewed) (proxyServer as unknown as TlsServer).setSecureContext({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) });
+          if (renewed) {
+            try {
+              (proxyServer as unknown as TlsServer).setSecureContext({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) });
+            } catch (error) {
+              // Replaced again since loadConfig read them: refused, and the new runtime (its JWKS refresh timer) stopped.
+              built.close();
+              throw new ConfigError([`listen.tls: the certificate and key cannot be read again (${(error as Error).message})`]);
+            }
+          }
           const previous = runtime;
           runtime = built;
           previous?.close();

@@ -118,8 +118,8 @@ export const schema: Section = {
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
         sendTimeoutMs: { kind: 'int', default: 30000, min: 1000, max: MAX_TIMER_MS, description: 'Time an answer may wait on a client that reads none of it (nginx send_timeout): its connection is then closed and its upstream connection freed. Progress is what the kernel takes, which comes in bursts: at least 1000.' },
-        bufferBodyBytes: { kind: 'int', default: 65536, min: 0, description: 'A request body with a declared length up to this size is read whole before it is forwarded (nginx proxy_request_buffering): a client that stalls or leaves mid-body gets its 408 or 400 and the upstream nothing. Larger bodies stream as they come; 0 streams every declared body.' },
-        bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, declared up to bufferBodyBytes, /Bulk) held in memory at once, all requests together (503 past it); at least bodyBytes.' },
+        bufferBodyBytes: { kind: 'int', default: 65536, min: 0, description: 'A request body with a declared length up to this size is read whole before it is forwarded (nginx proxy_request_buffering): a client that stalls or leaves mid-body gets its 408 or 400 and the upstream nothing. Larger bodies stream as they come, as does a small one while limits.bufferedBytes cannot hold it (never a 503 for it); 0 streams every declared body.' },
+        bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, declared up to bufferBodyBytes, /Bulk) held in memory at once, all requests together (a chunked or /Bulk body: 503 past it); at least bodyBytes.' },
       },
     },
     bulk: {

@@ -393,11 +393,6 @@ function openRequestsOf(socket: MarkedSocket): OpenRequests {
  * `Connection: close` (the server closes each connection as its last answer is sent). One with a
  * request behind it (pipelined before the close began) keeps the connection for that request's
  * own answer, a 503.
- *
- * So does the answer to a request that asked for an `Upgrade` (never granted): Node's parser
- * stops at the end of such a request, and whatever was pipelined behind it in the same read is
- * dropped unseen. A client told `Connection: close` resends what went unanswered; one kept alive
- * would wait for answers that never come.
  */
 function endsItsConnection(request: FastifyRequest, reply: FastifyReply): void {
   const open = (request.decision?.connection as MarkedSocket | undefined)?.[kOpen];
@@ -635,8 +630,8 @@ function accessLineOf(request: FastifyRequest, d: Decision, status: number, reas
   return line;
 }
 
-/** A target's userinfo: after its scheme's `//` (absolute-form) or at its start (authority-form), before any `/`. */
-const USERINFO = /^((?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?)[^/]*@/;
+/** A target's userinfo: after `scheme://` (absolute-form) or `//`, or at its start (authority-form), before any `/`. */
+const USERINFO = /^((?:[A-Za-z][A-Za-z0-9+.-]*:)?\/\/|)[^/]*@/;
 
 /** How much of a refused path its access line keeps. */
 const REFUSED_PATH_CHARS = 512;
@@ -647,11 +642,13 @@ const REFUSED_PATH_CHARS = 512;
  * a matrix parameter, a fragment) and at 512 characters, and JSON-escaped here, as it passed no
  * grammar (the line writer takes paths verbatim).
  */
-function refusedPath(url = ''): string {
-  const end = url.search(/[?;#]/);
+function refusedPath(target = ''): string {
   // The userinfo of an absolute-form or authority-form target (`http://user:password@host/`) is
-  // a credential: its line shows that there was one, not what it was.
-  const path = (end === -1 ? url : url.slice(0, end)).replace(USERINFO, '$1(userinfo cut)@');
+  // a credential: its line shows that there was one, not what it was. Replaced before the cuts,
+  // as a userinfo may hold a `;` or a `?` itself.
+  const url = target.replace(USERINFO, '$1(userinfo cut)@');
+  const end = url.search(/[?;#]/);
+  const path = end === -1 ? url : url.slice(0, end);
   let shown = path.length > REFUSED_PATH_CHARS ? `${path.slice(0, REFUSED_PATH_CHARS)}... (${path.length} characters)` : path;
   if (end !== -1) shown += ` (cut at ${url[end]})`;
   return JSON.stringify(shown).slice(1, -1);
@@ -745,7 +742,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    * would race the close on.
    */
   function relay(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
-    if (closing || request.raw.headers.upgrade !== undefined) endsItsConnection(request, reply);
+    if (closing) endsItsConnection(request, reply);
+    if (request.raw.headers.upgrade !== undefined) reply.raw.shouldKeepAlive = false;
     relayUpstreamBody(request, reply, res);
   }
 
@@ -820,6 +818,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
       if (socket[kClosing]) throw new InvalidRequest('request pipelined behind an answer with Connection: close', 'The connection is closing');
+      // A request that asks for an Upgrade (never granted) ends its connection: Node's parser
+      // drops unseen what was pipelined behind it in the same read, and would read later bytes out
+      // of their framing (the rest of a dropped request's body taken for a request of its own).
+      // Nothing after it is processed, and its answer says Connection: close.
+      if (request.raw.headers.upgrade !== undefined) socket[kClosing] = true;
       pending = decide(request, decision, counters);
     } catch (error) {
       done(error as Error);
@@ -855,7 +858,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
-    if (closing || request.raw.headers.upgrade !== undefined) endsItsConnection(request, reply);
+    if (closing) endsItsConnection(request, reply);
+    if (request.raw.headers.upgrade !== undefined) reply.raw.shouldKeepAlive = false;
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -921,11 +925,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       reply.send(new InternalError('request body is not a stream'));
     } else if (bulk) {
       forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
-    } else if (Number(request.headers['content-length']) <= config.limits.bufferBodyBytes) {
+    } else if (Number(request.headers['content-length']) <= config.limits.bufferBodyBytes && reserve(d, Number(request.headers['content-length']))) {
       // A declared length up to limits.bufferBodyBytes is read whole first, as nginx does
       // (proxy_request_buffering): a client that stalls or leaves mid-body is refused (408, 400)
       // and the upstream gets nothing, not a head it may act on (a DELETE ignores its body).
-      forwardWhole(request, reply, d, body);
+      // Its bytes are reserved first; while limits.bufferedBytes cannot hold them (bodies held
+      // by others, slow clients perhaps), it streams as a larger body does: it is never refused
+      // for the bodies of others.
+      forwardWhole(request, reply, d, body, true);
     } else {
       // A larger declared length is within the limit (checked before the body) and Node's parser
       // holds the body to it: streamed as it comes.
@@ -958,10 +965,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    * Fastify does not hand over for the method (GET, HEAD, DELETE without a media type) is read
    * the same way, for the limit, and not forwarded, as before.
    */
-  function forwardWhole(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown): void {
+  function forwardWhole(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown, reserved = false): void {
     const stream = (body ?? request.raw) as NodeJS.ReadableStream;
     const { limits } = d.runtime.config;
-    readBody(stream, limits.bodyBytes, bodies, limits.bufferedBytes, d).then(
+    readBody(stream, limits.bodyBytes, bodies, limits.bufferedBytes, d, reserved).then(
       (buffer) => {
         if (body !== undefined && body !== null) {
           d.bodyLength = buffer.length;
@@ -973,6 +980,13 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         reply.send(error);
       },
     );
+  }
+
+  /** Takes `length` bytes of limits.bufferedBytes for the body of `d`, given back when its response closes; false when they do not fit. */
+  function reserve(d: Decision, length: number): boolean {
+    if (!bodies.take(length, d.runtime.config.limits.bufferedBytes)) return false;
+    d.heldBytes += length;
+    return true;
   }
 
   /** /Bulk: read and check the body, then forward exactly the bytes that were checked, with their length. */

@@ -109,9 +109,10 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
     throw new Error(`token.issuer: cannot read ${url} (${(error as Error).message}); set the endpoints explicitly to start without discovery`, { cause: error });
   }
   // OpenID Connect Discovery section 4.3 (RFC 8414 section 3.3): a document that names another
-  // issuer is not this issuer's, and its endpoints are not to be used.
+  // issuer is not this issuer's, and its endpoints are not to be used. Identical, a trailing
+  // slash included: the issuer is also what a JWT's iss must equal, exactly.
   const named = doc.issuer;
-  if (typeof named !== 'string' || named.replace(/\/+$/, '') !== issuer.replace(/\/+$/, '')) {
+  if (typeof named !== 'string' || named !== issuer) {
     throw new ConfigError([`token.issuer: the discovery document at ${url} names ${typeof named === 'string' ? `another issuer, ${JSON.stringify(named.slice(0, 200))}` : 'no issuer'}; its endpoints are not used (set token.issuer to the issuer it names, or the endpoints explicitly)`]);
   }
   const pick = (key: string, configKey: string): string => {

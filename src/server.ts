@@ -85,8 +85,8 @@ function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoE
     // here too) made no request: an HTTP answer written to it would wait forever for a
     // handshake, keeping the socket open and the shutdown waiting. A peer that went away
     // mid-request (ECONNRESET) has nobody to answer.
-    if (handshakeFailed(error, socket)) {
-      options.metrics.tlsHandshakeFailures.inc();
+    if (tlsFailed(error, socket)) {
+      if (!established(socket)) options.metrics.tlsHandshakeFailures.inc();
       socket.destroy();
       return;
     }
@@ -144,11 +144,18 @@ function watchStalls(server: Server, connectionEvent: 'connection' | 'secureConn
   server.once('close', () => clearInterval(sweep));
 }
 
-/** True for the error of a TLS connection whose handshake failed, timed out or has not ended. */
-function handshakeFailed(error: NodeJS.ErrnoException, socket: Socket): boolean {
-  if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || error.code?.startsWith('ERR_SSL_') === true) return true;
+/** False for a TLS connection whose handshake has not ended (true for plain TCP). */
+function established(socket: Socket): boolean {
   const tls = socket as Socket & { encrypted?: boolean; _secureEstablished?: boolean };
-  return tls.encrypted === true && tls._secureEstablished === false;
+  return tls.encrypted !== true || tls._secureEstablished !== false;
+}
+
+/**
+ * True for the error of a TLS connection that failed below HTTP: its handshake failed, timed out
+ * or has not ended, or a record could not be read. Nothing can be answered on it.
+ */
+function tlsFailed(error: NodeJS.ErrnoException, socket: Socket): boolean {
+  return error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || error.code?.startsWith('ERR_SSL_') === true || !established(socket);
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */

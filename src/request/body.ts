@@ -34,11 +34,12 @@ export interface BodyAccount {
 
 /**
  * Reads a request body into memory, refusing it past `limit` bytes (413) or when the gateway
- * holds `budgetMax` bytes of bodies already (503). On refusal the stream is paused, not
+ * holds `budgetMax` bytes of bodies already (503); `reserved`: its bytes were taken from the
+ * budget before (a declared length, which `limit` then is). On refusal the stream is paused, not
  * destroyed, so that the answer can still be written on its connection (which the error path
  * then closes), and a client that goes away mid-body is an error, never a short body.
  */
-export function readBody(stream: NodeJS.ReadableStream, limit: number, budget: BodyBudget, budgetMax: number, account: BodyAccount): Promise<Buffer> {
+export function readBody(stream: NodeJS.ReadableStream, limit: number, budget: BodyBudget, budgetMax: number, account: BodyAccount, reserved = false): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -56,8 +57,10 @@ export function readBody(stream: NodeJS.ReadableStream, limit: number, budget: B
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) return refuse(new PayloadTooLarge(`body over ${limit} bytes`));
-      if (!budget.take(chunk.length, budgetMax)) return refuse(new GatewayBusy(`request bodies held in memory would pass ${budgetMax} bytes`));
-      account.heldBytes += chunk.length;
+      if (!reserved) {
+        if (!budget.take(chunk.length, budgetMax)) return refuse(new GatewayBusy(`request bodies held in memory would pass ${budgetMax} bytes`));
+        account.heldBytes += chunk.length;
+      }
       chunks.push(chunk);
     };
     const onEnd = () => {

@@ -63,7 +63,7 @@ t.test('a discovery document that names another issuer, or none, is refused: exi
   const server = createServer((_req, res) => {
     const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
-      ...(named === undefined ? {} : { issuer: named === 'self' ? `${origin}/` : named }),
+      ...(named === undefined ? {} : { issuer: named }),
       jwks_uri: `${origin}/jwks`, introspection_endpoint: `${origin}/introspect`,
     }));
   });
@@ -92,14 +92,16 @@ t.test('a discovery document that names another issuer, or none, is refused: exi
     ['another issuer', 'https://evil.example', /token\.issuer: the discovery document at http:\/\/127\.0\.0\.1:\d+\/\.well-known\/openid-configuration names another issuer, "https:\/\/evil\.example"/],
     ['no issuer', undefined, /token\.issuer: the discovery document at .* names no issuer/],
     ['an issuer that only starts like it', `${issuer}.evil`, /names another issuer/],
+    // Identical: token.issuer is also what every JWT's iss must equal, exactly.
+    ['the issuer with a trailing slash', `${issuer}/`, /names another issuer/],
   ] as const) {
     named = value;
     const run = await serve();
     t.equal(run.status, 2, `${name}: exit 2`);
     t.match(run.stderr + run.stdout, pattern, `${name}: token.issuer named, and why`);
   }
-  // Control: the same document naming this issuer (a trailing slash aside) is used.
-  named = 'self';
+  // Control: the same document naming this issuer is used.
+  named = issuer;
   const gw = await startTestGateway({ upstream: { url: 'http://127.0.0.1:9' }, token: { issuer, jwt: {} } });
   t.ok(gw.port > 0, 'the issuer\'s own document: the gateway starts');
   await gw.close();

@@ -100,8 +100,23 @@ t.test('a TLS handshake that never ends is closed: no leaked socket, no access l
   }
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
   t.match(metrics, /^scopegate_tls_handshake_failures_total 2$/m, 'both counted as failed handshakes');
+
+  // A record that cannot be read on a connection whose handshake ended: closed, but not counted
+  // as a failed handshake.
+  const tcp = connect(gw.port, '127.0.0.1');
+  await new Promise((r) => tcp.once('connect', r));
+  const secure = tlsConnect({ socket: tcp, rejectUnauthorized: false });
+  secure.on('error', () => undefined);
+  await new Promise((r) => secure.once('secureConnect', r));
+  secure.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  await new Promise((r) => secure.once('data', r));
+  tcp.write(Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20, ...Buffer.alloc(32, 7)]));
+  const cut = await Promise.race([new Promise<boolean>((r) => tcp.once('close', () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  t.ok(cut, 'a corrupt record after the handshake: closed');
+  const after = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  t.match(after, /^scopegate_tls_handshake_failures_total 2$/m, 'not counted as a failed handshake');
   t.notMatch(metrics, /^scopegate_requests_total\{/m, 'not as requests');
-  t.same(accessLines(gw.logs), [], 'no access line: no request was made');
+  t.same(accessLines(gw.logs).filter((l) => l.path !== `${B}/Schemas`), [], 'no access line but the one request that was made');
   // Nothing is left open to hold a stop.
   const stopping = Date.now();
   await gw.close();

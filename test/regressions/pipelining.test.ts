@@ -299,6 +299,26 @@ t.test('a request that asks for an Upgrade (never granted): its answer closes th
     t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [status], `${name}: one access line`);
     c.end();
   }
+  // Bytes after it in later reads are not read as requests either: Node's parser would take the
+  // rest of a dropped request's body (here a DELETE head, then another client's request with its
+  // token, as a front proxy sharing the connection would send it) for requests of their own.
+  {
+    // The upstream holds its answer to the Upgrade request while the later bytes come: the
+    // requests read from them are open behind it.
+    const { release, c } = await beginHeld();
+    setTimeout(release, 800);
+    c.write(`GET ${SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\nPOST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\nContent-Type: application/json\r\nContent-Length: 67\r\n\r\n{"x":"`);
+    await settle(200);
+    c.write(`DELETE ${B}/Users/victim-id HTTP/1.1\r\nX-Pad: `);
+    await settle(200);
+    c.write(`GET ${B}/Users/me HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
+    await c.waitClose(3000);
+    await settle(200);
+    t.same(stack.up.requests.map((r) => `${r.method} ${r.url}`), [`GET ${SLOW}`], 'misframed bytes: only the Upgrade request itself reached the upstream');
+    t.match(c.data, /^HTTP\/1\.1 200 [^]*\r\nconnection: close\r\n/i, 'its answer says Connection: close');
+    t.ok(c.closed, 'and the connection ends');
+    c.end();
+  }
   // Without the Upgrade, the same pipeline is answered whole on a connection kept open.
   const c = await converse(stack.gw.port);
   c.write(`GET ${B}/Schemas HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET ${B}/ServiceProviderConfig HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
