@@ -155,7 +155,8 @@ function explain(values: { config?: string }, positionals: string[]): number {
     return 0;
   }
   const match = table.match(method, target.path);
-  if (match.kind === 'none') say('refused 404: path not in the table');
+  if (match.kind === 'none' && method === 'TRACE') say('refused 405: TRACE is served nowhere; Allow: (none)');
+  else if (match.kind === 'none') say('refused 404: path not in the table');
   else if (match.kind === 'method') say(`refused 405: method not in the table for this path; Allow: ${match.allow.join(', ')}`);
   else {
     const o = match.operation;

@@ -253,6 +253,9 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
     throw new OptionsAnswer(allow);
   }
   const match = runtime.table.match(method, target.path);
+  // TRACE is served nowhere: 405 on any path (SECURITY.md M05, as Jetty's DefaultServlet answers
+  // it), with the methods of the path (none outside the table). Nothing about a token is read.
+  if (match.kind === 'none' && method === 'TRACE') throw new MethodNotAllowed([], 'TRACE is not served');
   if (match.kind === 'none') throw new RouteNotFound('path not in the table');
   if (match.kind === 'method') {
     decision.template = match.template;

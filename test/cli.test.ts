@@ -162,6 +162,7 @@ t.test('explain says what a request would hit, or why it is refused; exit 0 eith
     ['GET', `${B}//Users`, [/refused 400/]],
     ['get', `${B}/Users`, [/refused 400/]],
     ['TRACE', `${B}/Users`, [/refused 405/, /Allow: .*GET/]],
+    ['TRACE', `${B}/Nope`, [/refused 405: TRACE is served nowhere/]],
     ['DELETE', `${B}/Users`, [/refused 405/]],
     ['GET', `${B}/Nope`, [/refused 404/]],
     ['GET', `${B}/users`, [/refused 404/]],
