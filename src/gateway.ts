@@ -392,12 +392,18 @@ function openRequestsOf(socket: MarkedSocket): OpenRequests {
 }
 
 /**
- * While the gateway closes: the answer of the last request open on its connection says
- * `Connection: close` (the server closes each connection as its last answer is sent). One with a
- * request behind it (pipelined before the close began) keeps the connection for that request's
- * own answer, a 503.
+ * Says `Connection: close` on an answer that ends its connection. While the gateway closes: the
+ * answer of the last request open on its connection (the server closes each connection as its
+ * last answer is sent); one with a request behind it (pipelined before the close began) keeps the
+ * connection for that request's own answer, a 503. And always the answer to a request that asked
+ * for an Upgrade, after which nothing of the connection is processed (see steps).
  */
-function endsItsConnection(request: FastifyRequest, reply: FastifyReply): void {
+function endsItsConnection(request: FastifyRequest, reply: FastifyReply, closing: boolean): void {
+  if (request.raw.headers.upgrade !== undefined) {
+    reply.raw.shouldKeepAlive = false;
+    return;
+  }
+  if (!closing) return;
   const open = (request.decision?.connection as MarkedSocket | undefined)?.[kOpen];
   if (open === undefined || open.head === open.tail) reply.raw.shouldKeepAlive = false;
 }
@@ -745,8 +751,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    * would race the close on.
    */
   function relay(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
-    if (closing) endsItsConnection(request, reply);
-    if (request.raw.headers.upgrade !== undefined) reply.raw.shouldKeepAlive = false;
+    endsItsConnection(request, reply, closing);
     relayUpstreamBody(request, reply, res);
   }
 
@@ -861,8 +866,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
-    if (closing) endsItsConnection(request, reply);
-    if (request.raw.headers.upgrade !== undefined) reply.raw.shouldKeepAlive = false;
+    endsItsConnection(request, reply, closing);
     return sendError(reply, gatewayError, decision?.runtime.config.token.realm ?? 'scopegate');
   });
   app.setNotFoundHandler((_request, reply) => {
