@@ -913,6 +913,9 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
    */
   function proceed(request: FastifyRequest, reply: FastifyReply): void {
     const d = request.decision!;
+    // Ended while it was decided (its client left: its line is written, and the bytes it held were
+    // given back then): nothing is read, reserved or forwarded for it any more.
+    if (d.logged) return;
     const { config } = d.runtime;
     // Never to an HTTP/1.0 client, which must have its 100-continue ignored (RFC 9110 section 10.1.1).
     if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && onlyContinue(request.headers.expect)) reply.raw.writeContinue();

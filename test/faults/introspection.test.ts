@@ -6,9 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
-import { B, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { accessLines, B, scrape, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream, type RecordingUpstream } from '../helpers/upstream.js';
 import {
   assertAuthServerDown, assertDenied, closedPort, INVALID_TOKEN, sleep, startServer, until,
@@ -364,4 +365,28 @@ t.test('flood of random tokens: maxConcurrent bounds the calls, the negative cac
   t.ok(repeat.every((r) => r.status === 401), 'still 401');
   t.equal(as.calls, callsBefore, 'no new introspection for a repeated invalid token');
   t.equal(upstream.requests.length, 0, 'nothing forwarded');
+});
+
+// A client that leaves while its token is being introspected: its line is written then, and the
+// bytes of limits.bufferedBytes its small body would reserve are never taken once the answer comes
+// (a regression audit found them reserved after the end, and held for good: enough such clients
+// and every chunked or /Bulk body got a 503).
+t.test('a client gone while its token is introspected: nothing of the body budget held afterwards, nothing forwarded', async (t) => {
+  const { as, upstream, gw } = await faultStack(t, { introspection: { timeoutMs: 2000 } });
+  as.handler = (req, res, form) => setTimeout(() => healthy(req, res, form), 600);
+  const body = JSON.stringify({ schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'], userName: 'gone' });
+  for (let i = 0; i < 3; i++) {
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(`POST ${B}/Users/.search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${goodToken()}\r\nContent-Type: application/scim+json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    await sleep(150);
+    socket.destroy();
+  }
+  // The introspections answer 600 ms after they began: the steps then end at once.
+  await sleep(1200);
+  const held = (await scrape(gw.adminUrl)).value('scopegate_request_body_bytes_held');
+  t.equal(held, 0, 'no bytes held once every answer came');
+  t.equal(upstream.requests.length, 0, 'nothing forwarded for clients that left');
+  t.equal(accessLines(gw.logs).filter((l) => l.status === 499).length, 3, 'one 499 line each');
 });
