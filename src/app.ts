@@ -153,10 +153,11 @@ export async function startGateway(configFile: string, options: StartOptions = {
         try {
           const next = loadConfig(configFile, env);
           const built = await runtimeOf(next, metrics, logger, shared);
+          const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
           // The listener's certificate and key at the same paths are read again: renewed in place
           // (cert-manager, certbot), they take effect without a restart. loadConfig has checked them.
           const tls = next.listen.tls;
-          const renewed = tls && JSON.stringify(tls) === JSON.stringify(config.listen.tls);
+          const renewed = tls !== undefined && !changed.includes('listen.tls');
           if (renewed) {
             try {
               (proxyServer as unknown as TlsServer).setSecureContext({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) });
@@ -169,7 +170,6 @@ export async function startGateway(configFile: string, options: StartOptions = {
           const previous = runtime;
           runtime = built;
           previous?.close();
-          const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
           if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
           // Logged before the change, so that it shows at the old level when it hides info at the new one.
           if (next.log.level !== logger.level) logger.info({ from: logger.level, to: next.log.level }, 'reload: log level changed');

@@ -921,6 +921,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     if (request.headers.expect !== undefined && request.raw.httpVersionMinor >= 1 && onlyContinue(request.headers.expect)) reply.raw.writeContinue();
     const body = request.body;
     const bulk = config.bulk.checkOperations && d.operation !== undefined && isBulk(d.operation);
+    // NaN without a Content-Length: no comparison below holds for it.
+    const declared = Number(request.headers['content-length']);
     // A body without a declared length (chunked) is read whole, within the limit, before
     // anything goes upstream: past the limit the upstream must get nothing at all, not a
     // request cut off mid-body whose first JSON value it may already have acted on.
@@ -935,7 +937,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       reply.send(new InternalError('request body is not a stream'));
     } else if (bulk) {
       forwardBulk(request, reply, d, body as NodeJS.ReadableStream);
-    } else if (Number(request.headers['content-length']) <= config.limits.bufferBodyBytes && reserve(d, Number(request.headers['content-length']))) {
+    } else if (declared <= config.limits.bufferBodyBytes && reserve(d, declared)) {
       // A declared length up to limits.bufferBodyBytes is read whole first, as nginx does
       // (proxy_request_buffering): a client that stalls or leaves mid-body is refused (408, 400)
       // and the upstream gets nothing, not a head it may act on (a DELETE ignores its body).
