@@ -14,6 +14,7 @@ import { createLogging } from './log.js';
 import { createMetrics } from './metrics.js';
 import { BodyBudget } from './request/body.js';
 import { createRuntime, resolveEndpoints, withTableProblems, type Runtime } from './runtime.js';
+import { authServerTransport } from './token/transport.js';
 import { buildServer, type Servers } from './server.js';
 import type { SharedCache } from './token/redis.js';
 
@@ -73,11 +74,18 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
 
 /** Builds the runtime of a config (discovery included). */
 async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined): Promise<Runtime> {
-  const endpoints = await resolveEndpoints(config);
-  return createRuntime(config, endpoints, metrics, {
-    ...(shared ? { shared } : {}),
-    onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
-  });
+  const transport = authServerTransport(config.token.caFile);
+  try {
+    const endpoints = await resolveEndpoints(config, transport.dispatcher);
+    return createRuntime(config, endpoints, metrics, {
+      ...(shared ? { shared } : {}),
+      transport,
+      onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
+    });
+  } catch (error) {
+    transport.close();
+    throw error;
+  }
 }
 
 /** Loads the config, starts both listeners, and returns the handle. Throws ConfigError. */

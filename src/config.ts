@@ -147,6 +147,7 @@ export const schema: Section = {
       kind: 'object', description: 'How bearer tokens are validated. At least one of introspection and jwt.',
       fields: {
         issuer: { kind: 'url', description: 'Issuer; endpoints not given are read from its /.well-known/openid-configuration at startup.' },
+        caFile: { kind: 'path', description: 'PEM CA bundle for an https authorization server (introspection, JWKS, discovery), trusted in place of the public CAs (TLS is always verified); default: Node\'s CAs, and NODE_EXTRA_CA_CERTS.' },
         realm: { kind: 'string', default: 'scopegate', description: 'The realm of WWW-Authenticate challenges: printable ASCII and spaces, no double quote nor backslash.' },
         introspection: {
           kind: 'object', optional: true, description: 'RFC 7662 introspection, for opaque tokens.',
@@ -215,6 +216,7 @@ export interface Config {
   readonly openapi: { file: string; basePath?: string; extra: readonly ExtraOperation[] };
   readonly token: {
     issuer?: string;
+    caFile?: string;
     realm: string;
     introspection?: {
       endpoint?: string; clientId?: string; clientSecret?: string; clientSecretFile?: string;

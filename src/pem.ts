@@ -1,5 +1,5 @@
 /**
- * The PEM files the config names (listen.tls.certFile/keyFile, upstream.caFile), read and parsed
+ * The PEM files the config names (listen.tls.certFile/keyFile, upstream.caFile, token.caFile), read and parsed
  * when the config is loaded, so that `check` refuses what `serve` would fail on, by key path. A
  * problem names the key and the file, never the file's content.
  */
@@ -11,6 +11,7 @@ import { createSecureContext } from 'node:tls';
 interface PemKeys {
   listen?: { tls?: { certFile?: string; keyFile?: string } };
   upstream?: { caFile?: string };
+  token?: { caFile?: string };
 }
 
 const CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -80,5 +81,7 @@ export function checkPemFiles(config: PemKeys): string[] {
   }
   const caFile = config.upstream?.caFile;
   if (caFile) certificates(caFile, 'upstream.caFile', problems);
+  const tokenCaFile = config.token?.caFile;
+  if (tokenCaFile) certificates(tokenCaFile, 'token.caFile', problems);
   return problems;
 }

@@ -4,8 +4,8 @@
  * always sees one consistent config.
  */
 import { hash } from 'node:crypto';
-import { request } from 'undici';
-import { authServerDispatcher } from './token/transport.js';
+import { request, type Dispatcher } from 'undici';
+import { authServerDispatcher, type AuthServerTransport } from './token/transport.js';
 import type { Config } from './config.js';
 import { ConfigError, InvalidToken, OpenApiError } from './errors.js';
 import type { Metrics } from './metrics.js';
@@ -88,7 +88,7 @@ export interface Endpoints {
 }
 
 /** Reads missing endpoints from the issuer's discovery document (startup only). */
-export async function resolveEndpoints(config: Config): Promise<Endpoints> {
+export async function resolveEndpoints(config: Config, dispatcher: Dispatcher = authServerDispatcher): Promise<Endpoints> {
   const { issuer, introspection, jwt } = config.token;
   const out: Endpoints = {
     ...(introspection?.endpoint ? { introspection: introspection.endpoint } : {}),
@@ -101,7 +101,7 @@ export async function resolveEndpoints(config: Config): Promise<Endpoints> {
   const url = `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   let doc: Record<string, unknown>;
   try {
-    const response = await request(url, { signal: AbortSignal.timeout(10000), dispatcher: authServerDispatcher });
+    const response = await request(url, { signal: AbortSignal.timeout(10000), dispatcher });
     if (response.statusCode !== 200) throw new Error(`status ${response.statusCode}`);
     doc = (await response.body.json()) as Record<string, unknown>;
   } catch (error) {
@@ -142,9 +142,14 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
   }), 'base64url').slice(0, 16);
 }
 
-/** Builds a runtime: table, verifiers, cache. Throws ConfigError on any problem. */
-export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void } = {}): Runtime {
+/**
+ * Builds a runtime: table, verifiers, cache. Throws ConfigError on any problem. `transport` (the
+ * connections to the authorization server, token.caFile's) is the runtime's from then on: closed
+ * with it.
+ */
+export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; transport?: AuthServerTransport } = {}): Runtime {
   const table = loadTable(config);
+  const dispatcher = options.transport?.dispatcher;
   const { introspection, jwt, cache } = config.token;
   const now = options.now ?? Date.now;
   const introspect = introspection && endpoints.introspection
@@ -157,6 +162,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
         metrics.introspectionSeconds.observe(ms / 1000);
       },
       ...(options.onCredentialsRefused ? { onCredentialsRefused: options.onCredentialsRefused } : {}),
+      ...(dispatcher ? { dispatcher } : {}),
     })
     : undefined;
   const verifyJwt = jwt && endpoints.jwksUri && endpoints.jwtIssuer
@@ -164,6 +170,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
       jwksUri: endpoints.jwksUri, issuer: endpoints.jwtIssuer, audience: jwt.audience, algorithms: jwt.algorithms,
       clockToleranceSeconds: jwt.clockToleranceSeconds, types: jwt.types, cooldownSeconds: jwt.cooldownSeconds, refreshSeconds: jwt.refreshSeconds, now,
       onJwksFetch: (ok) => metrics.jwksFetches.inc({ outcome: ok ? 'ok' : 'failure' }),
+      ...(dispatcher ? { dispatcher } : {}),
     })
     : undefined;
   // Token routing (INTERFACE.md): a compact JWS goes to jwt when configured; every other token
@@ -186,6 +193,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     verifier,
     close() {
       verifyJwt?.stop();
+      options.transport?.close();
     },
     async ready() {
       if (verifyJwt && !verifyJwt.ready()) {

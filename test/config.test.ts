@@ -107,17 +107,19 @@ t.test('relative paths resolve against the config file\'s folder, not the workin
     listen: { tls: { certFile: 'tls/cert.pem', keyFile: absoluteKey } },
     upstream: { caFile: '../ca.pem' },
     openapi: { file: './api/scim.yaml' },
-    token: { introspection: { endpoint: 'https://as.example/introspect', clientId: 'gw', clientSecretFile: secret } },
+    token: { caFile: 'as/ca.pem', introspection: { endpoint: 'https://as.example/introspect', clientId: 'gw', clientSecretFile: secret } },
   });
   const dir = dirname(file);
   writePem(join(dir, 'tls', 'cert.pem'), pki().cert);
   writePem(join(dir, '..', 'ca.pem'), pki().cert);
+  writePem(join(dir, 'as', 'ca.pem'), pki().cert);
   t.not(dir, process.cwd());
   const config = loadConfig(file, {});
   const cases: Array<[key: string, expected: string]> = [
     ['listen.tls.certFile', join(dir, 'tls', 'cert.pem')],
     ['listen.tls.keyFile', absoluteKey],
     ['upstream.caFile', resolve(dir, '..', 'ca.pem')],
+    ['token.caFile', join(dir, 'as', 'ca.pem')],
     ['openapi.file', join(dir, 'api', 'scim.yaml')],
     ['token.introspection.clientSecretFile', secret],
     ['file', file],
@@ -415,7 +417,7 @@ t.test('clientSecretFile is read (first line, trimmed), and its problems name th
   }
 });
 
-t.test('the PEM files of listen.tls and upstream.caFile are read and parsed at load', async (t) => {
+t.test('the PEM files of listen.tls, upstream.caFile and token.caFile are read and parsed at load', async (t) => {
   const dir = join(tmp, 'pem');
   const cert = writePem(join(dir, 'cert.pem'), pki().cert);
   const key = writePem(join(dir, 'key.pem'), pki().key);
@@ -436,7 +438,10 @@ t.test('the PEM files of listen.tls and upstream.caFile are read and parsed at l
     ['the key of another certificate', config({ certFile: cert, keyFile: other }), ['listen.tls.keyFile: does not match the certificate of listen.tls.certFile']],
     ['missing CA file', config(undefined, missing), [`upstream.caFile: cannot read ${missing} (ENOENT)`]],
     ['garbage CA file', config(undefined, text), [`upstream.caFile: ${text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`]],
+    ['missing authorization server CA file', { token: { ...JWT, caFile: missing } }, [`token.caFile: cannot read ${missing} (ENOENT)`]],
+    ['garbage authorization server CA file', { token: { ...JWT, caFile: garbage } }, [`token.caFile: certificate 1 of ${garbage} cannot be parsed`]],
   ];
+  t.ok(loadConfig(write({ token: { ...JWT, caFile: chain } }), {}), 'an authorization server CA bundle');
   for (const [name, content, expected] of cases) t.same(problems(t, content), expected, name);
   t.same(problems(t, { listen: { port: 'abc', tls: { certFile: missing, keyFile: key } }, token: JWT }).slice().sort(), [
     'listen.port: must be a port number (0-65535)',

@@ -5,7 +5,7 @@
  * authorises nothing).
  */
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
-import { fetch, type RequestInit as FetchInit } from 'undici';
+import { fetch, type Dispatcher, type RequestInit as FetchInit } from 'undici';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
 import { authServerDispatcher } from './transport.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
@@ -25,6 +25,8 @@ export interface JwtOptions {
   refreshSeconds: number;
   /** Called on every JWKS fetch with its outcome. */
   onJwksFetch?: (ok: boolean) => void;
+  /** How the JWKS is reached (default: Node's trust store, always verified). */
+  dispatcher?: Dispatcher;
 }
 
 /** jose error codes that mean "this token is bad", as opposed to "the JWKS could not be had". */
@@ -77,7 +79,7 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
       // unknown kid would be a fetch. A failure starts a cooldown of its own (J05).
       if (now() - lastFailureAt < options.cooldownSeconds * 1000) throw new Error('JWKS fetch failed recently; cooling down');
       try {
-        const response = await fetch(url, { ...(init as FetchInit), redirect: 'manual', dispatcher: authServerDispatcher });
+        const response = await fetch(url, { ...(init as FetchInit), redirect: 'manual', dispatcher: options.dispatcher ?? authServerDispatcher });
         // The cap holds for chunked answers too: the body is read, never trusted by its header.
         const body = await readCapped(response, MAX_JWKS_BYTES);
         options.onJwksFetch?.(response.status === 200);

@@ -9,6 +9,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { Agent, request } from 'undici';
 import { ensureBuilt, runCli } from '../helpers/cli.js';
 import { accessLines, B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
@@ -159,6 +160,87 @@ t.test('NODE_TLS_REJECT_UNAUTHORIZED=0 does not turn off verification of the aut
   const ready = await request(`${gw.adminUrl}/readyz`);
   t.equal(ready.statusCode, 503, 'not ready: the JWKS cannot be had over an unverified connection');
   await ready.body.text();
+});
+
+// token.caFile: an authorization server with a certificate of its own CA (a self-signed one here)
+// is trusted for discovery, introspection and the JWKS when the CA file names it, and only then.
+t.test('token.caFile trusts the authorization server\'s own CA, and only it', async (t) => {
+  const { privateKey, publicKey } = await generateKeyPair('RS256');
+  let asOrigin = '';
+  const asked: string[] = [];
+  const as = createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+    asked.push(req.url ?? '');
+    req.resume();
+    const json = (body: unknown) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.url === '/.well-known/openid-configuration') return json({ issuer: asOrigin, introspection_endpoint: `${asOrigin}/introspect`, jwks_uri: `${asOrigin}/jwks` });
+    if (req.url === '/jwks') return void exportJWK(publicKey).then((jwk) => json({ keys: [{ ...jwk, kid: 'k1', alg: 'RS256', use: 'sig' }] }));
+    json({ active: true, scope: 'https://jans.io/scim/users.read', client_id: 'c', token_type: 'Bearer', exp: Math.floor(Date.now() / 1000) + 300 });
+  });
+  await new Promise<void>((r) => as.listen(0, '127.0.0.1', r));
+  t.teardown(() => as.close());
+  asOrigin = `https://127.0.0.1:${(as.address() as AddressInfo).port}`;
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  await ensureBuilt();
+  const otherCa = join(dir, 'other-ca.pem');
+  selfSigned(join(dir, 'other-ca-key.pem'), otherCa);
+  const configOf = (name: string, caFile: string, token: object) => {
+    const file = join(dir, name);
+    writeFileSync(file, JSON.stringify({
+      listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, openapi: { file: SHARED_OPENAPI }, upstream: { url: up.origin },
+      token: { caFile, ...token },
+    }));
+    return file;
+  };
+  const jwt = await new SignJWT({ scope: 'https://jans.io/scim/users.read', client_id: 'c' })
+    .setProtectedHeader({ alg: 'RS256', kid: 'k1', typ: 'JWT' }).setIssuer(asOrigin).setSubject('s').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+
+  // Discovery, the JWKS and introspection, all over the AS's own certificate.
+  const trusting = await startServe(configOf('as-ca.json', cert, { issuer: asOrigin, introspection: { clientId: 'c', clientSecret: 's' }, jwt: {} }));
+  t.teardown(() => trusting.stop());
+  const ready = await request(`${trusting.adminUrl}/readyz`);
+  t.equal(ready.statusCode, 200, 'ready: the JWKS was read over the verified connection');
+  await ready.body.text();
+  for (const [kind, credential] of [['an opaque token (introspection)', 'opaque-token-1'], ['a JWT (the JWKS)', jwt]] as const) {
+    const res = await request(`${trusting.proxyUrl}${B}/Users`, { headers: { authorization: `Bearer ${credential}` } });
+    t.equal(res.statusCode, 200, `${kind}: forwarded`);
+    await res.body.text();
+  }
+  t.equal(up.requests.length, 2, 'both reached the upstream');
+  t.ok(asked.includes('/.well-known/openid-configuration') && asked.includes('/jwks') && asked.includes('/introspect'), 'discovery, JWKS and introspection were all asked');
+
+  // Another CA in the file: the AS's certificate is not trusted, however public CAs would see it.
+  const before = asked.length;
+  const distrusting = await startServe(configOf('other-ca.json', otherCa, {
+    introspection: { endpoint: `${asOrigin}/introspect`, clientId: 'c', clientSecret: 's', timeoutMs: 2000 },
+    jwt: { jwksUri: `${asOrigin}/jwks`, issuer: asOrigin },
+  }));
+  t.teardown(() => distrusting.stop());
+  for (const [kind, credential] of [['an opaque token', 'opaque-token-2'], ['a JWT', jwt]] as const) {
+    const res = await request(`${distrusting.proxyUrl}${B}/Users`, { headers: { authorization: `Bearer ${credential}` } });
+    t.equal(res.statusCode, 503, `${kind}: 503 when the CA file does not name the AS's CA`);
+    t.equal(res.headers['retry-after'], '5');
+    t.equal(res.headers['content-type'], 'application/scim+json');
+    t.match(JSON.parse(await res.body.text()), { schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: '503' });
+  }
+  t.equal(up.requests.length, 2, 'nothing more forwarded');
+  t.equal(asked.length, before, 'no request reached the AS over the unverified connection');
+  const notReady = await request(`${distrusting.adminUrl}/readyz`);
+  t.equal(notReady.statusCode, 503, 'not ready');
+  await notReady.body.text();
+
+  // The CA file replaced in place (a renewed bundle) is read again at a reload.
+  writeFileSync(otherCa, readFileSync(cert));
+  distrusting.child.kill('SIGHUP');
+  const deadline = Date.now() + 5000;
+  while (!distrusting.lines.some((l) => l.includes('reloaded config')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const res = await request(`${distrusting.proxyUrl}${B}/Users`, { headers: { authorization: 'Bearer opaque-token-3' } });
+  t.equal(res.statusCode, 200, 'after the reload, the renewed CA file is trusted');
+  await res.body.text();
+  t.equal(up.requests.length, 3, 'and the request forwarded');
 });
 
 // A certificate renewed in place (same paths, as cert-manager and certbot do) is served after a
