@@ -11,6 +11,7 @@ import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
 import { both, closest, type Requirement } from './scopes/requirement.js';
+import { requirementOfMatch } from './scopes/table.js';
 import type { Principal } from './token/principal.js';
 
 /** One inner operation as written to the access log. */
@@ -79,7 +80,7 @@ export interface BulkCheck {
  * Classifies every operation of a Bulk body. Returns what it needs, or throws InvalidRequest
  * (400) when anything cannot be classified with certainty.
  */
-export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, principal: Principal): BulkCheck {
+export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, principal: Principal, also?: readonly Operation[]): BulkCheck {
   const { config, table } = runtime;
   const base = bulk.path.slice(0, -'/Bulk'.length);
   let text: string;
@@ -107,7 +108,7 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
   const defined = new Set<string>();
   const referenced = new Set<string>();
   const summary: BulkSummary = [];
-  let requirement: Requirement = bulk.requirement;
+  let requirement: Requirement = requirementOfMatch(table, bulk, also, false) ?? [[]];
   list.forEach((entry: unknown, index) => {
     const at = `operation ${index}`;
     if (!isObject(entry)) throw bad(`${at} is not an object`);
@@ -150,7 +151,8 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
       defined.add(bulkId);
     }
     references(data, referenced);
-    requirement = both(requirement, op.requirement);
+    // The other operations its path matches too need their scopes as well (src/scopes/table.ts).
+    requirement = both(requirement, requirementOfMatch(table, op, match.also, false)!);
     if (requirement.length > MAX_ALTERNATIVES) throw bad('the operations\' scope alternatives are too many to check');
     summary.push({ method, path: op.path.slice(base.length), operation: op.id, scopes: closest(op.requirement, principal.scopes) });
   });

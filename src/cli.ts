@@ -14,7 +14,7 @@ import { queryHasToken } from './token/bearer.js';
 import { loadTable, withTableProblems } from './runtime.js';
 import { isBulk } from './bulk.js';
 import type { Operation } from './scopes/openapi.js';
-import { requirementOf } from './scopes/table.js';
+import { requirementOf, requirementOfMatch } from './scopes/table.js';
 
 const HELP: Record<string, string> = {
   main: `scopegate: OAuth 2.0 scope enforcement in front of an API that has none (jans-scim in BYPASS mode)
@@ -162,14 +162,16 @@ function explain(values: { config?: string }, positionals: string[]): number {
     const o = match.operation;
     // A token in the query is refused wherever it is sent (a public operation reads none, and would pass it on).
     if (queryHasToken(target.query)) {
-      say(o.public ? 'refused 400: access_token in the query (a token may only travel in the Authorization header)'
+      say(o.public && !match.also ? 'refused 400: access_token in the query (a token may only travel in the Authorization header)'
         : 'refused: access_token in the query (400 beside an Authorization header; without one, 401: no bearer token)');
       return 0;
     }
     const head = method === 'HEAD' && o.method === 'GET' ? ' (HEAD is authorised as GET)' : '';
-    const needs = o.public ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(requirementOf(table, o, config.search.rootRequiresReadScopes), false)}`;
+    const requirement = requirementOfMatch(table, o, match.also, config.search.rootRequiresReadScopes);
+    const needs = requirement === undefined ? 'public: forwarded without a token' : `needs a bearer token with ${formatScopes(requirement, false)}`;
+    const also = match.also ? ` (the path matches ${match.also.map((a) => `${a.method} ${a.path}`).join(', ')} too, whose scopes it needs as well)` : '';
     const bulk = isBulk(o) && config.bulk.checkOperations ? '; and each inner operation\'s own scopes (bulk.checkOperations)' : '';
-    say(`matches ${o.operationId ? `${o.operationId} (${o.method} ${o.path})` : `${o.method} ${o.path}`}${head}: ${needs}${bulk}`);
+    say(`matches ${o.operationId ? `${o.operationId} (${o.method} ${o.path})` : `${o.method} ${o.path}`}${head}${also}: ${needs}${bulk}`);
   }
   return 0;
 }

@@ -27,7 +27,7 @@ import { BodyBudget, readBody } from './request/body.js';
 import { parseTarget, type Target } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
-import { requirementOf, type Table } from './scopes/table.js';
+import { requirementOfMatch, type Table } from './scopes/table.js';
 import { closest, satisfied } from './scopes/requirement.js';
 import { authorizationValue, checkB64Token, extractBearer, isFormBody, queryHasToken } from './token/bearer.js';
 import { fingerprintOf, tokenKey } from './token/cache.js';
@@ -40,6 +40,8 @@ export interface Decision {
   readonly runtime: Runtime;
   target?: Target;
   operation?: Operation;
+  /** The other operations its path matches too (src/scopes/table.ts): their scopes are needed as well. */
+  also?: readonly Operation[];
   allowed: boolean;
   reason: string;
   principal?: Principal;
@@ -263,9 +265,10 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
   }
   const operation = match.operation;
   decision.operation = operation;
+  if (match.also) decision.also = match.also;
   const expect = raw.headers.expect;
   if (expect !== undefined && !onlyContinue(expect)) throw new ExpectationFailed(`Expect: ${expect.slice(0, 64)}`);
-  if (operation.public) {
+  if (operation.public && match.also === undefined) {
     // Not read on a public operation, but two credentials are ambiguous wherever they are sent,
     // and a token in the query would reach the upstream and its logs (rule 5): refused here too.
     const authorization = authorizationValue(raw.rawHeaders);
@@ -488,7 +491,7 @@ function authorize(request: FastifyRequest, decision: Decision, operation: Opera
   const { runtime } = decision;
   const { config } = runtime;
   decision.principal = principal;
-  const requirement = requirementOf(runtime.table, operation, config.search.rootRequiresReadScopes);
+  const requirement = requirementOfMatch(runtime.table, operation, decision.also, config.search.rootRequiresReadScopes)!;
   decision.required = closest(requirement, principal.scopes);
   if (!satisfied(requirement, principal.scopes)) throw new InsufficientScope(decision.required);
   checkLength(request.raw.headers['content-length'], config.limits.bodyBytes);
@@ -518,7 +521,7 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
   if (!BULK_TYPES.test(request.headers['content-type'] ?? '')) throw new UnsupportedMediaType('Bulk body is not JSON');
   if (!stream) throw new InvalidRequest('Bulk: empty body', 'The Bulk request cannot be checked: the body is empty');
   const buffer = await readBody(stream, config.limits.bodyBytes, bodies, config.limits.bufferedBytes, d);
-  const { summary, requirement } = classifyBulk(buffer, d.runtime, d.operation!, d.principal!);
+  const { summary, requirement } = classifyBulk(buffer, d.runtime, d.operation!, d.principal!, d.also);
   d.bulk = summary;
   d.required = closest(requirement, d.principal!.scopes);
   if (!satisfied(requirement, d.principal!.scopes)) {
@@ -761,7 +764,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     // Every field from the start: one object shape for every request.
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
-      target: undefined, operation: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
+      target: undefined, operation: undefined, also: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
       bodyLength: undefined, logged: false, upstreamBody: undefined, upstreamAbort: undefined, heldBytes: 0, connection: request.raw.socket,
       resume: undefined,
     };
@@ -861,9 +864,9 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // Refused before the scopes were weighed (no token, an invalid one, the AS down): the line
       // still names what the operation needs.
       const { operation, runtime } = decision;
-      if (decision.required === undefined && operation !== undefined && !operation.public) {
-        decision.required = closest(requirementOf(runtime.table, operation, runtime.config.search.rootRequiresReadScopes), NO_SCOPES);
-      }
+      const requirement = decision.required === undefined && operation !== undefined
+        ? requirementOfMatch(runtime.table, operation, decision.also, runtime.config.search.rootRequiresReadScopes) : undefined;
+      if (requirement !== undefined) decision.required = closest(requirement, NO_SCOPES);
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
     endsItsConnection(request, reply, closing);

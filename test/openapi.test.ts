@@ -296,11 +296,62 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     { name: 'basePath with a query', doc: doc({ '/a': { get: {} } }), options: { basePath: '/a?x=1' }, problem: /^openapi\.basePath: segment "a\?x=1"/ },
     { name: 'basePath with a template', doc: doc({ '/a': { get: {} } }), options: { basePath: '/{tenant}/v2' }, problem: /^openapi\.basePath: segment "\{tenant\}"/ },
     { name: 'servers[0].url with a dot segment', doc: doc({ '/a': { get: {} } }, { servers: [{ url: '/api/../v2' }] }), problem: /^openapi\.file: servers\[0\]\.url: dot segment/ },
+    // A URL parser resolves dot segments: read as written, they are refused in an absolute URL too.
+    { name: 'absolute servers[0].url with a dot segment', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 'https://h.example/a/../b' }] }), problem: /^openapi\.file: servers\[0\]\.url: dot segment/ },
+    { name: 'absolute servers[0].url with %2e%2e', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 'https://h.example/a/%2e%2e/b' }] }), problem: /^openapi\.file: servers\[0\]\.url: segment "%2e%2e"/ },
+    { name: 'server variable without a default', doc: doc({ '/a': { get: {} } }, { servers: [{ url: '/{base}/v2', variables: { base: { enum: ['x'] } } }] }), problem: /^openapi\.file: servers\[0\]\.url: server variable "base" has no string default/ },
+    { name: 'servers not a list', doc: doc({ '/a': { get: {} } }, { servers: { url: '/api' } }), problem: /^openapi\.file: servers: must be a list/ },
+    { name: 'servers[0].url not a string', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 5 }] }), problem: /^openapi\.file: servers\[0\]\.url: must be a string/ },
+    { name: 'path item servers under another base', doc: doc({ '/a': { servers: [{ url: '/other' }], get: {} } }, { servers: [{ url: '/api' }] }), problem: /^paths\.\/a\.servers: serves under \/other, not under the base path of the file's servers \(\/api\)/ },
+    { name: 'operation servers under another base', doc: doc({ '/a': { get: { servers: [{ url: 'https://h.example/other' }] } } }, { servers: [{ url: '/api' }] }), problem: /^GET \/a: servers: serves under \/other/ },
+    // Fields OpenAPI does not define would be dropped, and the operation they were meant to protect left public or out.
+    { name: 'a misspelt security field', doc: doc({ '/a': { get: { Security: [{ oauth: ['a'] }] } } }), problem: /^GET \/a: unknown field "Security" \(did you mean security\?\)/ },
+    { name: 'security on the path item', doc: doc({ '/a': { security: [{ oauth: ['a'] }], get: {}, delete: {} } }), problem: /^paths\.\/a: unknown field "security"/ },
+    { name: 'an upper-case method', doc: doc({ '/a': { GET: { security: [{ oauth: ['a'] }] }, get: { security: [{ oauth: ['a'] }] } } }), problem: /^paths\.\/a: unknown field "GET" \(did you mean get\?\)/ },
+    { name: 'a $ref in place of an operation', doc: doc({ '/a': { get: { $ref: '#/x-ops/G' } } }, { 'x-ops': { G: { security: [{ oauth: ['a'] }] } } }), problem: /^GET \/a: unknown field "\$ref"/ },
+    { name: 'operations beside a $ref path item', doc: doc({ '/a': { $ref: '#/x-items/A', delete: {} } }, { 'x-items': { A: { get: { security: [{ oauth: ['a'] }] } } } }), problem: /^paths\.\/a: fields beside \$ref \(delete\)/ },
+    { name: 'a path item that is not a mapping', doc: doc({ '/a': 'get', '/b': { get: { security: [{ oauth: ['a'] }] } } }), problem: /^paths\.\/a: the path item is not a mapping/ },
+    { name: 'an undefined scheme after {}', doc: doc({ '/a': { get: { security: [{}, { nope: [] }] } } }), problem: /^GET \/a: security scheme "nope" is not defined/ },
+    { name: 'an operationId twice', doc: doc({ '/a': { get: { operationId: 'x', security: [] } }, '/b': { get: { operationId: 'x', security: [{ oauth: ['a'] }] } } }), problem: /^GET \/b: operationId "x" is also GET \/a's/ },
+    { name: 'a parameter twice in a template', doc: doc({ '/u/{id}/{id}': { get: {} } }), problem: /^paths\.\/u\/\{id\}\/\{id\}: parameter \{id\} appears twice/ },
+    { name: 'a $ref that is not a JSON pointer', doc: doc({ '/a': { $ref: '#/x-a/%ZZ' } }, { 'x-a': {} }), problem: /^paths\.\/a: \$ref #\/x-a\/%ZZ is not a valid JSON pointer/ },
+    {
+      name: 'a $ref chain too long',
+      doc: doc({ '/a': { $ref: '#/x-chain/c0' } }, { 'x-chain': Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`c${i}`, i === 4999 ? { get: {} } : { $ref: `#/x-chain/c${i + 1}` }])) }),
+      problem: /^paths\.\/a: a chain of more than 64 \$refs/,
+    },
   ];
   for (const c of cases) {
     const problems = problemsOf(() => operationsFrom(c.doc, c.options));
     t.ok(problems.some((p) => c.problem.test(p)), c.name, { problems, expected: c.problem });
   }
+});
+
+t.test('what OpenAPI allows beside the fields it defines is read', async (t) => {
+  const schemes = DOC_31.components.securitySchemes;
+  const operations = operationsFrom({
+    openapi: '3.0.3',
+    servers: [{ url: 'https://h.example/api' }],
+    components: { securitySchemes: schemes },
+    paths: {
+      'x-note': 'extensions stand among the paths',
+      '/a': { 'x-owner': 'team', servers: [{ url: '/api' }], get: { 'x-codegen-request-body-name': 'body', security: [{ oauth: ['a'] }] } },
+    },
+  });
+  t.same(operations.map(asRoute), [{ method: 'GET', path: '/api/a', operationId: null, public: false, scopes: [['a']] }], 'x- keys ignored; servers under the same base accepted');
+  // YAML merge keys, as YAML 1.1 tools read them: the merged security protects the operation.
+  const file = writeTmp('merge.yaml', [
+    'openapi: 3.0.3',
+    'components: {securitySchemes: {oauth: {type: oauth2, flows: {clientCredentials: {tokenUrl: "https://as.example/t", scopes: {a: a}}}}}}',
+    'x-secured: &secured',
+    '  security: [{oauth: [a]}]',
+    'paths:',
+    '  /merged:',
+    '    get:',
+    '      <<: *secured',
+    '      operationId: merged',
+  ].join('\n'));
+  t.same(operationsFrom(readOpenApiFile(file)).map(asRoute), [{ method: 'GET', path: '/merged', operationId: 'merged', public: false, scopes: [['a']] }], 'a merged security is the operation\'s');
 });
 
 t.test('every problem of a document is listed at once', async (t) => {

@@ -22,6 +22,22 @@ export interface Operation {
   readonly requirement: Requirement;
 }
 
+/** The fields of a Path Item Object and of an Operation Object (OpenAPI 3.0 and 3.1); `x-` extensions aside. */
+const PATH_ITEM_FIELDS = new Set(['$ref', 'summary', 'description', 'get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace', 'servers', 'parameters']);
+const OPERATION_FIELDS = new Set(['tags', 'summary', 'description', 'externalDocs', 'operationId', 'parameters', 'requestBody', 'responses', 'callbacks', 'deprecated', 'security', 'servers']);
+
+/**
+ * Keys an object of the file may not have: a field OpenAPI does not define is a mistake the table
+ * would otherwise drop in silence (`Security:`, `GET:`, a `security` on the path item, a `$ref` in
+ * place of an operation: each would leave an operation public, or out of the table).
+ */
+function unknownFields(object: Json, fields: ReadonlySet<string>, where: string): string[] {
+  return Object.keys(object).filter((key) => !fields.has(key) && !key.startsWith('x-')).map((key) => {
+    const like = [...fields].find((f) => f.toLowerCase() === key.toLowerCase());
+    return `${where}: unknown field "${key.slice(0, 100)}"${like ? ` (did you mean ${like}?)` : ''}; OpenAPI defines no such field and the gateway does not guess what it means`;
+  });
+}
+
 /** The methods an OpenAPI path item may hold that the gateway forwards. */
 const FORWARDED = ['get', 'put', 'post', 'delete', 'patch', 'head'] as const;
 /** Methods the gateway never forwards: OPTIONS is answered locally, TRACE refused. */
@@ -37,40 +53,64 @@ function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The most `$ref`s followed from one place: a longer chain is a mistake, or an attack on the loader. */
+const MAX_REF_HOPS = 64;
+
 /** Resolves a local `$ref` (`#/components/...`), following chains, refusing cycles. */
-function deref(doc: Json, value: unknown, where: string, seen = new Set<string>()): unknown {
-  if (!isObject(value) || typeof value.$ref !== 'string') return value;
-  const ref = value.$ref;
-  if (!ref.startsWith('#/')) throw new OpenApiError([`${where}: only local $refs are supported (${ref})`]);
-  if (seen.has(ref)) throw new OpenApiError([`${where}: $ref cycle at ${ref}`]);
-  seen.add(ref);
-  let node: unknown = doc;
-  for (const raw of ref.slice(2).split('/')) {
-    const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
-    if (!isObject(node) || !(key in node)) throw new OpenApiError([`${where}: $ref ${ref} does not resolve`]);
-    node = node[key];
+function deref(doc: Json, value: unknown, where: string): unknown {
+  const seen = new Set<string>();
+  while (isObject(value) && '$ref' in value) {
+    const ref = value.$ref;
+    if (typeof ref !== 'string') throw new OpenApiError([`${where}: $ref must be a string`]);
+    if (!ref.startsWith('#/')) throw new OpenApiError([`${where}: only local $refs are supported (${ref.slice(0, 200)})`]);
+    if (seen.has(ref)) throw new OpenApiError([`${where}: $ref cycle at ${ref.slice(0, 200)}`]);
+    if (seen.size === MAX_REF_HOPS) throw new OpenApiError([`${where}: a chain of more than ${MAX_REF_HOPS} $refs`]);
+    seen.add(ref);
+    let node: unknown = doc;
+    for (const raw of ref.slice(2).split('/')) {
+      let key: string;
+      try {
+        key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
+      } catch {
+        throw new OpenApiError([`${where}: $ref ${ref.slice(0, 200)} is not a valid JSON pointer (bad percent-encoding)`]);
+      }
+      if (!isObject(node) || !Object.hasOwn(node, key)) throw new OpenApiError([`${where}: $ref ${ref.slice(0, 200)} does not resolve`]);
+      node = node[key];
+    }
+    value = node;
   }
-  return deref(doc, node, where, seen);
+  return value;
 }
 
-/** The path of servers[0].url, server variables replaced by their defaults. */
-function serverBasePath(doc: Json): string {
-  const servers = doc.servers;
-  if (!Array.isArray(servers) || servers.length === 0 || !isObject(servers[0])) return '';
+/**
+ * The base path of a `servers` list: the path of its first URL, server variables replaced by their
+ * defaults. `where` names the list in problems. Dot segments are read as written (a URL parser
+ * would resolve them, and the table would then hold a base the upstream never serves).
+ */
+function serversBasePath(servers: unknown, where: string): string {
+  if (servers === undefined) return '';
+  if (!Array.isArray(servers)) throw new OpenApiError([`${where}: must be a list`]);
+  if (servers.length === 0) return '';
   const server = servers[0];
-  let url = String(server.url ?? '');
+  if (!isObject(server) || typeof server.url !== 'string') throw new OpenApiError([`${where}[0].url: must be a string`]);
   const variables = isObject(server.variables) ? server.variables : {};
-  url = url.replace(/\{([^}]+)\}/g, (_, name: string) => {
+  const missing: string[] = [];
+  const url = server.url.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const v = variables[name];
-    return isObject(v) && typeof v.default === 'string' ? v.default : '';
+    if (isObject(v) && typeof v.default === 'string') return v.default;
+    missing.push(`${where}[0].url: server variable "${name}" has no string default`);
+    return '';
   });
-  let path = url.split('?')[0]!;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
+  if (missing.length > 0) throw new OpenApiError(missing);
+  let path = url.split(/[?#]/, 1)[0]!;
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(url);
+  if (absolute) {
     try {
-      path = new URL(url).pathname;
+      new URL(url);
     } catch {
-      throw new OpenApiError([`openapi.file: servers[0].url: "${url}" is not a URL`]);
+      throw new OpenApiError([`${where}[0].url: "${url.slice(0, 200)}" is not a URL`]);
     }
+    path = path.slice(absolute[0].length);
   }
   return normaliseBase(path);
 }
@@ -97,10 +137,14 @@ function checkTemplate(path: string, where: string): string[] {
   if (!path.startsWith('/')) return [`${where}: path must start with /`];
   if (path === '/') return [];
   const problems: string[] = [];
+  const names = new Set<string>();
   for (const segment of path.slice(1).split('/')) {
+    const param = PARAM.exec(segment)?.[1];
     if (segment === '' ) problems.push(`${where}: empty path segment`);
     else if (segment === '.' || segment === '..') problems.push(`${where}: dot segment`);
-    else if (!LITERAL.test(segment) && !PARAM.test(segment)) problems.push(`${where}: segment "${segment}" is neither a literal nor a whole {parameter}`);
+    else if (!LITERAL.test(segment) && param === undefined) problems.push(`${where}: segment "${segment}" is neither a literal nor a whole {parameter}`);
+    else if (param !== undefined && names.has(param)) problems.push(`${where}: parameter {${param}} appears twice`);
+    if (param !== undefined) names.add(param);
   }
   return problems;
 }
@@ -113,14 +157,19 @@ function readSecurity(doc: Json, security: unknown, schemes: Json, where: string
   const alternatives: string[][] = [];
   const uncheckable: string[] = [];
   const problems: string[] = [];
+  let optional = false;
   for (const object of security) {
     if (!isObject(object)) {
       problems.push(`${where}: a security requirement must be a mapping`);
       continue;
     }
     const names = Object.keys(object);
-    // `{}` among the alternatives makes authentication optional (OpenAPI 3: "optional security").
-    if (names.length === 0) return { public: true, requirement: [], problems };
+    // `{}` among the alternatives makes authentication optional (OpenAPI 3: "optional security");
+    // the other alternatives are still read, so that their mistakes are reported.
+    if (names.length === 0) {
+      optional = true;
+      continue;
+    }
     const scopes = new Set<string>();
     let checkable = true;
     for (const name of names) {
@@ -145,6 +194,7 @@ function readSecurity(doc: Json, security: unknown, schemes: Json, where: string
     }
     if (checkable) alternatives.push([...scopes]);
   }
+  if (optional) return { public: true, requirement: [], problems };
   if (problems.length === 0 && alternatives.length === 0) {
     problems.push(`${where}: can only be satisfied by ${uncheckable.join(', ')}, which the gateway cannot check; refusing to treat it as public`);
   }
@@ -153,7 +203,9 @@ function readSecurity(doc: Json, security: unknown, schemes: Json, where: string
 
 /** Parses an OpenAPI document (YAML is a superset of JSON), naming line and column on error. */
 export function parseOpenApiText(text: string, file: string): unknown {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  // `<<` merge keys are read as YAML 1.1 tools read them (PyYAML, SnakeYAML): a key the loader
+  // kept as a plain `<<` would drop what it merges (an operation's security among it).
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length > 0) {
     throw new OpenApiError(doc.errors.map((e) => {
       const pos = e.linePos?.[0];
@@ -194,13 +246,21 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   if (document.swagger !== undefined) throw new OpenApiError(['openapi.file: Swagger 2.0 is not supported; convert the document to OpenAPI 3']);
   const version = String(document.openapi ?? '');
   if (!/^3\.[01]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x or 3.1.x)`]);
-  const base = options.basePath !== undefined ? normaliseBase(options.basePath) : serverBasePath(document);
+  let fileBase: string;
+  try {
+    fileBase = serversBasePath(document.servers, 'openapi.file: servers');
+  } catch (error) {
+    if (options.basePath === undefined) throw error;
+    fileBase = '';
+  }
+  const base = options.basePath !== undefined ? normaliseBase(options.basePath) : fileBase;
   const components = isObject(document.components) ? document.components : {};
   const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {};
   const paths = isObject(document.paths) ? document.paths : {};
   const problems = checkBase(base, options.basePath !== undefined ? 'openapi.basePath' : 'openapi.file: servers[0].url');
   const operations: Operation[] = [];
   const seen = new Map<string, string>();
+  const ids = new Map<string, string>();
 
   const add = (method: string, template: string, operationId: string | null, sec: { public: boolean; requirement: Requirement }, where: string) => {
     const path = template === '/' && base ? base : base + template;
@@ -212,13 +272,30 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
       return;
     }
     seen.set(shape, where);
+    // An operationId is unique in a file (OpenAPI): it labels the access line and the metrics.
+    if (operationId !== null) {
+      const named = ids.get(operationId);
+      if (named) problems.push(`${where}: operationId "${operationId.slice(0, 100)}" is also ${named}'s`);
+      else ids.set(operationId, where);
+    }
     operations.push(Object.freeze({
       method, path, operationId, id: operationId ?? `${method} ${path}`, public: sec.public,
       requirement: Object.freeze(sec.requirement.map((a) => Object.freeze([...a]))),
     }));
   };
 
+  const serversOf = (servers: unknown, where: string) => {
+    if (servers === undefined) return;
+    try {
+      const other = serversBasePath(servers, where);
+      if (other !== fileBase) problems.push(`${where}: serves under ${other || '/'}, not under the base path of the file's servers (${fileBase || '/'}); the gateway serves every operation under one base path`);
+    } catch (error) {
+      problems.push(...(error as OpenApiError).problems);
+    }
+  };
   for (const [template, rawItem] of Object.entries(paths)) {
+    // Specification extensions may stand among the paths (OpenAPI: "^x-").
+    if (template.startsWith('x-')) continue;
     let item: unknown;
     try {
       item = deref(document, rawItem, `paths.${template}`);
@@ -226,8 +303,18 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
       problems.push(...(error as OpenApiError).problems);
       continue;
     }
-    if (!isObject(item)) continue;
+    if (!isObject(item)) {
+      problems.push(`paths.${template}: the path item is not a mapping`);
+      continue;
+    }
+    // A referenced path item beside fields of its own: OpenAPI leaves which wins undefined.
+    if (isObject(rawItem) && '$ref' in rawItem) {
+      const siblings = Object.keys(rawItem).filter((k) => k !== '$ref' && k !== 'summary' && k !== 'description' && !k.startsWith('x-'));
+      if (siblings.length > 0) problems.push(`paths.${template}: fields beside $ref (${siblings.join(', ')}); their meaning is undefined, move them into the referenced path item`);
+    }
     problems.push(...checkTemplate(template, `paths.${template}`));
+    problems.push(...unknownFields(item, PATH_ITEM_FIELDS, `paths.${template}`));
+    serversOf(item.servers, `paths.${template}.servers`);
     for (const m of NOT_FORWARDED) {
       if (item[m] !== undefined && m === 'trace') problems.push(`paths.${template}.trace: the gateway never forwards TRACE`);
     }
@@ -239,6 +326,8 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
         problems.push(`${where}: the operation is not a mapping`);
         continue;
       }
+      problems.push(...unknownFields(op, OPERATION_FIELDS, where));
+      serversOf(op.servers, `${where}: servers`);
       let sec;
       try {
         sec = readSecurity(document, 'security' in op ? op.security : document.security, schemes, where);

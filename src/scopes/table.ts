@@ -9,7 +9,15 @@ import { both, type Requirement } from './requirement.js';
 
 /** The outcome of matching a method and path against the table. */
 export type Match =
-  | { kind: 'found'; operation: Operation; params: Readonly<Record<string, string | undefined>> }
+  | {
+    kind: 'found'; operation: Operation;
+    /**
+     * The other operations of the method that this path matches too (`/files/{owner}/secret` and
+     * `/files/public/{name}` both match `/files/public/secret`), protected ones only; absent when
+     * there is none.
+     */
+    also?: readonly Operation[];
+  }
   | { kind: 'method'; allow: readonly string[]; /** The path template the path matched. */ template: string }
   | { kind: 'none' };
 
@@ -22,18 +30,48 @@ export interface Table {
 
 type Method = Parameters<Router.Instance<Router.HTTPVersion.V1>['find']>[0];
 
-/** `{id}` -> `:id` for find-my-way. */
+/**
+ * `{id}` -> `:p0` for find-my-way. Parameters are renamed by position: a name is anything
+ * OpenAPI allows (`{user-id}`, `{group.id}`), and find-my-way would read `:user-id` as the
+ * parameter `user` followed by the literal `-id`. The gateway reads no parameter's value.
+ */
 function routerPath(template: string): string {
-  return template.replace(/\{([^}]+)\}/g, ':$1');
+  let n = 0;
+  return template.replace(/\{[^}]+\}/g, () => `:p${n++}`);
 }
 
-/** Builds the table; throws when two operations collide in the router. */
+const isParam = (segment: string) => segment.startsWith('{');
+
+/** True when some path matches both templates: as many segments, each equal or a parameter in either. */
+function overlap(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((s, i) => s === b[i] || isParam(s) || isParam(b[i]!));
+}
+
+/** True when `path`'s segments match the template's (the path has passed the request-target grammar). */
+function matches(template: readonly string[], path: readonly string[]): boolean {
+  return template.length === path.length && template.every((s, i) => (isParam(s) ? path[i] !== '' : s === path[i]));
+}
+
+/**
+ * Builds the table; throws when two operations collide in the router.
+ *
+ * Two templates of one method can match the same path (`/files/{owner}/secret` and
+ * `/files/public/{name}`). The router picks one (literal segments first, left to right); JAX-RS
+ * ranks by literal characters, and RESTEasy by media types before that, so the upstream may run
+ * the other. Such a path needs what each of them needs: `also` names the others.
+ */
 export function createTable(operations: readonly Operation[], maxPathBytes = 65536): Table {
   const router = Router({ caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: maxPathBytes });
   const methods = new Set<string>();
   for (const operation of operations) {
     router.on(operation.method as Method, routerPath(operation.path), () => undefined, operation);
     methods.add(operation.method);
+  }
+  const segmentsOf = new Map(operations.map((o) => [o, o.path.split('/')] as const));
+  const rivals = new Map<Operation, Operation[]>();
+  for (const a of operations) {
+    const others = operations.filter((b) => b !== a && b.method === a.method && !b.public && overlap(segmentsOf.get(a)!, segmentsOf.get(b)!));
+    if (others.length > 0) rivals.set(a, others);
   }
   const known = [...methods];
   const matchOne = (method: string, path: string) => (methods.has(method) ? router.find(method as Method, path) : null);
@@ -47,7 +85,14 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
       // A template is one non-empty segment: an empty segment matches nothing.
       if (path.includes('//') || (path.length > 1 && path.endsWith('/'))) return { kind: 'none' };
       const found = matchOne(method, path) ?? (method === 'HEAD' ? matchOne('GET', path) : null);
-      if (found) return { kind: 'found', operation: found.store as Operation, params: found.params };
+      if (found) {
+        const operation = found.store as Operation;
+        const others = rivals.get(operation);
+        if (others === undefined) return { kind: 'found', operation };
+        const segments = path.split('/');
+        const also = others.filter((o) => matches(segmentsOf.get(o)!, segments));
+        return also.length === 0 ? { kind: 'found', operation } : { kind: 'found', operation, also };
+      }
       let template: string | undefined;
       const allow = known.filter((m) => {
         const other = matchOne(m, path);
@@ -87,6 +132,27 @@ export function requirementOf(table: Table, operation: Operation, rootRequiresRe
       }
     }
     memo.set(operation, requirement);
+  }
+  return requirement;
+}
+
+// The requirement of each operation together with the others its path matches too, per table.
+const matchRequirements = new WeakMap<Table, Map<string, Requirement>>();
+
+/**
+ * What a request that matched `operation`, and `also` besides, needs: every one of their
+ * requirements (a public operation adds nothing); undefined when it is public and `also` is absent.
+ */
+export function requirementOfMatch(table: Table, operation: Operation, also: readonly Operation[] | undefined, rootRequiresReadScopes: boolean): Requirement | undefined {
+  if (also === undefined) return operation.public ? undefined : requirementOf(table, operation, rootRequiresReadScopes);
+  let memo = matchRequirements.get(table);
+  if (!memo) matchRequirements.set(table, (memo = new Map()));
+  const key = [operation, ...also].map((o) => table.operations.indexOf(o)).join(' ');
+  let requirement = memo.get(key);
+  if (requirement === undefined) {
+    requirement = also.map((o) => requirementOf(table, o, rootRequiresReadScopes))
+      .reduce((all, r) => both(all, r), operation.public ? [[]] : requirementOf(table, operation, rootRequiresReadScopes));
+    memo.set(key, requirement);
   }
   return requirement;
 }
