@@ -4,6 +4,7 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { parseStrictJson } from './json.js';
 import type { Metrics } from './metrics.js';
 import type { Runtime } from './runtime.js';
 import { tokenKey, type PurgeMatch } from './token/cache.js';
@@ -40,6 +41,15 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
   const app = Fastify({ loggerInstance: options.logger.child({ listener: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 });
   // JSON only: a text/plain body was read as a string and refused as if it named no selector.
   app.removeContentTypeParser('text/plain');
+  // A member named twice (`{"token":"a","token":"b"}`) is refused, not read last-wins.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, parseStrictJson(body as string, 8, false));
+    } catch (error) {
+      done(Object.assign(new Error(`the body is not JSON as the gateway reads it (${(error as Error).message})`), { statusCode: 400 }), undefined);
+    }
+  });
   app.setNotFoundHandler((request, reply) => {
     const allow = ALLOW.get(request.url.split('?')[0]!);
     if (allow) return reply.code(405).header('allow', allow).send({ error: `method not allowed (Allow: ${allow})` });

@@ -25,8 +25,14 @@ export interface Gateway {
   readonly logger: Logger;
   current(): Runtime;
   /** Re-reads the config file and the OpenAPI file; keeps the running one when invalid. */
-  reload(): Promise<{ ok: boolean; problems?: readonly string[] }>;
+  reload(): Promise<ReloadResult>;
   close(): Promise<void>;
+}
+
+/** What a reload did: applied, or refused with the problems it logged. */
+export interface ReloadResult {
+  ok: boolean;
+  problems?: readonly string[];
 }
 
 /** Options of startGateway. */
@@ -73,13 +79,14 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
 }
 
 /** Builds the runtime of a config (discovery included). */
-async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined): Promise<Runtime> {
+async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined, previous?: Runtime): Promise<Runtime> {
   const transport = authServerTransport(config.token.caFile);
   try {
     const endpoints = await resolveEndpoints(config, transport.dispatcher);
     return createRuntime(config, endpoints, metrics, {
       ...(shared ? { shared } : {}),
       transport,
+      previous,
       onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
     });
   } catch (error) {
@@ -147,6 +154,10 @@ export async function startGateway(configFile: string, options: StartOptions = {
   const summary = runtime.table.operations.length;
   logger.info({ proxy: proxyUrl, admin: adminUrl, operations: summary, upstream: config.upstream.url }, 'scopegate listening');
   let reloading: Promise<unknown> = Promise.resolve();
+  // The reload waiting for its turn, if any: signals that arrive meanwhile join it (it reads the
+  // files when its turn comes), so that a stream of SIGHUPs runs reloads one after the other, never
+  // a queue of them that holds the event loop.
+  let queued: Promise<ReloadResult> | undefined;
 
   return {
     proxyUrl,
@@ -157,10 +168,14 @@ export async function startGateway(configFile: string, options: StartOptions = {
       // One reload at a time, each reading the files when its turn comes: two at once (SIGHUPs
       // around an edit) could finish in the other order, discovery answering the first later, and
       // leave the older file running.
-      const turn = reloading.then(async () => {
+      if (queued) return queued;
+      const turn: Promise<ReloadResult> = reloading.then(async () => {
+        queued = undefined;
+        // Requests and I/O waiting since the previous reload go first.
+        await new Promise((resolve) => setImmediate(resolve));
         try {
           const next = loadConfig(configFile, env);
-          const built = await runtimeOf(next, metrics, logger, shared);
+          const built = await runtimeOf(next, metrics, logger, shared, runtime);
           const changed = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(next, key)) !== JSON.stringify(valueAt(config, key)));
           // The listener's certificate and key at the same paths are read again: renewed in place
           // (cert-manager, certbot), they take effect without a restart. loadConfig has checked them.
@@ -193,6 +208,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
           return { ok: false, problems };
         }
       });
+      queued = turn;
       reloading = turn;
       return turn;
     },

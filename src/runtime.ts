@@ -23,6 +23,8 @@ export interface Runtime {
   readonly config: Config;
   readonly table: Table;
   readonly verifier: CachedVerifier;
+  /** The digest of what decides a token's fate (rulesOf): a reload under the same keeps the cache. */
+  readonly rules: string;
   /**
    * True when token validation can work now: the JWKS fetched; the introspection endpoint answered
    * within the last few seconds and its circuit breaker is closed.
@@ -147,7 +149,7 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
  * connections to the authorization server, token.caFile's) is the runtime's from then on: closed
  * with it.
  */
-export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; transport?: AuthServerTransport } = {}): Runtime {
+export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; transport?: AuthServerTransport; previous?: Runtime | undefined } = {}): Runtime {
   const table = loadTable(config);
   const dispatcher = options.transport?.dispatcher;
   const { introspection, jwt, cache } = config.token;
@@ -183,7 +185,13 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   // A JWT is verified here, at the cost of a signature check: no replica's word for it is taken
   // from Redis (whatever can write there could otherwise vouch for a forged one).
   const shares = (token: string) => !(verifyJwt && isCompactJws(token));
-  const verifier = withCache(route, { ...cache, now, shares, ...(options.shared ? { secondLevel: options.shared.scoped(rulesOf(config, endpoints)) } : {}) });
+  const rules = rulesOf(config, endpoints);
+  // A reload under the same rules keeps what the cache holds (a SIGHUP that renews a certificate
+  // must not send every token back to the authorization server at once).
+  const verifier = withCache(route, {
+    ...cache, now, shares, store: options.previous?.rules === rules ? options.previous.verifier.store : undefined,
+    ...(options.shared ? { secondLevel: options.shared.scoped(rules) } : {}),
+  });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
 
   const introspectionReady = introspect ? createIntrospectionReadiness(introspect, { now }) : undefined;
@@ -191,7 +199,9 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     config,
     table,
     verifier,
+    rules,
     close() {
+      verifier.retire();
       verifyJwt?.stop();
       options.transport?.close();
     },

@@ -180,6 +180,55 @@ if (!hasRedis()) {
     }
   });
 
+  // Pub/sub delivers at most once: a purge published while B's subscription was lost never
+  // reaches B, which drops its whole local cache when it hears again.
+  t.test('a replica that lost its purge subscription drops its local cache when it hears again', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const token = await auth.issueToken([READ]);
+    t.equal(await get(a, token), 200);
+    t.equal(await get(b, token), 200, 'B holds it');
+    await auth.revoke(token);
+    const linesBefore = b.lines.length;
+    await raw.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    const purge = await request(`${a.adminUrl}/cache/purge`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+    t.equal(purge.statusCode, 200);
+    await purge.body.text();
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && !b.lines.slice(linesBefore).some((l) => l.includes('purges may have been missed'))) await sleep(20);
+    t.ok(b.lines.slice(linesBefore).some((l) => l.includes('purges may have been missed')), 'B says it dropped its cache');
+    await refused(t, b, token, 'B refuses the revoked token once it hears again');
+  });
+
+  // The end of an entry's reuse is signed with it: an entry saved from Redis and written back
+  // after it ended (with any TTL) is a miss.
+  t.test('an entry written back to Redis after its end is a miss, whatever TTL it is given', async (t) => {
+    const raw = new Redis(redis.url, { lazyConnect: true });
+    await raw.connect();
+    t.teardown(() => raw.disconnect());
+    const short = await startServe(serveConfig('short', {
+      introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret },
+      cache: { maxTtlSeconds: 1, negativeTtlSeconds: 1, redis: { url: redis.url, keyPrefix } },
+    }));
+    t.teardown(() => short.stop());
+    const token = await auth.issueToken([READ]);
+    const keyOf = `${keyPrefix}token:${createHash('sha256').update(token).digest('base64url')}`;
+    t.equal(await get(short, token), 200);
+    let stored: string | null = null;
+    for (let i = 0; i < 50 && stored === null; i++) {
+      stored = await raw.get(keyOf);
+      if (stored === null) await sleep(20);
+    }
+    t.ok(stored, 'written with a reuse of one second');
+    await sleep(1200);
+    await auth.revoke(token);
+    await raw.set(keyOf, stored!, 'PX', 60000);
+    auth.resetCounts();
+    await refused(t, b, token, 'the entry written back is not reused: the revoked token is refused');
+    t.equal(auth.counts.introspection, 1, 'the authorization server was asked');
+  });
+
   t.test('a JWT\'s result is never taken from Redis, nor written there: each replica verifies it', async (t) => {
     const raw = new Redis(redis.url, { lazyConnect: true });
     await raw.connect();

@@ -28,6 +28,8 @@ export interface CacheOptions {
   secondLevel?: SecondLevel;
   /** Whether the second level keeps `token`'s result (default: every token's). */
   shares?: (token: string) => boolean;
+  /** The previous cache's store, carried over when its limits are these (a reload under the same rules). */
+  store?: CacheStore | undefined;
 }
 
 /**
@@ -62,6 +64,23 @@ export interface CachedVerifier {
    */
   purge(match: PurgeMatch): number;
   readonly size: number;
+  /** Its entries and the validations in flight: handed to the runtime a reload builds under the same rules. */
+  readonly store: CacheStore;
+  /**
+   * Called once its runtime is replaced: a validation still in flight answers its requests and
+   * writes nothing to the shared level any more (a purge made on the new runtime since did not
+   * reach it).
+   */
+  retire(): void;
+}
+
+/** The state of a cache, opaque: what a reload under the same rules carries over. */
+export interface CacheStore {
+  readonly lru: LRUCache<string, Principal>;
+  readonly refusals: LRUCache<string, Refusal>;
+  readonly inFlight: Map<string, Promise<Entry>>;
+  readonly purges: { count: number; recent: Array<{ n: number; match: PurgeMatch }> };
+  readonly limits: string;
 }
 
 /** What a purge drops: one token's key, a fingerprint prefix, or a client's tokens. */
@@ -69,10 +88,13 @@ export interface PurgeMatch {
   key?: string;
   fingerprint?: string;
   clientId?: string;
+  /** Every entry (a replica that may have missed purges while it could not hear them). */
+  all?: boolean;
 }
 
 function purgeMatches(match: PurgeMatch, key: string, entry: Entry): boolean {
-  return (match.key !== undefined && key === match.key)
+  return match.all === true
+    || (match.key !== undefined && key === match.key)
     || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
     || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
 }
@@ -119,20 +141,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     return { ttl: until - 1 - start, start };
   };
 
-  // The purges made while validations were in flight, numbered: a validation notes the number
-  // when it starts, and its answer is not kept if a later purge matches it.
-  let purges = 0;
-  const recentPurges: Array<{ n: number; match: PurgeMatch }> = [];
-  const purgedSince = (n: number, key: string, entry: Entry): boolean => {
-    if (purges === n) return false;
-    // Some of the purges since were forgotten: one of them may have matched.
-    if (recentPurges.length === 0 || recentPurges[0]!.n > n + 1) return true;
-    for (let i = recentPurges.length - 1; i >= 0 && recentPurges[i]!.n > n; i--) {
-      if (purgeMatches(recentPurges[i]!.match, key, entry)) return true;
-    }
-    return false;
-  };
-
+  const limits = `${options.maxEntries} ${options.maxTtlSeconds} ${options.negativeTtlSeconds}`;
   // Valid tokens and refusals are kept apart: a flood of made-up tokens churns the refusals
   // alone, and never evicts the entry of a token in use (which would then have to be validated
   // again, against a server the flood keeps busy).
@@ -144,15 +153,42 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     ttlResolution: 0,
     perf: { now },
   };
-  const lru = new LRUCache<string, Principal>({ ...lruOptions, max: options.maxEntries });
-  const refusals = new LRUCache<string, Refusal>({ ...lruOptions, max: Math.min(options.maxEntries, MAX_REFUSALS) });
-  // The validations in flight, one per key: the requests that arrive meanwhile wait for it. Not
-  // in an LRU: an eviction would fail the requests waiting.
-  const inFlight = new Map<string, Promise<Entry>>();
+
+  function newStore(): CacheStore {
+    return {
+      lru: new LRUCache<string, Principal>({ ...lruOptions, max: options.maxEntries }),
+      refusals: new LRUCache<string, Refusal>({ ...lruOptions, max: Math.min(options.maxEntries, MAX_REFUSALS) }),
+      // The validations in flight, one per key: the requests that arrive meanwhile wait for it. Not
+      // in an LRU: an eviction would fail the requests waiting.
+      inFlight: new Map<string, Promise<Entry>>(),
+      purges: { count: 0, recent: [] },
+      limits,
+    };
+  }
+
+  // What the cache holds: its own, or, after a reload under the same rules and limits, the
+  // previous runtime's (its entries, its validations in flight and the purges they must see).
+  const store = options.store?.limits === limits ? options.store : newStore();
+  const { lru, refusals, inFlight } = store;
+
+  // The purges made while validations were in flight, numbered: a validation notes the number
+  // when it starts, and its answer is not kept if a later purge matches it.
+  const purgeLog = store.purges;
+  const purgedSince = (n: number, key: string, entry: Entry): boolean => {
+    const recentPurges = purgeLog.recent;
+    if (purgeLog.count === n) return false;
+    // Some of the purges since were forgotten: one of them may have matched.
+    if (recentPurges.length === 0 || recentPurges[0]!.n > n + 1) return true;
+    for (let i = recentPurges.length - 1; i >= 0 && recentPurges[i]!.n > n; i--) {
+      if (purgeMatches(recentPurges[i]!.match, key, entry)) return true;
+    }
+    return false;
+  };
+  let retired = false;
 
   /** Validates `token` (the shared level first) and keeps the result as long as its rules allow. */
   async function validate(key: string, token: string): Promise<Entry> {
-    const startedAfter = purges;
+    const startedAfter = purgeLog.count;
     const secondLevel = options.shares === undefined || options.shares(token) ? options.secondLevel : undefined;
     const shared = await secondLevel?.get(key);
     let entry: Entry;
@@ -183,7 +219,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     // entry whose `until` has passed is not kept: the requests that waited get its answer.
     if (until > at) {
       // The shared level keeps it as long as this one does.
-      if (validated) void secondLevel?.set(key, entry, until - at);
+      if (validated && !retired) void secondLevel?.set(key, entry, until - at);
       const { ttl, start } = lifetimeOf(until, at);
       // One answer per token: the newer one replaces the other kind, should one still be kept.
       if (entry instanceof Refusal) {
@@ -224,9 +260,9 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       return { principal: check(await pending), hit: false };
     },
     purge(match) {
-      purges += 1;
-      recentPurges.push({ n: purges, match });
-      if (recentPurges.length > RECENT_PURGES) recentPurges.shift();
+      purgeLog.count += 1;
+      purgeLog.recent.push({ n: purgeLog.count, match });
+      if (purgeLog.recent.length > RECENT_PURGES) purgeLog.recent.shift();
       let purged = 0;
       for (const [key, entry] of lru.entries()) {
         if (purgeMatches(match, key, entry) && lru.delete(key)) purged += 1;
@@ -238,6 +274,10 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     },
     get size() {
       return lru.size + refusals.size;
+    },
+    store,
+    retire() {
+      retired = true;
     },
   };
 }

@@ -39,7 +39,11 @@ export interface SharedCacheOptions {
   signingKey?: Buffer | undefined;
 }
 
-/** Serialised form: short keys, scopes as one string, `r` the digest of the rules that decided. */
+/**
+ * Serialised form: short keys, scopes as one string, `r` the digest of the rules that decided,
+ * `u` the end of its reuse (epoch ms). `u` is signed with the rest: Redis' own TTL is whatever
+ * whoever writes there sets, and an old entry written back after a purge must not come back to life.
+ */
 interface Stored {
   s?: string;
   c?: string;
@@ -47,6 +51,7 @@ interface Stored {
   e?: number;
   i?: string;
   r?: string;
+  u?: number;
 }
 
 /** The signature of `json` stored under `redisKey`: 43 characters of base64url. */
@@ -57,10 +62,10 @@ function signatureOf(signingKey: Buffer, redisKey: string, json: string): string
 const SIGNATURE = 43;
 
 /** A stored value: the JSON alone, or `<signature>.<JSON>` when entries are signed. */
-function encode(entry: Entry, rules: string, redisKey: string, signingKey: Buffer | undefined): string {
+function encode(entry: Entry, rules: string, until: number, redisKey: string, signingKey: Buffer | undefined): string {
   const json = entry instanceof Refusal
-    ? JSON.stringify({ i: entry.reason, r: rules } satisfies Stored)
-    : JSON.stringify({ s: entry.subject, c: entry.clientId, sc: [...entry.scopes].join(' '), e: entry.expiresAt, r: rules } satisfies Stored);
+    ? JSON.stringify({ i: entry.reason, r: rules, u: until } satisfies Stored)
+    : JSON.stringify({ s: entry.subject, c: entry.clientId, sc: [...entry.scopes].join(' '), e: entry.expiresAt, r: rules, u: until } satisfies Stored);
   return signingKey === undefined ? json : `${signatureOf(signingKey, redisKey, json)}.${json}`;
 }
 
@@ -83,7 +88,7 @@ function jsonOf(text: string, redisKey: string, signingKey: Buffer | undefined):
  * Parses a stored value; anything unexpected is a miss, never a principal, and so is a result
  * decided by other rules than `rules` (when given).
  */
-function decode(text: string, rules?: string): Entry | undefined {
+function decode(text: string, rules?: string): { entry: Entry; until: number | undefined } | undefined {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -93,10 +98,11 @@ function decode(text: string, rules?: string): Entry | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
   const s = v as Stored;
   if (rules !== undefined && s.r !== rules) return undefined;
-  if (typeof s.i === 'string') return new Refusal(s.i);
+  const until = typeof s.u === 'number' ? s.u : undefined;
+  if (typeof s.i === 'string') return { entry: new Refusal(s.i), until };
   if (typeof s.sc !== 'string' || (s.e !== undefined && typeof s.e !== 'number')) return undefined;
   if ((s.s !== undefined && typeof s.s !== 'string') || (s.c !== undefined && typeof s.c !== 'string')) return undefined;
-  return internPrincipal(s.s, s.c, s.sc.split(' ').filter(Boolean), s.e);
+  return { entry: internPrincipal(s.s, s.c, s.sc.split(' ').filter(Boolean), s.e), until };
 }
 
 /** Connects (lazily, reconnecting by itself) and subscribes to the purge channel. */
@@ -128,8 +134,23 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
   client.on('error', failed);
   subscriber.on('error', failed);
   client.on('ready', () => options.logger.info('shared cache (Redis) connected'));
+  // Pub/sub delivers at most once: a replica that lost its subscription may have missed purges
+  // meanwhile, and drops its whole local cache when it hears again (the shared level was purged).
+  let subscribed = false;
+  let deaf = false;
+  subscriber.on('close', () => {
+    if (subscribed) deaf = true;
+  });
   subscriber.on('ready', () => {
-    subscriber.subscribe(channel).then(() => subscriber.emit('subscribed'), failed);
+    subscriber.subscribe(channel).then(() => {
+      subscribed = true;
+      if (deaf) {
+        deaf = false;
+        options.logger.warn('shared cache (Redis): purges may have been missed while the subscription was lost; the local cache is dropped');
+        options.onPurge({ all: true });
+      }
+      subscriber.emit('subscribed');
+    }, failed);
   });
   subscriber.on('message', (_channel: string, message: string) => {
     try {
@@ -162,9 +183,12 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
       const text = replies?.[0]?.[1];
       const ttlMs = replies?.[1]?.[1];
       const json = typeof text === 'string' && typeof ttlMs === 'number' && ttlMs > 0 ? jsonOf(text, prefix + key, options.signingKey) : undefined;
-      const entry = json === undefined ? undefined : decode(json, rules);
-      options.onEvent?.(entry ? 'hit' : 'miss');
-      return entry && { entry, ttlMs: ttlMs as number };
+      const stored = json === undefined ? undefined : decode(json, rules);
+      // Reused no longer than its writer meant: the signed end, whatever TTL Redis gives it.
+      const left = stored?.until === undefined ? 0 : Math.min(stored.until - Date.now(), ttlMs as number);
+      const hit = stored !== undefined && left > 0;
+      options.onEvent?.(hit ? 'hit' : 'miss');
+      return hit ? { entry: stored.entry, ttlMs: left } : undefined;
     } catch (error) {
       failed(error);
       return undefined;
@@ -173,7 +197,8 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
 
   async function set(key: string, entry: Entry, ttlMs: number, rules: string): Promise<void> {
     try {
-      await client.set(prefix + key, encode(entry, rules, prefix + key, options.signingKey), 'PX', Math.max(1, Math.floor(ttlMs)));
+      const px = Math.max(1, Math.floor(ttlMs));
+      await client.set(prefix + key, encode(entry, rules, Date.now() + px, prefix + key, options.signingKey), 'PX', px);
     } catch (error) {
       failed(error);
     }
@@ -210,7 +235,7 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
             const values = await client.mget(...batch);
             for (let j = 0; j < batch.length; j++) {
               const json = jsonOf(values[j] ?? '', batch[j]!, undefined);
-              const e = json === undefined ? undefined : decode(json);
+              const e = json === undefined ? undefined : decode(json)?.entry;
               if (e && !(e instanceof Refusal) && e.clientId === match.clientId) keys.push(batch[j]!);
             }
           }

@@ -114,6 +114,8 @@ t.test('the admin listener answers wrong methods 405 with Allow, and a purge it 
     ['no body', undefined, undefined, 400],
     ['two selectors', '{"token":"abc","clientId":"c"}', 'application/json', 400],
     ['a selector that is not a string', '{"token":1}', 'application/json', 400],
+    // Read last-wins, it would purge the second and say nothing of the first.
+    ['a selector named twice', '{"token":"abc","token":"def"}', 'application/json', 400],
   ];
   for (const [name, body, contentType, status] of cases) {
     const r = await purge(body, contentType);

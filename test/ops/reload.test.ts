@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
+import { startAuthServer } from '../../src/demo/auth-server.js';
 import { accessLines, B, startTestGateway } from '../helpers/gateway.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
@@ -100,4 +101,54 @@ t.test('reloads run one after the other: the last signal\'s file wins, even when
   t.same(await Promise.all([first, second]), [{ ok: true }, { ok: true }]);
   t.equal(await status('/B'), 200, 'the file of the last reload is running');
   t.equal(await status('/A'), 404, 'not the one an earlier, slower reload read');
+});
+
+// A SIGHUP (a renewed certificate, a new scope in the OpenAPI file) under the same token rules
+// keeps the cache: no token goes back to the authorization server because of it. Other rules
+// decide anew.
+t.test('a reload under the same token rules keeps the token cache; other rules start a new one', async (t) => {
+  const auth = await startAuthServer();
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({
+    upstream: { url: up.origin },
+    token: { introspection: { endpoint: auth.introspectionEndpoint, clientId: auth.clientId, clientSecret: auth.clientSecret } },
+  });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+    await auth.close();
+  });
+  const bearer = await auth.issueToken(['https://jans.io/scim/users.read']);
+  const get = async () => {
+    const r = await request(`${gw.url}${B}/Users`, { headers: { authorization: `Bearer ${bearer}` } });
+    await r.body.text();
+    return r.statusCode;
+  };
+  t.equal(await get(), 200);
+  auth.resetCounts();
+  t.same(await gw.gateway.reload(), { ok: true });
+  t.equal(await get(), 200);
+  t.equal(auth.counts.introspection, 0, 'served from the cache the reload kept');
+
+  const config = JSON.parse(readFileSync(gw.configFile, 'utf8')) as { token: { introspection: Record<string, unknown> } };
+  config.token.introspection.clockToleranceSeconds = 10;
+  writeFileSync(gw.configFile, JSON.stringify(config));
+  t.same(await gw.gateway.reload(), { ok: true });
+  t.equal(await get(), 200);
+  t.equal(auth.counts.introspection, 1, 'introspected again under the new rules');
+});
+
+// A stream of SIGHUPs: the signals that arrive while a reload waits for its turn join it, so that
+// reloads never queue up behind one another and hold the event loop.
+t.test('reloads asked for while one waits for its turn join it', async (t) => {
+  const up = await startRecordingUpstream();
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token });
+  t.teardown(async () => {
+    await gw.close();
+    await up.close();
+  });
+  const results = await Promise.all(Array.from({ length: 30 }, () => gw.gateway.reload()));
+  t.ok(results.every((r) => r.ok), 'every caller is answered');
+  const reloads = gw.logs.filter((l) => l.includes('reloaded config')).length;
+  t.ok(reloads >= 1 && reloads <= 2, `30 asked at once: ${reloads} reload(s) run`);
 });
