@@ -155,8 +155,9 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
 
 // The Host header: an RFC 3986 authority without userinfo, as Jetty's HostPort accepts it. Its
 // value goes on as X-Forwarded-Host, which Jetty's forwarded module trusts: a value Jetty would
-// refuse as a Host (a path, a `#`, a space) must not reach it by that way either.
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]*)(?::\d{0,5})?$/;
+// refuse as a Host (a path, a `#`, a space) must not reach it by that way either, nor a `,`, which
+// RFC 3986 allows in a reg-name but which makes X-Forwarded-Host a list (Jetty reads its first member).
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=]*)(?::\d{0,5})?$/;
 
 /** Whether a Host value the pattern above passed names a port over 65535 (the port's colon is the first after any `]`). */
 function portOutOfRange(host: string): boolean {
@@ -977,8 +978,8 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   /**
    * A chunked body, or a small declared one: read whole (bounded by limits.bodyBytes, 413 past
    * it, and by limits.bufferedBytes, 503), then forwarded with its Content-Length. A chunked body
-   * Fastify does not hand over for the method (GET, HEAD, DELETE without a media type) is read
-   * the same way, for the limit, and not forwarded, as before.
+   * Fastify does not hand over for the method (GET, HEAD) is read the same way, for the limit,
+   * and not forwarded, as before.
    */
   function forwardWhole(request: FastifyRequest, reply: FastifyReply, d: Decision, body: unknown, reserved = false): void {
     const stream = (body ?? request.raw) as NodeJS.ReadableStream;

@@ -36,7 +36,7 @@ t.test('duplicate Host, and the exact error media type', async (t) => {
 });
 
 t.test('a Host that is not host[:port] -> 400, on public and protected operations alike', async (t) => {
-  const bad = ['127.0.0.1/jans-scim/restv1/v2/Users/abc#', 'a b', 'x\\y', '[::1', '127.0.0.1:99999', '127.0.0.1:65536', '[::1]:65536', '[::1]:8080:80', '127.0.0.1:80:80', 'user@127.0.0.1', 'h?x', 'h#', '%41'];
+  const bad = ['127.0.0.1/jans-scim/restv1/v2/Users/abc#', 'a b', 'x\\y', '[::1', '127.0.0.1:99999', '127.0.0.1:65536', '[::1]:65536', '[::1]:8080:80', '127.0.0.1:80:80', 'user@127.0.0.1', 'h?x', 'h#', '%41', 'evil,127.0.0.1', '127.0.0.1,evil', ','];
   for (const host of bad) {
     for (const target of [`${B}/Schemas`, `${B}/Users`]) {
       await refused(t, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${bearer(stack.all)}\r\nConnection: close\r\n\r\n`, 400, `Host: ${host} on ${target}`);
