@@ -255,10 +255,19 @@ async function main(argv: string[]): Promise<number> {
   // silently ignored.
   const taken: readonly (keyof typeof OPTIONS)[] = ['help', ...names];
   const options = Object.fromEntries(taken.map((name) => [name, OPTIONS[name]]));
-  const { values, positionals } = parseArgs({ args: attachValues(rest), allowPositionals: command === 'explain', options, strict: true }) as {
+  const { values, positionals, tokens } = parseArgs({ args: attachValues(rest), allowPositionals: command === 'explain', options, strict: true, tokens: true }) as {
     values: { config?: string; json?: boolean; help?: boolean; token?: string; fingerprint?: string; 'client-id'?: string; port?: string };
     positionals: string[];
+    tokens: Array<{ kind: string; name?: string }>;
   };
+  // An option given twice is ambiguous (parseArgs keeps the last): `purge --token A --token B`
+  // would drop A's revocation in silence, `--config a --config b` read another file than meant.
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined) continue;
+    if (seen.has(token.name)) throw new UsageError(`--${token.name} given more than once`);
+    seen.add(token.name);
+  }
   if (values.help) {
     console.log(HELP[command]);
     return 0;

@@ -146,13 +146,13 @@ export const schema: Section = {
     token: {
       kind: 'object', description: 'How bearer tokens are validated. At least one of introspection and jwt.',
       fields: {
-        issuer: { kind: 'url', description: 'Issuer; endpoints not given are read from its /.well-known/openid-configuration at startup.' },
+        issuer: { kind: 'url', noUserinfo: true, description: 'Issuer; endpoints not given are read from its /.well-known/openid-configuration at startup.' },
         caFile: { kind: 'path', description: 'PEM CA bundle for an https authorization server (introspection, JWKS, discovery), trusted in place of the public CAs (TLS is always verified); default: Node\'s CAs, and NODE_EXTRA_CA_CERTS.' },
         realm: { kind: 'string', default: 'scopegate', description: 'The realm of WWW-Authenticate challenges: printable ASCII and spaces, no double quote nor backslash.' },
         introspection: {
           kind: 'object', optional: true, description: 'RFC 7662 introspection, for opaque tokens.',
           fields: {
-            endpoint: { kind: 'url', description: 'Introspection endpoint (default: from discovery).' },
+            endpoint: { kind: 'url', noUserinfo: true, description: 'Introspection endpoint (default: from discovery).' },
             clientId: { kind: 'string', description: 'Client id for client_secret_basic / client_secret_post.' },
             clientSecret: { kind: 'string', secret: true, description: 'Client secret.' },
             clientSecretFile: { kind: 'path', description: 'File holding the client secret (instead of clientSecret).' },
@@ -167,7 +167,7 @@ export const schema: Section = {
         jwt: {
           kind: 'object', optional: true, description: 'JWT access tokens verified locally against a JWKS.',
           fields: {
-            jwksUri: { kind: 'url', description: 'JWKS URL (default: from discovery).' },
+            jwksUri: { kind: 'url', noUserinfo: true, description: 'JWKS URL (default: from discovery).' },
             issuer: { kind: 'string', description: 'Exact `iss` (default: token.issuer).' },
             audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values; empty = not checked (jans sets aud = client_id).' },
             algorithms: { kind: 'list', nonEmpty: true, default: Object.freeze(['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384']), values: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], description: 'Accepted signature algorithms (never none, never HS*).' },
@@ -180,7 +180,7 @@ export const schema: Section = {
         cache: {
           kind: 'object', description: 'Validation results, keyed by SHA-256 of the token.',
           fields: {
-            maxEntries: { kind: 'int', default: 100000, min: 1, description: 'Most cached valid tokens (LRU); refusals are kept apart, at most 10,000 (or this many, if fewer).' },
+            maxEntries: { kind: 'int', default: 100000, min: 1, max: 10000000, description: 'Most cached valid tokens (LRU), at most 10,000,000 (some 330 MB per million); refusals are kept apart, at most 10,000 (or this many, if fewer).' },
             maxTtlSeconds: { kind: 'int', default: 300, min: 0, description: 'Longest a result is reused; never past the token\'s own exp either.' },
             negativeTtlSeconds: { kind: 'int', default: 5, min: 0, description: 'How long an invalid/inactive result is reused.' },
             redis: {
@@ -308,20 +308,27 @@ function nameSources(problems: readonly string[], sources: EnvResult['sources'])
   });
 }
 
-/** Parses YAML or JSON text; a syntax error names the file, line and column. */
+/**
+ * Parses YAML or JSON text; a syntax error names the file, line and column, never the text there:
+ * the YAML parser quotes the token it stumbled on, which may be the client secret of a line
+ * written wrong (and a reload logs the problems).
+ */
 export function parseConfigText(text: string, file: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => {
       const pos = e.linePos?.[0];
-      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
+      const what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '').replace(/: ".*"$/s, '');
+      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${what}`;
     }));
   }
   try {
     return doc.toJS() as unknown;
   } catch (error) {
-    // Well-formed YAML that has no value: an alias without its anchor, or too many aliases.
-    throw new ConfigError([`${file}: ${(error as Error).message}`]);
+    // Well-formed YAML that has no value: an alias without its anchor (its name is not repeated:
+    // it may be a value written after a `*`), or too many aliases.
+    const message = (error as Error).message;
+    throw new ConfigError([`${file}: ${message.startsWith('Unresolved alias') ? 'an alias (*name) without its anchor (&name)' : message}`]);
   }
 }
 
@@ -343,6 +350,12 @@ function crossCheck(c: Config): string[] {
   if (jwt) {
     if (!jwt.jwksUri && !issuer) problems.push('token.jwt.jwksUri: is required (or set token.issuer for discovery)');
     if (!jwt.issuer && !issuer) problems.push('token.jwt.issuer: is required (or set token.issuer)');
+  }
+  const redis = c.token.cache?.redis;
+  if (redis && typeof redis.url === 'string') {
+    // ioredis reads the path as the database number: `/abc` became SELECT NaN, and a crash.
+    const database = new URL(redis.url).pathname;
+    if (database !== '' && database !== '/' && !/^\/\d{1,5}$/.test(database)) problems.push('token.cache.redis.url: the path must be a database number (/0, /1, ...)');
   }
   if (c.upstream && typeof c.upstream.url === 'string') {
     const url = new URL(c.upstream.url);

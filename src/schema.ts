@@ -24,6 +24,8 @@ export interface Leaf {
   nonEmpty?: boolean;
   /** `url`: accepted protocols (default http and https). */
   protocols?: readonly string[];
+  /** `url`: no user nor password in it (it would be written wherever the URL is: errors, logs). */
+  noUserinfo?: boolean;
   /** `custom`: validates and converts a value, returning problems (relative to the key). */
   check?: (value: unknown, key: string) => { value?: unknown; problems: string[] };
 }
@@ -124,6 +126,7 @@ function checkLeaf(leaf: Leaf, value: unknown, key: string, resolvePath: (p: str
         return fail('must be a URL');
       }
       if (!protocols.includes(url.protocol)) return fail(`must be a URL (${protocols.map((p) => p.replace(':', '')).join(' or ')})`);
+      if (leaf.noUserinfo && (url.username || url.password)) return fail('must not carry a user or password: the URL is written in errors and logs, and the gateway authenticates with token.introspection.clientId/clientSecret');
       return { value, problems: [] };
     }
     case 'port':
@@ -182,7 +185,13 @@ export function validate(schema: Section, raw: unknown, resolvePath: (p: string)
       out[name] = result.value;
       continue;
     }
-    if (value === undefined || value === null) {
+    // A key written with no value (`url:`, a template that rendered to nothing) is a mistake, not
+    // a wish for the default: the gateway would point at 127.0.0.1:8081 without a word.
+    if (value === null) {
+      problems.push(`${key}: has no value (remove the key to take its default)`);
+      continue;
+    }
+    if (value === undefined) {
       if (node.required) problems.push(`${key}: is required`);
       // A default path is relative to the config file too, like a written one.
       else if (node.default !== undefined) out[name] = node.kind === 'path' ? resolvePath(node.default as string) : node.default;

@@ -203,6 +203,10 @@ t.test('bad usage exits 2', async (t) => {
     ['explain with --port', ['explain', '--port', '1', 'GET', '/x'], /'--port'/],
     ['purge with --json', ['purge', '--json', '--token', 'x'], /'--json'/],
     ['serve with --port', ['serve', '--port', '1234', '--config', writeTmp('serve-discovery.yaml', { token: { issuer: 'http://127.0.0.1:1', jwt: {} } })], /'--port'/],
+    // The last one would win in silence: a purge would drop one token of two, a check read another file.
+    ['purge with --token twice', ['purge', '--token', 'a', '--token', 'b'], /--token given more than once/],
+    ['purge with --client-id twice', ['purge', '--client-id', 'a', '--client-id=b'], /--client-id given more than once/],
+    ['check with --config twice', ['check', '--config=absent.yaml', '-c', 'config/scopegate.yaml'], /--config given more than once/],
   ];
   for (const [name, args, expected] of cases) {
     const { code, stderr } = await runCli(args);

@@ -271,6 +271,12 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ upstream: { url: 'http://jans:8080/jans-scim' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
     [{ upstream: { url: 'http://user:pw@jans:8080' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
     [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
+    // A key written with no value (a template that rendered to nothing) is not a wish for the default.
+    [{ upstream: { url: null }, token: JWT }, ['upstream.url: has no value (remove the key to take its default)']],
+    [{ listen: { port: null }, openapi: { file: null }, token: JWT }, ['listen.port: has no value (remove the key to take its default)', 'openapi.file: has no value (remove the key to take its default)']],
+    // A bigger cache than memory holds failed at startup (an array too long) or after minutes (out of memory).
+    [{ token: { ...JWT, cache: { maxEntries: 4294967296 } } }, ['token.cache.maxEntries: must be an integer from 1 to 10000000']],
+    [{ token: { ...JWT, cache: { redis: { url: 'redis://127.0.0.1:6379/abc' } } } }, ['token.cache.redis.url: the path must be a database number (/0, /1, ...)']],
     // Node's timers hold at most 2^31-1 ms: a longer one fires after 1 ms (a shutdown that cuts
     // every request at once, introspections that all time out).
     [{ upstream: { timeoutMs: 2 ** 31 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
@@ -373,6 +379,12 @@ t.test('a secret never appears in a problem', async (t) => {
     ['syntax error: the secret twice', introspection(`    clientSecret: ${SECRET}\n    clientSecret: ${SECRET}\n`)],
     ['syntax error: a mapping in the secret', introspection(`    clientSecret: ${SECRET}: ${SECRET}\n`)],
     ['syntax error in JSON', `{"token": {"introspection": {"clientSecret": "${SECRET}" "clientId": 1}}`],
+    // The YAML parser quotes the token it stumbled on: here the secret, after a flow mapping gone wrong.
+    ['syntax error: a broken flow mapping before the secret', `listen: {port: /a/{x}}\ntoken: {introspection: {endpoint: https://a.example/i, clientId: c, clientSecret: ${SECRET}}}`],
+    ['syntax error: the secret written as an alias', introspection(`    clientSecret: *${SECRET}\n`)],
+    ['the issuer with a password in it', `token: {issuer: "https://user:${SECRET}@as.example", jwt: {}}`],
+    ['the JWKS URL with a password in it', `token: {jwt: {jwksUri: "https://user:${SECRET}@as.example/jwks", issuer: "https://as.example"}}`],
+    ['the introspection endpoint with a password in it', introspection(`    endpoint: https://user:${SECRET}@as.example/i\n    clientId: gw\n    clientSecret: s\n`)],
     ['both clientSecret and clientSecretFile', introspection(`    clientSecret: ${SECRET}\n    clientSecretFile: /etc/hostname\n    endpoint: https://as.example/i\n    clientId: gw\n`)],
     ['the secret from the environment', `listen: {port: abc}\n${introspection('    endpoint: nope\n')}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRET: SECRET, SCOPEGATE_LISTEN_PORT: 'x' }],
     ['the secret in a misspelled variable, next to a problem', `listen: {port: abc}\ntoken: {jwt: {jwksUri: "https://a/j", issuer: "https://a"}}`, { SCOPEGATE_TOKEN_INTROSPECTION_CLIENT_SECRETT: SECRET }],
