@@ -202,8 +202,9 @@ async function purge(values: { config?: string; token?: string; fingerprint?: st
   const text = await response.body.text();
   if (response.statusCode !== 200) {
     console.error(`scopegate purge: the admin listener answered ${response.statusCode}: ${text}`);
-    // 400: what was given is malformed (a fingerprint that is not one), which is bad usage.
-    return response.statusCode === 400 ? 2 : 1;
+    // 400 or 413: what was given is malformed or too large (a fingerprint that is not one, a
+    // client id of 100 kB), which is bad usage.
+    return response.statusCode === 400 || response.statusCode === 413 ? 2 : 1;
   }
   console.log(text);
   return 0;

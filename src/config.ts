@@ -3,7 +3,7 @@
  * validation with every problem listed by key path, then `Object.freeze`. INTERFACE.md is the
  * contract for the keys; the README's reference is generated from this schema.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
@@ -362,6 +362,9 @@ function crossCheck(c: Config): string[] {
     if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
       problems.push('upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received');
     }
+    for (const name of ['listen', 'admin'] as const) {
+      if (namesListener(url, c[name])) problems.push(`upstream.url: names the gateway's own ${name} listener (${c[name].host}:${c[name].port}); the upstream is jans-scim`);
+    }
   }
   // A quoted-string of WWW-Authenticate (RFC 9110 section 5.6.4) that Node writes as a header value:
   // printable ASCII and spaces, no quote nor backslash (no escaping needed).
@@ -386,10 +389,35 @@ function sameSocket(a: { host: string; port: number }, b: { host: string; port: 
   return x === y || WILDCARD_HOSTS.has(x) || WILDCARD_HOSTS.has(y);
 }
 
+/**
+ * True when `upstream` names a listener of the gateway itself: the same host (localhost as
+ * 127.0.0.1) and port, or a loopback address on the port of a listener bound to every address.
+ * Every request would come back to the gateway, 129 times over, until the upstream timeout.
+ */
+function namesListener(upstream: URL, listener: { host: string; port: number }): boolean {
+  const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
+  if (typeof listener.port !== 'number' || listener.port === 0 || listener.port !== port || typeof listener.host !== 'string') return false;
+  const norm = (host: string) => {
+    const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+    return LOOPBACK_NAMES[h] ?? h;
+  };
+  const [x, y] = [norm(upstream.hostname), norm(listener.host)];
+  return x === y || (WILDCARD_HOSTS.has(y) && (x.startsWith('127.') || x === '::1'));
+}
+
 /** Reads a secret file's first line; problems name the key, never the content. */
 function readSecretFile(path: string, key: string): { value?: string; problem?: string } {
   try {
-    const value = readFileSync(path, 'utf8').trim();
+    const text = readSmallFile(path, MAX_SECRET_BYTES);
+    if (text === undefined) return { problem: `${key}: the file it names is not a regular file of at most ${MAX_SECRET_BYTES} bytes` };
+    let value: string;
+    try {
+      value = strictUtf8.decode(text).trim();
+    } catch {
+      // Node would send U+FFFD in place of each bad byte: another secret than the file's.
+      return { problem: `${key}: the file is not UTF-8 text` };
+    }
+    if (/[\r\n]/.test(value)) return { problem: `${key}: the file holds more than one line (one secret, a final newline at most)` };
     return value ? { value } : { problem: `${key}: the file is empty` };
   } catch (error) {
     // Not the path: the value may be the secret itself, set where its file's path belongs.
@@ -403,13 +431,32 @@ function readSecretFile(path: string, key: string): { value?: string; problem?: 
  */
 export function loadConfig(file: string, env: Record<string, string | undefined> = {}): Config {
   const path = resolve(file);
-  let text: string;
+  let bytes: Buffer | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readSmallFile(path, MAX_CONFIG_BYTES);
   } catch (error) {
     throw new ConfigError([`${file}: cannot read the config file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
   }
+  // `/dev/zero`, a FIFO, a file of gigabytes: read, it would take the memory, or never end.
+  if (bytes === undefined) throw new ConfigError([`${file}: not a config file (a regular file of at most ${MAX_CONFIG_BYTES} bytes)`]);
+  let text: string;
+  try {
+    text = strictUtf8.decode(bytes);
+  } catch {
+    throw new ConfigError([`${file}: the config file is not UTF-8 text`]);
+  }
   return configFromValue(parseConfigText(text, file), path, env);
+}
+
+const MAX_CONFIG_BYTES = 1024 * 1024;
+const MAX_SECRET_BYTES = 64 * 1024;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The bytes of `path` when it is a regular file of at most `limit` bytes; undefined otherwise. */
+function readSmallFile(path: string, limit: number): Buffer | undefined {
+  const stat = statSync(path);
+  if (!stat.isFile() || stat.size > limit) return undefined;
+  return readFileSync(path);
 }
 
 /** Validates an already parsed config value, as if read from `file`. */

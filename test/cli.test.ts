@@ -325,6 +325,8 @@ t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2
   const short = await runCli(['purge', '--config', config, '--fingerprint', 'abc']);
   t.equal(short.code, 2, 'a fingerprint that is not one: exit 2');
   t.match(short.stderr, /fingerprint: must be 8 to 43 base64url characters/);
+  const huge = await runCli(['purge', '--config', config, '--client-id', 'c'.repeat(20000)]);
+  t.equal(huge.code, 2, 'a client id larger than the admin listener takes (413): bad usage too');
   const closed = writeTmp('purge-closed.yaml', { admin: { host: '127.0.0.1', port: await closedPort() }, token: TOKEN });
   const down = await runCli(['purge', '--config', closed, '--client-id', 'c']);
   t.equal(down.code, 1, 'the admin listener unreachable: exit 1');

@@ -27,7 +27,7 @@ function write(content: string | object, name = 'scopegate.yaml'): string {
   const dir = join(tmp, String(++counter));
   const file = join(dir, name);
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, typeof content === 'string' ? content : name.endsWith('.json') ? JSON.stringify(content, null, 2) : stringify(content));
+  writeFileSync(file, typeof content === 'string' || Buffer.isBuffer(content) ? content : name.endsWith('.json') ? JSON.stringify(content, null, 2) : stringify(content));
   return file;
 }
 
@@ -260,6 +260,11 @@ t.test('unknown keys are refused, with the nearest known key suggested', async (
   }
 });
 
+t.test('an upstream on another host may share the listener\'s port', async (t) => {
+  t.ok(loadConfig(write({ listen: { host: '0.0.0.0', port: 8080 }, upstream: { url: 'http://jans-scim:8080' }, token: JWT }), {}), 'another host, the same port');
+  t.ok(loadConfig(write({ listen: { host: '127.0.0.1', port: 8080 }, upstream: { url: 'http://10.0.0.5:8080' }, token: JWT }), {}));
+});
+
 t.test('wrong types and values name the key and what it must be', async (t) => {
   const introspection = { endpoint: 'https://as.example/i', clientId: 'gw', clientSecret: 's' };
   const cases: Array<[content: object, expected: string[]]> = [
@@ -270,6 +275,10 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ upstream: { url: 'ftp://jans' }, token: JWT }, ['upstream.url: must be a URL (http or https)']],
     [{ upstream: { url: 'http://jans:8080/jans-scim' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
     [{ upstream: { url: 'http://user:pw@jans:8080' }, token: JWT }, ['upstream.url: must be an origin (scheme, host, port): the request path is forwarded as received']],
+    // The gateway forwarding to itself: each request came back to it until the upstream timeout.
+    [{ upstream: { url: 'http://localhost:8080' }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (127.0.0.1:8080); the upstream is jans-scim']],
+    [{ listen: { host: '0.0.0.0', port: 8443 }, upstream: { url: 'http://127.0.0.1:8443' }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (0.0.0.0:8443); the upstream is jans-scim']],
+    [{ upstream: { url: 'http://127.0.0.1:9090' }, token: JWT }, ['upstream.url: names the gateway\'s own admin listener (127.0.0.1:9090); the upstream is jans-scim']],
     [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
     // A key written with no value (a template that rendered to nothing) is not a wish for the default.
     [{ upstream: { url: null }, token: JWT }, ['upstream.url: has no value (remove the key to take its default)']],
@@ -408,7 +417,7 @@ t.test('a secret never appears in a problem', async (t) => {
   t.notMatch([String(error), ...error.problems].join('\n'), SECRET, 'the content of clientSecretFile is not in the error');
 });
 
-t.test('clientSecretFile is read (first line, trimmed), and its problems name the key', async (t) => {
+t.test('clientSecretFile is read (one line, trimmed), and its problems name the key', async (t) => {
   const introspection = (extra: object) => ({ token: { introspection: { endpoint: 'https://as.example/i', clientId: 'gw', ...extra } } });
   const secret = write('  the-secret  \n', 'secret.txt');
   const config = loadConfig(write(introspection({ clientSecretFile: secret })), {});
@@ -422,6 +431,10 @@ t.test('clientSecretFile is read (first line, trimmed), and its problems name th
     ['a missing file', introspection({ clientSecretFile: missing }), /^token\.introspection\.clientSecretFile: cannot read the file it names \(ENOENT\)$/],
     ['both ways at once', introspection({ clientSecretFile: secret, clientSecret: 'x' }), /^token\.introspection\.clientSecretFile: give clientSecret or clientSecretFile, not both$/],
     ['neither, with client_secret_basic', introspection({}), /^token\.introspection\.clientSecret: is required with authMethod client_secret_basic/],
+    // Sent as read, each would be another secret than the file's: U+FFFD for a bad byte, an inner newline.
+    ['two lines', introspection({ clientSecretFile: write('first\nsecond\n', 'two-lines.txt') }), /^token\.introspection\.clientSecretFile: the file holds more than one line/],
+    ['bytes that are not UTF-8', introspection({ clientSecretFile: write(Buffer.from([0x53, 0x33, 0xff, 0xfe]), 'latin.bin') }), /^token\.introspection\.clientSecretFile: the file is not UTF-8 text$/],
+    ['a directory', introspection({ clientSecretFile: dirname(empty) }), /^token\.introspection\.clientSecretFile: the file it names is not a regular file/],
   ];
   for (const [name, content, expected] of cases) {
     const listed = problems(t, content);
@@ -462,6 +475,20 @@ t.test('the PEM files of listen.tls, upstream.caFile and token.caFile are read a
   t.same(problems(t, config({ certFile: missing, keyFile: key }), { SCOPEGATE_LISTEN_TLS_CERT_FILE: missing }), [`listen.tls.certFile (SCOPEGATE_LISTEN_TLS_CERT_FILE): cannot read ${missing} (ENOENT)`], 'naming the variable that set the path');
   const keyText = pki().key;
   for (const listed of [problems(t, config({ certFile: key, keyFile: cert }))]) t.notMatch(listed.join('\n'), keyText.split('\n')[1]!, 'no key material in a problem');
+});
+
+t.test('a config file is a regular file of UTF-8 text, at most 1 MiB', async (t) => {
+  const cases: Array<[name: string, file: string, expected: RegExp]> = [
+    // Read, /dev/zero took gigabytes and never ended.
+    ['a device', '/dev/zero', /^\/dev\/zero: not a config file \(a regular file of at most 1048576 bytes\)$/],
+    ['a directory', tmp, /: not a config file/],
+    ['over 1 MiB', write(`# ${'x'.repeat(1024 * 1024)}\n`, 'big.yaml'), /: not a config file/],
+    ['bytes that are not UTF-8', write(Buffer.from('listen: {host: "127.0.0.1\xff"}\n', 'latin1'), 'latin.yaml'), /: the config file is not UTF-8 text$/],
+  ];
+  for (const [name, file, expected] of cases) {
+    const error = configError(t, () => loadConfig(file, {}));
+    t.match(error.problems.join('\n'), expected, name);
+  }
 });
 
 t.test('the result is frozen, all the way down', async (t) => {
