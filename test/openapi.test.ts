@@ -367,4 +367,10 @@ t.test('a YAML syntax error in the OpenAPI file names the line', async (t) => {
   const problems = problemsOf(() => readOpenApiFile(file));
   t.match(problems.join('\n'), /^openapi\.file: .*broken\.yaml: syntax error at line \d+/);
   t.match(problemsOf(() => readOpenApiFile(join(tmp, 'absent.yaml'))).join('\n'), /^openapi\.file: cannot read .*absent\.yaml \(ENOENT\)/);
+  // JSON is read by the strict JSON parser: its errors name the line too, and a member named twice
+  // is refused as the YAML parser refuses a key twice (which one would win is the loader's guess).
+  const json = writeTmp('broken.json', '{\n  "openapi": "3.0.3",\n  "paths": {\n    "/a": {"get": {}},\n  }\n}\n');
+  t.match(problemsOf(() => readOpenApiFile(json)).join('\n'), /^openapi\.file: .*broken\.json: syntax error at line 5, column 3/);
+  const twice = writeTmp('twice.json', '{"openapi": "3.0.3", "paths": {"/a": {"get": {"security": []}, "get": {"security": [{"o": ["a"]}]}}}}');
+  t.match(problemsOf(() => readOpenApiFile(twice)).join('\n'), /^openapi\.file: .*twice\.json: syntax error at line 1, column \d+: duplicate member "get"/);
 });

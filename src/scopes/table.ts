@@ -42,9 +42,33 @@ function routerPath(template: string): string {
 
 const isParam = (segment: string) => segment.startsWith('{');
 
-/** True when some path matches both templates: as many segments, each equal or a parameter in either. */
-function overlap(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((s, i) => s === b[i] || isParam(s) || isParam(b[i]!));
+/** The templates of one method as a tree of segments, a parameter segment one child of its own. */
+interface Segments {
+  readonly literal: Map<string, Segments>;
+  param: Segments | undefined;
+  readonly operations: Operation[];
+}
+
+const segmentsNode = (): Segments => ({ literal: new Map(), param: undefined, operations: [] });
+
+/**
+ * The protected operations of the tree whose templates some path matches together with
+ * `segments` (as many segments, each equal or a parameter in either): a walk that follows only
+ * what can match, so that a file of thousands of paths is not compared pair by pair.
+ */
+function overlapping(node: Segments, segments: readonly string[], i: number, out: Operation[]): void {
+  if (i === segments.length) {
+    for (const o of node.operations) if (!o.public) out.push(o);
+    return;
+  }
+  const segment = segments[i]!;
+  if (isParam(segment)) {
+    for (const child of node.literal.values()) overlapping(child, segments, i + 1, out);
+  } else {
+    const child = node.literal.get(segment);
+    if (child) overlapping(child, segments, i + 1, out);
+  }
+  if (node.param) overlapping(node.param, segments, i + 1, out);
 }
 
 /** True when `path`'s segments match the template's (the path has passed the request-target grammar). */
@@ -68,10 +92,26 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
     methods.add(operation.method);
   }
   const segmentsOf = new Map(operations.map((o) => [o, o.path.split('/')] as const));
+  const trees = new Map<string, Segments>();
+  for (const operation of operations) {
+    let node = trees.get(operation.method);
+    if (!node) trees.set(operation.method, (node = segmentsNode()));
+    for (const segment of segmentsOf.get(operation)!) {
+      if (isParam(segment)) node = node.param ??= segmentsNode();
+      else {
+        let child = node.literal.get(segment);
+        if (!child) node.literal.set(segment, (child = segmentsNode()));
+        node = child;
+      }
+    }
+    node.operations.push(operation);
+  }
   const rivals = new Map<Operation, Operation[]>();
-  for (const a of operations) {
-    const others = operations.filter((b) => b !== a && b.method === a.method && !b.public && overlap(segmentsOf.get(a)!, segmentsOf.get(b)!));
-    if (others.length > 0) rivals.set(a, others);
+  for (const operation of operations) {
+    const others: Operation[] = [];
+    overlapping(trees.get(operation.method)!, segmentsOf.get(operation)!, 0, others);
+    const rest = others.filter((o) => o !== operation);
+    if (rest.length > 0) rivals.set(operation, rest);
   }
   const known = [...methods];
   const matchOne = (method: string, path: string) => (methods.has(method) ? router.find(method as Method, path) : null);
