@@ -378,14 +378,16 @@ function crossCheck(c: Config): string[] {
 const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '::0', '0:0:0:0:0:0:0:0']);
 const LOOPBACK_NAMES: Record<string, string> = { localhost: '127.0.0.1' };
 
+/** A host as written, compared: lower case, without IPv6 brackets, localhost as 127.0.0.1. */
+function normHost(host: string): string {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  return LOOPBACK_NAMES[h] ?? h;
+}
+
 /** True when two listeners would ask for the same port on overlapping addresses (EADDRINUSE). */
 function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
   if (typeof a.port !== 'number' || a.port === 0 || a.port !== b.port || typeof a.host !== 'string' || typeof b.host !== 'string') return false;
-  const norm = (host: string) => {
-    const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
-    return LOOPBACK_NAMES[h] ?? h;
-  };
-  const [x, y] = [norm(a.host), norm(b.host)];
+  const [x, y] = [normHost(a.host), normHost(b.host)];
   return x === y || WILDCARD_HOSTS.has(x) || WILDCARD_HOSTS.has(y);
 }
 
@@ -397,11 +399,7 @@ function sameSocket(a: { host: string; port: number }, b: { host: string; port: 
 function namesListener(upstream: URL, listener: { host: string; port: number }): boolean {
   const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
   if (typeof listener.port !== 'number' || listener.port === 0 || listener.port !== port || typeof listener.host !== 'string') return false;
-  const norm = (host: string) => {
-    const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
-    return LOOPBACK_NAMES[h] ?? h;
-  };
-  const [x, y] = [norm(upstream.hostname), norm(listener.host)];
+  const [x, y] = [normHost(upstream.hostname), normHost(listener.host)];
   return x === y || (WILDCARD_HOSTS.has(y) && (x.startsWith('127.') || x === '::1'));
 }
 
