@@ -45,7 +45,8 @@ export function buildAdmin(options: AdminOptions): FastifyInstance {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     try {
-      done(null, parseStrictJson(body as string, 8, false));
+      // A byte order mark (what PowerShell writes) is not part of the JSON text (RFC 8259 section 8.1 lets a parser skip it).
+      done(null, parseStrictJson((body as string).replace(/^\uFEFF/, ''), 8, false));
     } catch (error) {
       done(Object.assign(new Error(`the body is not JSON as the gateway reads it (${(error as Error).message})`), { statusCode: 400 }), undefined);
     }

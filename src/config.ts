@@ -3,7 +3,7 @@
  * validation with every problem listed by key path, then `Object.freeze`. INTERFACE.md is the
  * contract for the keys; the README's reference is generated from this schema.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
@@ -378,9 +378,17 @@ function crossCheck(c: Config): string[] {
 const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '::0', '0:0:0:0:0:0:0:0']);
 const LOOPBACK_NAMES: Record<string, string> = { localhost: '127.0.0.1' };
 
-/** A host as written, compared: lower case, without IPv6 brackets, localhost as 127.0.0.1. */
+/**
+ * A host as written, compared: lower case, without IPv6 brackets nor a final dot, an IPv4-mapped
+ * IPv6 address as its IPv4 one, localhost as 127.0.0.1.
+ */
 function normHost(host: string): string {
-  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '').replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1')
+    // As a URL writes it: [::ffff:127.0.0.1] is [::ffff:7f00:1].
+    .replace(/^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/, (_, high: string, low: string) => {
+      const [a, b] = [parseInt(high, 16), parseInt(low, 16)];
+      return `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}`;
+    });
   return LOOPBACK_NAMES[h] ?? h;
 }
 
@@ -400,14 +408,16 @@ function namesListener(upstream: URL, listener: { host: string; port: number }):
   const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
   if (typeof listener.port !== 'number' || listener.port === 0 || listener.port !== port || typeof listener.host !== 'string') return false;
   const [x, y] = [normHost(upstream.hostname), normHost(listener.host)];
-  return x === y || (WILDCARD_HOSTS.has(y) && (x.startsWith('127.') || x === '::1'));
+  // A connection to 0.0.0.0 or :: reaches this machine's loopback address.
+  const local = x.startsWith('127.') || x === '::1' || WILDCARD_HOSTS.has(x);
+  return x === y || (local && WILDCARD_HOSTS.has(y)) || (WILDCARD_HOSTS.has(x) && (y === '127.0.0.1' || y === '::1'));
 }
 
 /** Reads a secret file's first line; problems name the key, never the content. */
 function readSecretFile(path: string, key: string): { value?: string; problem?: string } {
   try {
     const text = readSmallFile(path, MAX_SECRET_BYTES);
-    if (text === undefined) return { problem: `${key}: the file it names is not a regular file of at most ${MAX_SECRET_BYTES} bytes` };
+    if (text === undefined) return { problem: `${key}: the file it names is not a regular file or a pipe of at most ${MAX_SECRET_BYTES} bytes` };
     let value: string;
     try {
       value = strictUtf8.decode(text).trim();
@@ -436,7 +446,7 @@ export function loadConfig(file: string, env: Record<string, string | undefined>
     throw new ConfigError([`${file}: cannot read the config file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
   }
   // `/dev/zero`, a FIFO, a file of gigabytes: read, it would take the memory, or never end.
-  if (bytes === undefined) throw new ConfigError([`${file}: not a config file (a regular file of at most ${MAX_CONFIG_BYTES} bytes)`]);
+  if (bytes === undefined) throw new ConfigError([`${file}: not a config file (a regular file or a pipe of at most ${MAX_CONFIG_BYTES} bytes)`]);
   let text: string;
   try {
     text = strictUtf8.decode(bytes);
@@ -450,11 +460,28 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_SECRET_BYTES = 64 * 1024;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The bytes of `path` when it is a regular file of at most `limit` bytes; undefined otherwise. */
+/**
+ * The bytes of `path` when it is a regular file of at most `limit` bytes, or a pipe that gives at
+ * most that many (`-c /dev/stdin`, `-c <(envsubst < template)`); undefined otherwise.
+ */
 function readSmallFile(path: string, limit: number): Buffer | undefined {
   const stat = statSync(path);
-  if (!stat.isFile() || stat.size > limit) return undefined;
-  return readFileSync(path);
+  if (stat.isFile()) return stat.size > limit ? undefined : readFileSync(path);
+  if (!stat.isFIFO()) return undefined;
+  const fd = openSync(path, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    const buffer = Buffer.alloc(64 * 1024);
+    let total = 0;
+    for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;) {
+      total += n;
+      if (total > limit) return undefined;
+      chunks.push(Buffer.from(buffer.subarray(0, n)));
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Validates an already parsed config value, as if read from `file`. */

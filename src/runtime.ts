@@ -151,7 +151,10 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
  */
 export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; transport?: AuthServerTransport; previous?: Runtime | undefined } = {}): Runtime {
   const table = loadTable(config);
-  const dispatcher = options.transport?.dispatcher;
+  // Read here, once: a closure that named `options` would keep it, and through `previous` every
+  // runtime before this one, alive for as long as this one lives.
+  const { transport, previous } = options;
+  const dispatcher = transport?.dispatcher;
   const { introspection, jwt, cache } = config.token;
   const now = options.now ?? Date.now;
   const introspect = introspection && endpoints.introspection
@@ -189,7 +192,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
   // A reload under the same rules keeps what the cache holds (a SIGHUP that renews a certificate
   // must not send every token back to the authorization server at once).
   const verifier = withCache(route, {
-    ...cache, now, shares, store: options.previous?.rules === rules ? options.previous.verifier.store : undefined,
+    ...cache, now, shares, store: previous?.rules === rules ? previous.verifier.store : undefined,
     ...(options.shared ? { secondLevel: options.shared.scoped(rules) } : {}),
   });
   if (verifyJwt) void verifyJwt.reload().catch(() => undefined);
@@ -203,7 +206,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
     close() {
       verifier.retire();
       verifyJwt?.stop();
-      options.transport?.close();
+      transport?.close();
     },
     async ready() {
       if (verifyJwt && !verifyJwt.ready()) {

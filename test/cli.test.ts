@@ -3,6 +3,7 @@
  * INTERFACE.md, "Command line": exit 0 on success, 2 on bad usage or bad config (every problem
  * printed with its key path), `explain` exits 0 whether the request would be allowed or not.
  */
+import { spawnSync } from 'node:child_process';
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config.js';
 import { loadTable } from '../src/runtime.js';
-import { ensureBuilt, ROOT, runCli } from './helpers/cli.js';
+import { CLI, ensureBuilt, ROOT, runCli } from './helpers/cli.js';
 import { B, OWN_OPENAPI, startTestGateway } from './helpers/gateway.js';
 import { rawRequest } from './helpers/raw.js';
 import { closedPort } from './gateway/support.js';
@@ -248,6 +249,18 @@ t.test('SCOPEGATE_CONFIG chooses the config file when --config is absent', async
   const empty = await runCli(['check', '--config', '']);
   t.equal(empty.code, 2, '--config with an empty name: bad usage');
   t.match(empty.stderr, /--config needs a file name/);
+});
+
+// A config rendered by a template tool and piped in (`envsubst < tmpl | scopegate check -c /dev/stdin`).
+t.test('a config read from a pipe', async (t) => {
+  // Through a shell pipe (a FIFO), as a template tool feeds it; the test runner's own stdin is a socket.
+  const rendered = writeTmp('rendered.yaml', { openapi: { file: OWN_OPENAPI }, token: TOKEN });
+  const piped = spawnSync('sh', ['-c', 'cat "$1" | "$2" "$3" check --config /dev/stdin', 'sh', rendered, process.execPath, CLI], { encoding: 'utf8' });
+  t.equal(piped.status, 0, piped.stderr);
+  t.match(piped.stdout, /^ok: \/dev\/stdin: 31 operations/);
+  const device = await runCli(['check', '--config', '/dev/zero']);
+  t.equal(device.code, 2, 'a device is no config file');
+  t.match(device.stderr, /\/dev\/zero: not a config file/);
 });
 
 t.test('environment overrides reach the command line', async (t) => {

@@ -263,6 +263,7 @@ t.test('unknown keys are refused, with the nearest known key suggested', async (
 t.test('an upstream on another host may share the listener\'s port', async (t) => {
   t.ok(loadConfig(write({ listen: { host: '0.0.0.0', port: 8080 }, upstream: { url: 'http://jans-scim:8080' }, token: JWT }), {}), 'another host, the same port');
   t.ok(loadConfig(write({ listen: { host: '127.0.0.1', port: 8080 }, upstream: { url: 'http://10.0.0.5:8080' }, token: JWT }), {}));
+  t.ok(loadConfig(write({ listen: { host: '127.0.0.1', port: 8080 }, upstream: { url: 'http://127.0.0.2:8080' }, token: JWT }), {}), 'another loopback address than the listener\'s');
 });
 
 t.test('wrong types and values name the key and what it must be', async (t) => {
@@ -279,6 +280,7 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ upstream: { url: 'http://localhost:8080' }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (127.0.0.1:8080); the upstream is jans-scim']],
     [{ listen: { host: '0.0.0.0', port: 8443 }, upstream: { url: 'http://127.0.0.1:8443' }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (0.0.0.0:8443); the upstream is jans-scim']],
     [{ upstream: { url: 'http://127.0.0.1:9090' }, token: JWT }, ['upstream.url: names the gateway\'s own admin listener (127.0.0.1:9090); the upstream is jans-scim']],
+    ...['http://0.0.0.0:8080', 'http://[::ffff:127.0.0.1]:8080', 'http://LOCALHOST.:8080'].map((url): [object, string[]] => [{ upstream: { url }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (127.0.0.1:8080); the upstream is jans-scim']]),
     [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
     // A key written with no value (a template that rendered to nothing) is not a wish for the default.
     [{ upstream: { url: null }, token: JWT }, ['upstream.url: has no value (remove the key to take its default)']],
@@ -477,10 +479,10 @@ t.test('the PEM files of listen.tls, upstream.caFile and token.caFile are read a
   for (const listed of [problems(t, config({ certFile: key, keyFile: cert }))]) t.notMatch(listed.join('\n'), keyText.split('\n')[1]!, 'no key material in a problem');
 });
 
-t.test('a config file is a regular file of UTF-8 text, at most 1 MiB', async (t) => {
+t.test('a config file is a regular file (or a pipe) of UTF-8 text, at most 1 MiB', async (t) => {
   const cases: Array<[name: string, file: string, expected: RegExp]> = [
     // Read, /dev/zero took gigabytes and never ended.
-    ['a device', '/dev/zero', /^\/dev\/zero: not a config file \(a regular file of at most 1048576 bytes\)$/],
+    ['a device', '/dev/zero', /^\/dev\/zero: not a config file \(a regular file or a pipe of at most 1048576 bytes\)$/],
     ['a directory', tmp, /: not a config file/],
     ['over 1 MiB', write(`# ${'x'.repeat(1024 * 1024)}\n`, 'big.yaml'), /: not a config file/],
     ['bytes that are not UTF-8', write(Buffer.from('listen: {host: "127.0.0.1\xff"}\n', 'latin1'), 'latin.yaml'), /: the config file is not UTF-8 text$/],

@@ -299,7 +299,7 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     // A URL parser resolves dot segments: read as written, they are refused in an absolute URL too.
     { name: 'absolute servers[0].url with a dot segment', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 'https://h.example/a/../b' }] }), problem: /^openapi\.file: servers\[0\]\.url: dot segment/ },
     { name: 'absolute servers[0].url with %2e%2e', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 'https://h.example/a/%2e%2e/b' }] }), problem: /^openapi\.file: servers\[0\]\.url: segment "%2e%2e"/ },
-    { name: 'server variable without a default', doc: doc({ '/a': { get: {} } }, { servers: [{ url: '/{base}/v2', variables: { base: { enum: ['x'] } } }] }), problem: /^openapi\.file: servers\[0\]\.url: server variable "base" has no string default/ },
+    { name: 'server variable without a default', doc: doc({ '/a': { get: {} } }, { servers: [{ url: '/{base}/v2', variables: { base: { enum: ['x'] } } }] }), problem: /^openapi\.file: servers\[0\]\.url: server variable "base" has no default/ },
     { name: 'servers not a list', doc: doc({ '/a': { get: {} } }, { servers: { url: '/api' } }), problem: /^openapi\.file: servers: must be a list/ },
     { name: 'servers[0].url not a string', doc: doc({ '/a': { get: {} } }, { servers: [{ url: 5 }] }), problem: /^openapi\.file: servers\[0\]\.url: must be a string/ },
     { name: 'path item servers under another base', doc: doc({ '/a': { servers: [{ url: '/other' }], get: {} } }, { servers: [{ url: '/api' }] }), problem: /^paths\.\/a\.servers: serves under \/other, not under the base path of the file's servers \(\/api\)/ },
@@ -335,10 +335,13 @@ t.test('what OpenAPI allows beside the fields it defines is read', async (t) => 
     components: { securitySchemes: schemes },
     paths: {
       'x-note': 'extensions stand among the paths',
-      '/a': { 'x-owner': 'team', servers: [{ url: '/api' }], get: { 'x-codegen-request-body-name': 'body', security: [{ oauth: ['a'] }] } },
+      '/a': { 'x-owner': 'team', servers: [{ url: '/api' }], get: { 'x-codegen-request-body-name': 'body', servers: [], security: [{ oauth: ['a'] }] } },
     },
   });
-  t.same(operations.map(asRoute), [{ method: 'GET', path: '/api/a', operationId: null, public: false, scopes: [['a']] }], 'x- keys ignored; servers under the same base accepted');
+  t.same(operations.map(asRoute), [{ method: 'GET', path: '/api/a', operationId: null, public: false, scopes: [['a']] }], 'x- keys ignored; servers under the same base, or an empty list, accepted');
+  // OpenAPI says a string; YAML reads `default: 8443` as a number, which means the same.
+  const numeric = operationsFrom({ openapi: '3.0.3', servers: [{ url: 'https://h.example:{port}/v{major}', variables: { port: { default: 8443 }, major: { default: 2 } } }], paths: { '/x': { get: {} } } });
+  t.same(numeric.map((o) => o.path), ['/v2/x'], 'a numeric server variable default');
   // YAML merge keys, as YAML 1.1 tools read them: the merged security protects the operation.
   const file = writeTmp('merge.yaml', [
     'openapi: 3.0.3',

@@ -32,6 +32,8 @@ const DOC = {
     '/{collection}/{item}': { get: { operationId: 'get-anything', security: [] } },
     '/files/{owner}/secret': { get: { operationId: 'get-secret', ...oauth(WRITE) } },
     '/files/public/{name}': { get: { operationId: 'get-public-file', security: [] }, delete: { operationId: 'delete-public-file', ...oauth(READ) } },
+    '/docs/public/{name}': { head: { operationId: 'head-public-doc', security: [] }, get: { operationId: 'get-public-doc', ...oauth(READ) } },
+    '/docs/{owner}/secret': { get: { operationId: 'get-secret-doc', ...oauth(WRITE) } },
     '/files/{owner}/{name}': { delete: { operationId: 'delete-file', ...oauth(WRITE) } },
   },
 };
@@ -50,6 +52,10 @@ t.test('the table: parameter names of any form, and the other operations a path 
   t.same(found('GET', '/api/files/bob/secret'), { id: 'get-secret', also: [], requirement: [[WRITE]] });
   t.same(found('GET', '/api/files/public/secret'), { id: 'get-public-file', also: ['get-secret'], requirement: [[WRITE]] }, 'a path both match needs the protected one\'s scopes');
   t.same(found('HEAD', '/api/files/public/secret'), { id: 'get-public-file', also: ['get-secret'], requirement: [[WRITE]] }, 'HEAD, as GET');
+  // A HEAD that matched a HEAD operation: the upstream may run another template's GET for it.
+  t.same(found('HEAD', '/api/docs/public/secret'), { id: 'head-public-doc', also: ['get-secret-doc'], requirement: [[WRITE]] }, 'HEAD: the GET of another template that matches too');
+  t.same(found('HEAD', '/api/docs/public/readme'), { id: 'head-public-doc', also: [], requirement: 'public' }, 'HEAD: not the GET of its own template (RESTEasy runs the HEAD)');
+  t.same(found('GET', '/api/docs/public/readme'), { id: 'get-public-doc', also: [], requirement: [[READ]] });
   t.same(found('DELETE', '/api/files/public/x'), { id: 'delete-public-file', also: ['delete-file'], requirement: [[READ, WRITE].sort()] }, 'two protected ones: both requirements');
   t.same(found('DELETE', '/api/files/bob/x'), { id: 'delete-file', also: [], requirement: [[WRITE]] });
 });

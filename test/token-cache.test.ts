@@ -174,3 +174,28 @@ t.test('refusals never evict a valid token, and a validation in flight is never 
   t.equal(second.principal.subject, 'slow');
   t.equal(asked.filter((x) => x === 'slow').length, 1, 'one validation for both');
 });
+
+// A reload replaces the runtime while a validation is in flight. Under the same rules the new
+// cache holds the same store, and the purges made on it reach the validation: its answer is
+// written to the shared level. Without a successor that holds the store, it is not (a purge on the
+// new runtime could not reach it).
+t.test('a retired cache writes its late answer to the shared level only when its successor holds its store', async (t) => {
+  for (const carried of [true, false]) {
+    const written: string[] = [];
+    const shared = { get: async () => undefined, set: async (key: string) => { written.push(key); } };
+    let release: () => void = () => undefined;
+    const verifier = () => new Promise<Principal>((resolve) => {
+      release = () => resolve(internPrincipal('alice', 'client', ['users.read'], Math.floor(Date.now() / 1000) + 60));
+    });
+    const options = { maxEntries: 100, maxTtlSeconds: 300, negativeTtlSeconds: 5, secondLevel: shared };
+    const before = withCache(verifier, options);
+    const pending = before.verify('tok-reload');
+    await new Promise((resolve) => setImmediate(resolve));
+    const after = withCache(verifier, { ...options, ...(carried ? { store: before.store } : {}) });
+    before.retire();
+    release();
+    await pending;
+    t.same(written, carried ? [tokenKey('tok-reload')] : [], carried ? 'held by its successor: written' : 'no successor holds it: not written');
+    t.equal(after.peek(tokenKey('tok-reload'))?.clientId, carried ? 'client' : undefined, carried ? 'and served by the successor' : 'nor served by another cache');
+  }
+});

@@ -98,8 +98,9 @@ function serversBasePath(servers: unknown, where: string): string {
   const missing: string[] = [];
   const url = server.url.replace(/\{([^}]+)\}/g, (_, name: string) => {
     const v = variables[name];
-    if (isObject(v) && typeof v.default === 'string') return v.default;
-    missing.push(`${where}[0].url: server variable "${name}" has no string default`);
+    // OpenAPI says string; a YAML `default: 8443` reads as a number, and means the same.
+    if (isObject(v) && (typeof v.default === 'string' || typeof v.default === 'number')) return String(v.default);
+    missing.push(`${where}[0].url: server variable "${name}" has no default`);
     return '';
   });
   if (missing.length > 0) throw new OpenApiError(missing);
@@ -306,7 +307,8 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   };
 
   const serversOf = (servers: unknown, where: string) => {
-    if (servers === undefined) return;
+    // An empty list is none given (OpenAPI): the file's servers apply.
+    if (servers === undefined || (Array.isArray(servers) && servers.length === 0)) return;
     try {
       const other = serversBasePath(servers, where);
       if (other !== fileBase) problems.push(`${where}: serves under ${other || '/'}, not under the base path of the file's servers (${fileBase || '/'}); the gateway serves every operation under one base path`);

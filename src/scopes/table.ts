@@ -106,13 +106,25 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
     }
     node.operations.push(operation);
   }
-  const rivals = new Map<Operation, Operation[]>();
-  for (const operation of operations) {
-    const others: Operation[] = [];
-    overlapping(trees.get(operation.method)!, segmentsOf.get(operation)!, 0, others);
-    const rest = others.filter((o) => o !== operation);
-    if (rest.length > 0) rivals.set(operation, rest);
-  }
+  // The others of one method; for a HEAD request, of HEAD and GET alike: the operation it matched
+  // (its own HEAD or, without one, a GET) need not be the one the upstream runs for it, whose GET
+  // answers a HEAD when it has no HEAD of its own.
+  const rivalsIn = (methodsOf: readonly string[]) => {
+    const found = new Map<Operation, Operation[]>();
+    for (const operation of operations) {
+      const others: Operation[] = [];
+      for (const m of methodsOf) {
+        const tree = trees.get(m);
+        if (tree) overlapping(tree, segmentsOf.get(operation)!, 0, others);
+      }
+      // Not itself, nor (for HEAD) the GET of its own template: that GET runs only when it has no HEAD.
+      const rest = others.filter((o) => o.path !== operation.path);
+      if (rest.length > 0) found.set(operation, rest);
+    }
+    return found;
+  };
+  const rivals = new Map<string, Map<Operation, Operation[]>>([...methods].map((m) => [m, rivalsIn([m])]));
+  rivals.set('HEAD', rivalsIn(['HEAD', 'GET']));
   const known = [...methods];
   const matchOne = (method: string, path: string) => (methods.has(method) ? router.find(method as Method, path) : null);
 
@@ -127,7 +139,7 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
       const found = matchOne(method, path) ?? (method === 'HEAD' ? matchOne('GET', path) : null);
       if (found) {
         const operation = found.store as Operation;
-        const others = rivals.get(operation);
+        const others = rivals.get(method)?.get(operation);
         if (others === undefined) return { kind: 'found', operation };
         const segments = path.split('/');
         const also = others.filter((o) => matches(segmentsOf.get(o)!, segments));

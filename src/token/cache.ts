@@ -69,7 +69,7 @@ export interface CachedVerifier {
   /**
    * Called once its runtime is replaced: a validation still in flight answers its requests and
    * writes nothing to the shared level any more (a purge made on the new runtime since did not
-   * reach it).
+   * reach it), unless the new runtime's cache holds the same store (the purges are then shared).
    */
   retire(): void;
 }
@@ -81,6 +81,8 @@ export interface CacheStore {
   readonly inFlight: Map<string, Promise<Entry>>;
   readonly purges: { count: number; recent: Array<{ n: number; match: PurgeMatch }> };
   readonly limits: string;
+  /** How many caches have held it: a later one shares its purges (see retire). */
+  holders: number;
 }
 
 /** What a purge drops: one token's key, a fingerprint prefix, or a client's tokens. */
@@ -163,6 +165,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       inFlight: new Map<string, Promise<Entry>>(),
       purges: { count: 0, recent: [] },
       limits,
+      holders: 0,
     };
   }
 
@@ -170,6 +173,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   // previous runtime's (its entries, its validations in flight and the purges they must see).
   const store = options.store?.limits === limits ? options.store : newStore();
   const { lru, refusals, inFlight } = store;
+  const holder = ++store.holders;
 
   // The purges made while validations were in flight, numbered: a validation notes the number
   // when it starts, and its answer is not kept if a later purge matches it.
@@ -219,7 +223,9 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
     // entry whose `until` has passed is not kept: the requests that waited get its answer.
     if (until > at) {
       // The shared level keeps it as long as this one does.
-      if (validated && !retired) void secondLevel?.set(key, entry, until - at);
+      // A cache whose runtime was replaced writes nothing more, unless its successor holds this
+      // store: then the purges made since are in the log it checked above.
+      if (validated && (!retired || store.holders > holder)) void secondLevel?.set(key, entry, until - at);
       const { ttl, start } = lifetimeOf(until, at);
       // One answer per token: the newer one replaces the other kind, should one still be kept.
       if (entry instanceof Refusal) {

@@ -123,5 +123,6 @@ t.test('the admin listener answers wrong methods 405 with Allow, and a purge it 
     t.match(JSON.parse(r.body), { error: wants }, `${name}: the error says what the purge takes`);
   }
   t.same(JSON.parse((await purge('{"clientId":"c"}', 'application/json; charset=utf-8')).body), { purged: 0 }, 'JSON with a charset is fine');
+  t.same(JSON.parse((await purge('\uFEFF{"clientId":"c"}', 'application/json')).body), { purged: 0 }, 'JSON after a byte order mark (PowerShell writes one) is fine');
   t.notMatch((await call('GET', '/metrics')).body, /^scopegate_redis_events_total\{/m, 'without Redis, no Redis event is counted');
 });
