@@ -300,11 +300,18 @@ function applyEnv(raw: Record<string, unknown>, env: Record<string, string | und
 function nameSources(problems: readonly string[], sources: EnvResult['sources']): string[] {
   return problems.map((problem) => {
     const key = problem.slice(0, problem.indexOf(':'));
-    const source = sources.get(key);
-    if (!source) return problem;
+    // The variable that set the key, or the part of the config it belongs to (`openapi.extra[0].method`
+    // of SCOPEGATE_OPENAPI_EXTRA).
+    let owner = key;
+    while (owner !== '' && !sources.has(owner)) owner = owner.slice(0, Math.max(owner.lastIndexOf('.'), owner.lastIndexOf('['), 0));
+    const source = sources.get(owner);
+    // Another key the problem names, set by a variable (`admin.port: must differ from listen.port`).
+    const others = [...sources].filter(([other]) => other !== owner && new RegExp(`(^|[^\\w.])${other.replace(/[.[\]]/g, '\\$&')}($|[^\\w])`).test(problem.slice(key.length)))
+      .map(([other, from]) => ` (${other} from ${from.name})`).join('');
+    if (!source) return `${problem}${others}`;
     const link = SERVICE_LINK_VALUE.test(source.value)
       ? ` (${source.name} looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)` : '';
-    return `${key} (${source.name})${problem.slice(key.length)}${link}`;
+    return `${key} (${source.name})${problem.slice(key.length)}${link}${others}`;
   });
 }
 

@@ -211,7 +211,7 @@ t.test('bad values from the environment are problems naming the key and the vari
     [{ SCOPEGATE_UPSTREAM_IDENTITY_HEADERS: 'yes' }, ['upstream.identityHeaders (SCOPEGATE_UPSTREAM_IDENTITY_HEADERS): must be true or false']],
     [{ SCOPEGATE_TOKEN_JWT_AUDIENCE: '[1, 2]' }, ['token.jwt.audience (SCOPEGATE_TOKEN_JWT_AUDIENCE): must be a list of non-empty strings']],
     [{ SCOPEGATE_TOKEN_JWT_ALGORITHMS: '' }, ['token.jwt.algorithms (SCOPEGATE_TOKEN_JWT_ALGORITHMS): must name at least one value']],
-    [{ SCOPEGATE_ADMIN_PORT: '8080', SCOPEGATE_LISTEN_PORT: '8080' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must differ from listen.port: admin 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both be bound']],
+    [{ SCOPEGATE_ADMIN_PORT: '8080', SCOPEGATE_LISTEN_PORT: '8080' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must differ from listen.port: admin 127.0.0.1:8080 and listen 127.0.0.1:8080 cannot both be bound (listen.port from SCOPEGATE_LISTEN_PORT)']],
     // A Service named scopegate-admin would inject this: a known key, a bad value, and a hint.
     [{ SCOPEGATE_ADMIN_PORT: 'tcp://10.0.0.12:9090' }, ['admin.port (SCOPEGATE_ADMIN_PORT): must be a port number (0-65535) (SCOPEGATE_ADMIN_PORT looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)']],
   ];
@@ -477,6 +477,14 @@ t.test('the PEM files of listen.tls, upstream.caFile and token.caFile are read a
   t.same(problems(t, config({ certFile: missing, keyFile: key }), { SCOPEGATE_LISTEN_TLS_CERT_FILE: missing }), [`listen.tls.certFile (SCOPEGATE_LISTEN_TLS_CERT_FILE): cannot read ${missing} (ENOENT)`], 'naming the variable that set the path');
   const keyText = pki().key;
   for (const listed of [problems(t, config({ certFile: key, keyFile: cert }))]) t.notMatch(listed.join('\n'), keyText.split('\n')[1]!, 'no key material in a problem');
+});
+
+t.test('a problem from a variable names it, also inside a list it set or beside another key', async (t) => {
+  t.same(problems(t, { token: JWT }, { SCOPEGATE_OPENAPI_EXTRA: '[{"method":"get","path":"/x","scopes":["s"]}]' }).map((p) => p.split(':')[0]),
+    ['openapi.extra[0].method (SCOPEGATE_OPENAPI_EXTRA)'], 'an element of the list the variable set');
+  const clash = problems(t, { token: JWT }, { SCOPEGATE_LISTEN_PORT: '9090' });
+  t.equal(clash.length, 1);
+  t.match(clash[0], /^admin\.port: must differ from listen\.port: .* \(listen\.port from SCOPEGATE_LISTEN_PORT\)$/, 'the other key, and the variable that set it');
 });
 
 t.test('a config file is a regular file (or a pipe) of UTF-8 text, at most 1 MiB', async (t) => {
