@@ -199,7 +199,8 @@ export function requirementOfMatch(table: Table, operation: Operation, also: rea
   if (also === undefined) return operation.public ? undefined : requirementOf(table, operation, rootRequiresReadScopes);
   let memo = matchRequirements.get(table);
   if (!memo) matchRequirements.set(table, (memo = new Map()));
-  const key = [operation, ...also].map((o) => table.operations.indexOf(o)).join(' ');
+  // Method and template name one operation of a table (two would be a conflict).
+  const key = [operation, ...also].map((o) => `${o.method} ${o.path}`).join('\n');
   let requirement = memo.get(key);
   if (requirement === undefined) {
     requirement = also.map((o) => requirementOf(table, o, rootRequiresReadScopes))
