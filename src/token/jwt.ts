@@ -4,7 +4,7 @@
  * accepted `typ` values, and a scope claim (an ID token signed by the same key has none and
  * authorises nothing).
  */
-import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import { fetch, type Dispatcher, type RequestInit as FetchInit } from 'undici';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
 import { authServerDispatcher } from './transport.js';
@@ -47,6 +47,31 @@ function normaliseType(typ: string): string {
 
 const MAX_JWKS_BYTES = 512 * 1024;
 
+/** True when `body` is a JSON object with a `keys` list (jose checks the rest). */
+function isKeySet(body: Uint8Array): boolean {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(body).toString('utf8'));
+    return typeof value === 'object' && value !== null && Array.isArray((value as { keys?: unknown }).keys);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True when each part of a compact JWS is base64url as an encoder writes it: the unused low bits
+ * of a last character are zero. A decoder ignores them, so `...A` and `...B` would be one token
+ * under two cache keys and two fingerprints (and forwarded as sent).
+ */
+function canonicalParts(token: string): boolean {
+  for (const part of token.split('.')) {
+    const last = part.charAt(part.length - 1);
+    if (part.length % 4 === 1) return false;
+    if (part.length % 4 === 2 && !'AQgw'.includes(last)) return false;
+    if (part.length % 4 === 3 && !'AEIMQUYcgkosw048'.includes(last)) return false;
+  }
+  return true;
+}
+
 /** Reads a response body, refusing it past `limit` bytes. */
 async function readCapped(response: Response, limit: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
@@ -67,6 +92,10 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
   const types = new Set(options.types.map(normaliseType));
   const algorithms = new Set(options.algorithms);
   let lastFailureAt = -Infinity;
+  // JWKS fetches that failed (or were not tried, cooling down): a verification during which none
+  // failed, and that still could not use the key set, failed on the key or the token, not on the
+  // authorization server.
+  let fetchFailures = 0;
   const jwks = createRemoteJWKSet(new URL(options.jwksUri), {
     cooldownDuration: options.cooldownSeconds * 1000,
     // Keys do not go stale by age: a failed refresh must not take down tokens signed by keys we
@@ -77,21 +106,51 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     [customFetch]: async (url, init) => {
       // jose starts its cooldown only after a successful fetch: while the JWKS fails, every
       // unknown kid would be a fetch. A failure starts a cooldown of its own (J05).
-      if (now() - lastFailureAt < options.cooldownSeconds * 1000) throw new Error('JWKS fetch failed recently; cooling down');
+      if (now() - lastFailureAt < options.cooldownSeconds * 1000) {
+        fetchFailures += 1;
+        throw new Error('JWKS fetch failed recently; cooling down');
+      }
       try {
         const response = await fetch(url, { ...(init as FetchInit), redirect: 'manual', dispatcher: options.dispatcher ?? authServerDispatcher });
         // The cap holds for chunked answers too: the body is read, never trusted by its header.
         const body = await readCapped(response, MAX_JWKS_BYTES);
-        options.onJwksFetch?.(response.status === 200);
-        if (response.status !== 200) lastFailureAt = now();
+        // A 200 that is no key set (an HTML error page, a proxy's answer) is a failure too.
+        const ok = response.status === 200 && isKeySet(body);
+        options.onJwksFetch?.(ok);
+        if (!ok) {
+          lastFailureAt = now();
+          fetchFailures += 1;
+        }
         return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
       } catch (error) {
         lastFailureAt = now();
+        fetchFailures += 1;
         options.onJwksFetch?.(false);
         throw error;
       }
     },
   });
+
+  /**
+   * The payload of `token` verified against the key set. Several keys may match its header (a kid
+   * listed twice, as some servers do while rotating; no kid and several keys of its algorithm):
+   * RFC 7517 makes kids unique only by a SHOULD, so each is tried, as jose's documentation shows.
+   */
+  async function verified(token: string, checks: JWTVerifyOptions): Promise<JWTPayload> {
+    try {
+      return (await jwtVerify(token, jwks, checks)).payload;
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw error;
+      for await (const key of error as unknown as AsyncIterable<CryptoKey>) {
+        try {
+          return (await jwtVerify(token, key, checks)).payload;
+        } catch (inner) {
+          if ((inner as { code?: unknown }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw inner;
+        }
+      }
+      throw new errors.JWSSignatureVerificationFailed();
+    }
+  }
 
   async function verify(token: string): Promise<Principal> {
     let header;
@@ -106,18 +165,24 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     // RFC 7797's unencoded payload: jose reads `b64` only when `crit` names it (and then refuses
     // it); without, the header says one encoding and the signature covers another. Refused either way (J08).
     if (Object.hasOwn(header, 'b64')) throw new InvalidToken('b64 header (RFC 7797 unencoded payload) not accepted');
+    if (!canonicalParts(token)) throw new InvalidToken('non-canonical base64url (unused bits set)');
     let payload: JWTPayload;
+    const failuresBefore = fetchFailures;
     try {
-      ({ payload } = await jwtVerify(token, jwks, {
+      payload = await verified(token, {
         issuer: options.issuer,
         ...(options.audience.length > 0 ? { audience: [...options.audience] } : {}),
         algorithms: [...options.algorithms],
         clockTolerance: options.clockToleranceSeconds,
         requiredClaims: ['exp'],
         currentDate: new Date(now()),
-      }));
+      });
     } catch (error) {
       if (isTokenFault(error)) throw new InvalidToken(`JWT refused: ${(error as Error).message}`, { cause: error });
+      // The key set was had, and still the key its header names could not be used (an RSA key
+      // under 2048 bits, a private key published): the token cannot be verified, which is no
+      // outage of the authorization server (a 503 anyone could call up with such a header).
+      if (fetchFailures === failuresBefore && jwks.jwks() !== undefined) throw new InvalidToken(`JWT refused: its key cannot be used (${(error as Error).message})`, { cause: error });
       throw new AuthServerUnavailable(`JWKS unavailable: ${(error as Error).message}`, 5, { cause: error });
     }
     // An introspection answer that the authorization server signed (jans' response_as_jwt, RFC

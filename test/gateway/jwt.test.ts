@@ -5,7 +5,7 @@
  * rotation is followed with one JWKS refetch, and random kids cannot make the gateway hammer the
  * JWKS endpoint.
  */
-import { createPrivateKey, randomUUID, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomUUID, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { decodeProtectedHeader, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
 import type { AuthServer } from '../../src/demo/auth-server.js';
@@ -287,4 +287,57 @@ t.test('J06 a JWKS that cannot be had is a 503, never a pass', async (t) => {
     up.reset();
     assertAuthServerDown(t, await send(broken.port, 'GET', USERS, { token: await forge(claims()) }), up);
   }
+});
+
+// What the authorization server publishes, the gateway cannot choose: a kid listed twice (RFC 7517
+// makes kids unique only by a SHOULD; some servers repeat a key while rotating) still verifies the
+// token it signed, each candidate tried; a key that cannot be used (RSA under 2048 bits) refuses
+// the token (401), never calls it an outage (503) that anyone could provoke with such a header.
+t.test('a kid listed twice verifies its tokens; a key that cannot be used refuses them', async (t) => {
+  const pair = async () => {
+    const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
+    return { privateKey, jwk: await exportJWK(publicKey) };
+  };
+  const [k1, k2, k3] = await Promise.all([pair(), pair(), pair()]);
+  const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' });
+  const jwks = await startServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys: [
+      { ...k1.jwk, kid: 'k1', alg: 'RS256', use: 'sig' }, { ...k1.jwk, kid: 'k1', alg: 'RS256', use: 'sig' },
+      { ...k2.jwk, kid: 'dup', alg: 'RS256', use: 'sig' }, { ...k3.jwk, kid: 'dup', alg: 'RS256', use: 'sig' },
+      { ...small, kid: 'small', alg: 'RS256', use: 'sig' },
+    ] }));
+  });
+  t.teardown(() => jwks.close());
+  const own = await startTestGateway({ upstream: { url: up.origin }, token: { jwt: { jwksUri: `${jwks.origin}/jwks`, issuer: auth.issuer } } });
+  t.teardown(() => own.close());
+  const sign = (key: CryptoKey, keyId: string) => new SignJWT(claims()).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: keyId }).sign(key);
+  for (const [what, token] of [['the same key listed twice', await sign(k1.privateKey, 'k1')], ['the second of two keys under one kid', await sign(k3.privateKey, 'dup')]] as const) {
+    up.reset();
+    const res = await send(own.port, 'GET', USERS, { token });
+    t.equal(res.status, 200, `${what}: verified`);
+    t.equal(up.requests.length, 1, `${what}: forwarded`);
+  }
+  const { privateKey: stranger } = await pair();
+  up.reset();
+  assertDenied(t, await send(own.port, 'GET', USERS, { token: await sign(stranger, 'dup') }), 401, INVALID_TOKEN, up);
+  const unusable = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'small' })}.${b64(claims())}.${Buffer.alloc(128, 1).toString('base64url')}`;
+  up.reset();
+  assertDenied(t, await send(own.port, 'GET', USERS, { token: unusable }), 401, INVALID_TOKEN, up);
+  t.match(accessLines(own.logs).at(-1)?.reason, /its key cannot be used/, 'the access line says why');
+  const ready = await fetch(`${own.adminUrl}/readyz`);
+  t.equal(ready.status, 200, 'still ready');
+});
+
+// A decoder ignores the unused low bits of a last base64url character: one token would be several
+// strings, under several cache keys and fingerprints.
+t.test('a JWS with unused bits set in a last base64url character is refused', async (t) => {
+  const token = await forge(claims());
+  const [header, payload, signature] = token.split('.') as [string, string, string];
+  t.equal(signature.length % 4, 2, 'an RS256 signature (256 bytes) ends with 4 unused bits');
+  const last = signature.charAt(signature.length - 1);
+  const twin = `${header}.${payload}.${signature.slice(0, -1)}${String.fromCharCode(last.charCodeAt(0) + 1)}`;
+  up.reset();
+  t.equal((await send(gw.port, 'GET', USERS, { token })).status, 200, 'the token as signed');
+  await assertRefused(t, twin, 'the same signature with an unused bit set');
 });
