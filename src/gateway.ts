@@ -335,6 +335,9 @@ interface OpenEntry {
   next: OpenEntry | undefined;
 }
 
+/** The most requests of one connection open at once (one in its steps, the others pipelined behind it). */
+const MAX_PIPELINED = 64;
+
 /**
  * The requests of a connection whose response has not closed, oldest first: a queue, one entry
  * long but for pipelining. (A Map emptied at the end of each request would shrink its table,
@@ -343,8 +346,10 @@ interface OpenEntry {
 class OpenRequests {
   head: OpenEntry | undefined = undefined;
   tail: OpenEntry | undefined = undefined;
+  size = 0;
 
   add(reply: FastifyReply, end: () => void): void {
+    this.size += 1;
     const entry: OpenEntry = { reply, end, next: undefined };
     if (this.tail === undefined) this.head = entry;
     else this.tail.next = entry;
@@ -359,6 +364,7 @@ class OpenRequests {
       if (before === undefined) this.head = entry.next;
       else before.next = entry.next;
       if (this.tail === entry) this.tail = before;
+      this.size -= 1;
       return true;
     }
     return false;
@@ -811,6 +817,11 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     };
     open.add(reply, end);
     reply.raw.on('close', end);
+    // Pipelining deeper than any client needs (browsers and SCIM clients do not pipeline at all):
+    // each request waiting holds its objects, and thousands per connection (a flood of a few bytes
+    // each, any token or none) took hundreds of megabytes and seconds of the event loop. The
+    // connection is closed: its requests end unforwarded, and no more of its bytes are read.
+    if (open.size > MAX_PIPELINED) socket.destroy();
     // Refused before the steps (the gateway stops, the connection closes), its line still names
     // its path when the grammar passed it.
     const target = (request.raw as WithTarget)[kTarget];

@@ -326,3 +326,29 @@ t.test('a request that asks for an Upgrade (never granted): its answer closes th
   t.notOk(c.closed, 'control: the connection stays open');
   c.end();
 });
+
+// Each request waiting on a connection holds its objects: thousands pipelined in a few kilobytes
+// (any token, or none) took hundreds of megabytes and seconds of the event loop. Up to 64 open at
+// once are served in turn; past that the connection is closed, and what waited is never forwarded.
+t.test('pipelining: 64 requests open on a connection are served; more close it, unforwarded', async (t) => {
+  const get = (n: number) => `GET ${B}/Users/deep-${n} HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`;
+  {
+    const { release, c } = await beginHeld();
+    c.write(getSlow() + Array.from({ length: 63 }, (_, i) => get(i)).join(''));
+    while (stack.up.requests.length < 1) await settle(10);
+    release();
+    t.ok(await until(() => responses(c.data).length === 64), '64 open at once: all answered');
+    t.notOk(c.closed, 'and the connection stays open');
+    t.equal(stack.up.requests.length, 64, 'each forwarded in turn');
+    c.end();
+  }
+  {
+    const { release, c } = await beginHeld();
+    t.teardown(release);
+    c.write(getSlow() + Array.from({ length: 99 }, (_, i) => get(i)).join(''));
+    t.ok(await c.waitClose(3000), '100 open at once: the connection is closed');
+    release();
+    await settle(100);
+    t.ok(stack.up.requests.every((r) => r.url === SLOW), 'none of those waiting reached the upstream (the first at most, as the connection went)');
+  }
+});
