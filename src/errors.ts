@@ -167,11 +167,13 @@ export class ShuttingDown extends GatewayError {
   }
 }
 
-/** The request bodies the gateway holds in memory have reached limits.bufferedBytes. */
+/** The request bodies the gateway holds in memory have reached limits.bufferedBytes, or the streamed ones half the upstream pool. */
 export class GatewayBusy extends GatewayError {
   readonly code = 'gateway_busy';
   readonly statusCode = 503;
-  readonly detail = 'The gateway is holding too many request bodies; retry later';
+  constructor(reason: string, readonly detail = 'The gateway is holding too many request bodies; retry later') {
+    super(reason);
+  }
   override headers(): Record<string, string> {
     return { 'retry-after': '1' };
   }

@@ -17,7 +17,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import type { Dispatcher } from 'undici';
 import { classifyBulk, isBulk, type BulkSummary } from './bulk.js';
 import {
-  ExpectationFailed, GatewayError, HeaderTooLarge, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound, ShuttingDown,
+  ExpectationFailed, GatewayBusy, GatewayError, HeaderTooLarge, InsufficientScope, InternalError, InvalidBearerRequest, InvalidRequest, InvalidTarget, MethodNotAllowed, MissingToken, PayloadTooLarge, RouteNotFound, ShuttingDown,
   UnsupportedMediaType, UpstreamTimeout, UpstreamUnavailable, scimErrorBody, wwwAuthenticate,
 } from './errors.js';
 import { responseHeaders, upstreamHeaders } from './headers.js';
@@ -61,6 +61,8 @@ export interface Decision {
   upstreamAbort: UpstreamAbort | undefined;
   /** Its share of the body budget (options.bodies), given back when its response closes. */
   heldBytes: number;
+  /** It holds one of the upstream connections that streamed bodies may take, given back when its response closes. */
+  streaming: boolean;
   /** The client's connection; the request's own `socket` is null once the forwarder destroyed its body stream. */
   readonly connection: Socket;
   /** Runs its steps, once the request before it on its connection has ended (pipelining). */
@@ -742,6 +744,8 @@ function relayUpstreamBody(request: FastifyRequest, reply: FastifyReply, res: un
 /** Registers the steps and the forwarder on `app`. */
 export async function gateway(app: FastifyInstance, options: GatewayOptions): Promise<void> {
   const { metrics, inFlight, bodies } = options;
+  // Requests whose declared body is streamed to the upstream, each holding an upstream connection.
+  let streamed = 0;
   app.decorateRequest('decision', null);
   const recorder = createRecorder(metrics, options.access);
   const counters: Counters = { cacheHit: metrics.cache.cell({ result: 'hit' }), cacheMiss: metrics.cache.cell({ result: 'miss' }) };
@@ -772,7 +776,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     const decision: Decision = {
       started: performance.now(), runtime: options.current(), allowed: false, reason: '',
       target: undefined, operation: undefined, also: undefined, template: undefined, principal: undefined, fingerprint: undefined, token: undefined, required: undefined, bulk: undefined,
-      bodyLength: undefined, logged: false, upstreamBody: undefined, upstreamAbort: undefined, heldBytes: 0, connection: request.raw.socket,
+      bodyLength: undefined, logged: false, upstreamBody: undefined, upstreamAbort: undefined, heldBytes: 0, streaming: false, connection: request.raw.socket,
       resume: undefined,
     };
     request.decision = decision;
@@ -796,6 +800,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
         decision.upstreamAbort?.abort();
       }
       if (decision.heldBytes !== 0) bodies.give(decision.heldBytes);
+      if (decision.streaming) streamed -= 1;
       inFlight.leave();
       const refusal = socket[kRefusal];
       if (refusal !== undefined && !owesAnswers(socket)) {
@@ -962,7 +967,16 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       forwardWhole(request, reply, d, body, true);
     } else {
       // A larger declared length is within the limit (checked before the body) and Node's parser
-      // holds the body to it: streamed as it comes.
+      // holds the body to it: streamed as it comes. Such a request holds an upstream connection
+      // for as long as its client takes to send the body (limits.requestTimeoutMs): at most half
+      // the pool does, so that slow bodies (a read-only token, 140 connections at 1 byte a second
+      // took all 128) leave the other half to requests without one.
+      if (streamed >= Math.max(1, Math.floor(config.upstream.connections / 2))) {
+        reply.send(new GatewayBusy(`${streamed} streamed bodies hold half the upstream connections`, 'The gateway is forwarding too many request bodies; retry later'));
+        return;
+      }
+      streamed += 1;
+      d.streaming = true;
       forward(reply, d, fromOptions);
     }
   }
