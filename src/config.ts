@@ -420,7 +420,7 @@ function namesListener(upstream: URL, listener: { host: string; port: number }):
   return x === y || (local && WILDCARD_HOSTS.has(y)) || (WILDCARD_HOSTS.has(x) && (y === '127.0.0.1' || y === '::1'));
 }
 
-/** Reads a secret file's first line; problems name the key, never the content. */
+/** Reads a secret file: one line of UTF-8 (a final newline aside), trimmed; problems name the key, never the content. */
 function readSecretFile(path: string, key: string): { value?: string; problem?: string } {
   try {
     const text = readSmallFile(path, MAX_SECRET_BYTES);

@@ -9,8 +9,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'undici';
 
-/** The dispatcher of a config without token.caFile: Node's trust store. */
-const publicCas = new Agent({ connect: { rejectUnauthorized: true } });
+/** Node's trust store: the dispatcher of a config without token.caFile, and of a verifier built without a transport (tests, tools). */
+export const authServerDispatcher = new Agent({ connect: { rejectUnauthorized: true } });
 
 /** What the token verifiers reach the authorization server through, and its release. */
 export interface AuthServerTransport {
@@ -21,10 +21,7 @@ export interface AuthServerTransport {
 
 /** The transport for `caFile` (its certificates only), or Node's trust store without one. */
 export function authServerTransport(caFile: string | undefined): AuthServerTransport {
-  if (!caFile) return { dispatcher: publicCas, close() {} };
+  if (!caFile) return { dispatcher: authServerDispatcher, close() {} };
   const dispatcher = new Agent({ connect: { rejectUnauthorized: true, ca: readFileSync(caFile) } });
   return { dispatcher, close: () => void dispatcher.close().catch(() => undefined) };
 }
-
-/** Node's trust store: what a verifier built without a transport uses (tests, tools). */
-export const authServerDispatcher = publicCas;
