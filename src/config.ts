@@ -3,11 +3,11 @@
  * validation with every problem listed by key path, then `Object.freeze`. INTERFACE.md is the
  * contract for the keys; the README's reference is generated from this schema.
  */
-import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
+import { readSmallFile, strictUtf8 } from './files.js';
 import { checkPemFiles } from './pem.js';
 import { envName, fromEnv, leaves, nearest, validate, type Section } from './schema.js';
 
@@ -465,31 +465,6 @@ export function loadConfig(file: string, env: Record<string, string | undefined>
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_SECRET_BYTES = 64 * 1024;
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * The bytes of `path` when it is a regular file of at most `limit` bytes, or a pipe that gives at
- * most that many (`-c /dev/stdin`, `-c <(envsubst < template)`); undefined otherwise.
- */
-function readSmallFile(path: string, limit: number): Buffer | undefined {
-  const stat = statSync(path);
-  if (stat.isFile()) return stat.size > limit ? undefined : readFileSync(path);
-  if (!stat.isFIFO()) return undefined;
-  const fd = openSync(path, 'r');
-  try {
-    const chunks: Buffer[] = [];
-    const buffer = Buffer.alloc(64 * 1024);
-    let total = 0;
-    for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;) {
-      total += n;
-      if (total > limit) return undefined;
-      chunks.push(Buffer.from(buffer.subarray(0, n)));
-    }
-    return Buffer.concat(chunks, total);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Validates an already parsed config value, as if read from `file`. */
 export function configFromValue(parsed: unknown, file: string, env: Record<string, string | undefined> = {}): Config {

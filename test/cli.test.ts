@@ -31,6 +31,24 @@ function writeTmp(name: string, content: string | object): string {
 
 t.before(ensureBuilt);
 
+/** A valid OpenAPI document padded past 16 MiB with a comment: its size alone refuses it. */
+function bigOpenApi(): string {
+  const file = join(tmp, 'big-doc.yaml');
+  writeFileSync(file, `${stringify(SMALL_DOC)}# ${'x'.repeat(16 * 1024 * 1024)}\n`);
+  return file;
+}
+
+/** A valid OpenAPI document whose path holds é written as one Latin-1 byte (0xE9). */
+function latin1OpenApi(): string {
+  const file = join(tmp, 'latin1-doc.yaml');
+  const text = stringify(SMALL_DOC);
+  const e = text.indexOf('/Users') + 3;
+  writeFileSync(file, Buffer.concat([Buffer.from(text.slice(0, e)), Buffer.from([0xe9]), Buffer.from(text.slice(e + 1))]));
+  return file;
+}
+
+const SMALL_DOC = { openapi: '3.0.3', components: { securitySchemes: { o: { type: 'oauth2', flows: { clientCredentials: { tokenUrl: 'https://as.example/token', scopes: { r: 'read' } } } } } }, paths: { '/Users': { get: { security: [{ o: ['r'] }] } } } };
+
 /** A billion laughs: ten aliases of ten aliases of ... (the YAML library stops at 100 alias expansions). */
 const BOMB = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 9 }, (_, i) => `b${i}: &b${i} [${Array(10).fill(i === 0 ? '*a' : `*b${i - 1}`).join(', ')}]`)].join('\n') + '\n';
 
@@ -55,6 +73,11 @@ t.test('check refuses a bad config with exit 2, naming what is wrong', async (t)
     ['bad value of an environment variable', ['check', '--config', DEFAULT_CONFIG], /^ {2}listen\.port \(SCOPEGATE_LISTEN_PORT\): must be a port number/m, { SCOPEGATE_LISTEN_PORT: 'tcp://10.0.0.1:8080' }],
     ['broken OpenAPI file', ['check', '--config', writeTmp('badapi.yaml', { openapi: { file: writeTmp('badapi-doc.yaml', { swagger: '2.0', paths: {} }) }, token: TOKEN })], /openapi\.file: Swagger 2\.0 is not supported/],
     ['missing OpenAPI file', ['check', '--config', writeTmp('noapi.yaml', { openapi: { file: './absent-openapi.yaml' }, token: TOKEN })], /openapi\.file: cannot read .*absent-openapi\.yaml/],
+    // The OpenAPI file is read at startup and at every reload: bounded, and UTF-8 text or nothing.
+    ['OpenAPI file over 16 MiB', ['check', '--config', writeTmp('bigapi.yaml', { openapi: { file: bigOpenApi() }, token: TOKEN })], /^ {2}openapi\.file: \S*big-doc\.yaml is not a regular file or a pipe of at most 16777216 bytes$/m],
+    ['OpenAPI file that is a device', ['check', '--config', writeTmp('zeroapi.yaml', { openapi: { file: '/dev/zero' }, token: TOKEN })], /^ {2}openapi\.file: \/dev\/zero is not a regular file or a pipe of at most 16777216 bytes$/m],
+    ['OpenAPI file that is a directory', ['check', '--config', writeTmp('dirapi.yaml', { openapi: { file: tmp }, token: TOKEN })], /^ {2}openapi\.file: \S+ is not a regular file or a pipe of at most 16777216 bytes$/m],
+    ['OpenAPI file with a Latin-1 byte', ['check', '--config', writeTmp('latin1api.yaml', { openapi: { file: latin1OpenApi() }, token: TOKEN })], /^ {2}openapi\.file: \S*latin1-doc\.yaml is not UTF-8 text$/m],
     // Deny by default: a file that declares no oauth2 security makes a gateway that checks nothing.
     // A problem inside the OpenAPI file names the config key that chose the file, then where in it.
     ['apiKey-only operation', ['check', '--config', writeTmp('api-key.yaml', { openapi: { file: writeTmp('key-doc.yaml', { openapi: '3.0.3', components: { securitySchemes: { k: { type: 'apiKey', in: 'header', name: 'k' } } }, paths: { '/a': { get: { security: [{ k: [] }] } } } }) }, token: TOKEN })], /^ {2}openapi\.file: GET \/a: can only be satisfied by k \(apiKey\)/m],

@@ -10,6 +10,9 @@ import { AuthServerUnavailable, InvalidToken } from '../errors.js';
 import { authServerDispatcher } from './transport.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
 
+/** Claims of an OpenID Connect ID token that no access token carries. */
+const ID_TOKEN_CLAIMS = ['nonce', 'at_hash', 'c_hash', 's_hash'] as const;
+
 /** Options of the JWT verifier. */
 export interface JwtOptions {
   jwksUri: string;
@@ -189,6 +192,10 @@ export function createJwtVerifier(options: JwtOptions): TokenVerifier & { ready(
     // 9701) carries scope and exp too, for any token it was asked about: it is not an access
     // token (SECURITY.md rule 10), and would let an opaque token outlive its revocation.
     if (Object.hasOwn(payload, 'active') || Object.hasOwn(payload, 'token_introspection')) throw new InvalidToken('an introspection answer, not an access token');
+    // An ID token carries scope only when an issuer adds it, but these claims only an ID token
+    // carries (OpenID Connect Core sections 2, 3.1.3.6, 3.3.2.11; FAPI's s_hash): signed by the
+    // same key with a scope claim, it still is no access token (SECURITY.md rule 10).
+    for (const claim of ID_TOKEN_CLAIMS) if (Object.hasOwn(payload, claim)) throw new InvalidToken(`an ID token (${claim}), not an access token`);
     // Not rounded: jose compares exp with whole seconds, which lets a fractional exp (X.1) pass
     // until X+1; the check below holds it to X.1.
     const nowSeconds = now() / 1000;

@@ -157,6 +157,11 @@ t.test('an ID-token-like JWT (no scope claim, aud = client id) authorises nothin
   const noScope = claims();
   delete noScope.scope;
   await assertRefused(t, await forge(noScope), 'access token claims without scope');
+  // An ID token that an issuer gave a scope claim is still an ID token.
+  await assertRefused(t, await forge({ ...idToken, scope: [READ] }), 'ID token with scope');
+  for (const claim of ['nonce', 'at_hash', 'c_hash', 's_hash']) {
+    await assertRefused(t, await forge(claims({ [claim]: 'x' })), `access token claims with ${claim}`);
+  }
 });
 
 t.test('a scope list element holding a space is not two scopes', async (t) => {
