@@ -8,7 +8,8 @@
 //   direct                   bench/upstream.js: node:http answering a ~300-byte SCIM ListResponse
 //   bare-proxy               bench/bare-proxy.js: Fastify + @fastify/http-proxy, same undici Pool options, no auth
 //   scopegate-introspection  `scopegate serve`, one opaque token from the real oidc-provider, cache warm
-//   scopegate-jwt            `scopegate serve`, one JWT access token from the same AS, cache warm
+//   scopegate-jwt            one JWT access token from the same AS, cache warm, sent to scopegate-introspection's
+//                            processes (both verifiers configured; --separate-jwt: processes of its own)
 //   scopegate-many-tokens    `scopegate serve`, --tokens distinct valid tokens in rotation, cache warm
 //   nginx                    /usr/sbin/nginx, one worker, plain reverse proxy with an upstream keepalive pool
 // Other measurements (names usable with --only / --skip):
@@ -94,6 +95,9 @@ const HELP = `usage: node bench/run.js [options]     (npm run bench -- [options]
                                (the upstream, the fast introspection server) on CPU 0, each measured
                                target (every thread of it) on CPU 1: no target shares a core with the
                                load generator or the upstream, and none migrates   (BENCH_PIN=1)
+  --separate-jwt               scopegate-jwt in processes of its own (token.jwt only); by default it
+                               is scopegate-introspection's processes (both verifiers configured)
+                               sent the JWT, as bare-proxy-jwt is bare-proxy's  (BENCH_SEPARATE_JWT=1)
 `;
 
 // ---------------------------------------------------------------- options
@@ -109,6 +113,7 @@ const { values: argv } = parseArgs({
     burst: { type: 'string' }, 'new-tokens': { type: 'string' }, rss: { type: 'string' }, 'startup-runs': { type: 'string' },
     'access-log': { type: 'string' }, out: { type: 'string' }, 'no-write': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
+    'separate-jwt': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -148,6 +153,7 @@ const opts = {
   out: resolve(argv.out ?? env.BENCH_OUT ?? join(BENCH, 'RESULTS.md')),
   write: !argv['no-write'],
   pin: argv.pin || env.BENCH_PIN === '1',
+  separateJwt: argv['separate-jwt'] || env.BENCH_SEPARATE_JWT === '1',
 };
 if (!['fast', 'oidc'].includes(opts.manySource)) throw new Error('--many-source: fast or oidc');
 if (!['file', 'discard'].includes(opts.accessLog)) throw new Error('--access-log: file or discard');
@@ -260,11 +266,15 @@ async function prepare(name, fork = 1) {
       }
       case 'scopegate-introspection': {
         const { introspection, issue } = await introspectionToken();
-        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { introspection } }));
+        // Paired (the default): these processes also verify JWTs, and scopegate-jwt is them sent
+        // a JWT, as bare-proxy-jwt is bare-proxy's processes sent one.
+        const { auth: a } = await authServer();
+        const verifiers = opts.separateJwt ? { introspection } : { introspection, jwt: { jwksUri: a.jwksUri, issuer: a.issuer } };
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: verifiers }));
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
-        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached` };
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached${opts.separateJwt ? '' : '; token.introspection and token.jwt both configured (scopegate-jwt is these processes sent a JWT)'}` };
       }
       case 'bare-proxy-hook': {
         const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id });
@@ -299,11 +309,14 @@ async function prepare(name, fork = 1) {
       case 'scopegate-jwt': {
         const { issue } = await introspectionToken();
         const { auth: a } = await authServer();
-        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }));
+        const sg = opts.separateJwt
+          ? await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { jwt: { jwksUri: a.jwksUri, issuer: a.issuer } } }))
+          : (await prepare('scopegate-introspection', fork)).sg;
         const token = await issue(true);
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
-        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `RS256 JWT access token (${token.length} characters) from the real oidc-provider (resource indicator), verified once, then cached` };
+        const how = opts.separateJwt ? 'its own processes (token.jwt only)' : "scopegate-introspection's processes sent it";
+        return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, shared: !opts.separateJwt, note: `RS256 JWT access token (${token.length} characters) from the real oidc-provider (resource indicator), verified once, then cached; ${how}` };
       }
       case 'scopegate-many-tokens': {
         // The same tokens for every fork.
@@ -469,7 +482,8 @@ async function throughput() {
     }
   }
   for (const { name, t } of ready) {
-    if (t.sg) {
+    // A process two targets share (scopegate-jwt on scopegate-introspection's) is counted once.
+    if (t.sg && !t.shared) {
       // Integrity: the measured rounds must have been cache hits (counters summed over the forks).
       const m = await metrics(t.sg.adminUrl);
       const sum = (prefix) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
@@ -755,6 +769,11 @@ function report() {
     results.ratios['scopegate-jwt'].bareJwt = ratio('scopegate-jwt', 'bare-proxy-jwt');
     results.ratios['scopegate-jwt'].cpuBareJwt = eff('scopegate-jwt', 'bare-proxy-jwt');
   }
+  // What the JWT itself adds, in the same process (paired: scopegate-jwt on scopegate-introspection's
+  // processes, bare-proxy-jwt on bare-proxy's): CPU us per request, JWT minus opaque, fork by fork
+  // and round by round; the difference between processes is out of it.
+  const extra = (jwtName, opaqueName) => median((t[jwtName]?.rounds ?? []).map((r) => r.cpuUs - t[opaqueName]?.rounds.find((x) => x.round === r.round && x.fork === r.fork)?.cpuUs).filter(Number.isFinite));
+  if (!opts.separateJwt && rr0('scopegate-jwt') && rr0('scopegate-introspection')) results.jwtExtraUs = { scopegate: extra('scopegate-jwt', 'scopegate-introspection'), bare: rr0('bare-proxy-jwt') && rr0('bare-proxy') ? extra('bare-proxy-jwt', 'bare-proxy') : NaN };
   // Authorization's own cost: each scopegate target against the bare proxy that forwards as it does.
   if (rr0('bare-proxy-hook')) {
     for (const n of sgs) {
@@ -799,6 +818,7 @@ function report() {
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
+  if (t['scopegate-jwt'] && !opts.separateJwt) L.push("- **scopegate-jwt is scopegate-introspection's processes sent the JWT** (configured with both `token.introspection` and `token.jwt`, as a deployment that accepts both kinds is), as bare-proxy-jwt is bare-proxy's processes sent it: the JWT's own cost is measured on the same processes as the opaque token's, without the difference between two processes of one code (the A/A spread below); `--separate-jwt` gives scopegate-jwt processes of its own (`token.jwt` only)");
   if (opts.forks > 1) L.push(`- **${opts.forks} processes (forks) of each proxy target** (${[...FORKED].filter((n) => t[n]).join(', ')}; bare-proxy-jwt is bare-proxy's forks sent the JWT), each measured in every round, as JMH runs a benchmark in several JVMs: two identical processes here differ by 2-12% for a whole run, so a target's figure is the median over all its forks and rounds (${opts.forks} x ${opts.rounds} = ${opts.forks * opts.rounds} measurements). A round is one pass through the targets per fork, judged pairs side by side in each pass; direct and nginx, one process each, in the first`);
   L.push(`- ${opts.rounds} rounds x ${opts.duration} s per target${opts.forks > 1 ? ' and fork' : ''}, in serpentine order (the listed order, then reversed, and so on: no target always runs late in a round), ${opts.connections} connections, pipelining 1, ${opts.warmup} s warm-up per process and ${opts.roundWarmup} s of uncounted load before each measurement (a process idles while the others run; the first second after that gap ran 20-30% slower on every target); medians`);
   if (opts.pin) L.push('- **Pinned** (`--pin`): the bench process (autocannon, the AS), the upstream and the fast introspection server on CPU 0; each measured target, every thread of it, on CPU 1 (direct, the upstream itself, on CPU 0 with the load generator)');
@@ -822,6 +842,8 @@ function report() {
       L.push('', `req/s / bare-proxy round by round (each measurement against bare-proxy's of the same round${opts.forks > 1 ? ' and fork, measured next to it' : ''}; for information, the targets are judged on the ratio of medians above): ${sgs.map((n) => `${n} ${rr[n].barePerRound.map(fmt.ratio).join(', ')} (median ${fmt.ratio(median(rr[n].barePerRound))})`).join('; ')}.`);
       const j = rr['scopegate-jwt'];
       if (j?.bareJwt !== undefined) L.push('', `scopegate-jwt against bare-proxy sent the same JWT header (bare-proxy-jwt): req/s ${fmt.ratio(j.bareJwt)}, CPU efficiency ${fmt.ratio(j.cpuBareJwt)}.`);
+      const x = results.jwtExtraUs;
+      if (x) L.push('', `What the ${t['scopegate-jwt'].note.match(/\((\d+) characters\)/)?.[1] ?? ''}-character JWT adds over the opaque token in the same process (CPU us per request, JWT minus opaque, median of the pairs measured in one round on one fork): scopegate ${x.scopegate.toFixed(1)}, bare-proxy ${Number.isFinite(x.bare) ? x.bare.toFixed(1) : '-'}.`);
       if (forked.length) {
         L.push('', 'The A/A control, the forks of each target (identical processes: the same code, config and token) by their own medians; the spread is the fastest over the slowest, how far apart two processes with nothing between them came out in this run:', '');
         L.push('| target | req/s of each fork | CPU us/req of each fork | spread |', '|---|---|---|---:|');
@@ -837,7 +859,7 @@ function report() {
     const cached = Object.entries(t).filter(([, x]) => x.cache);
     if (cached.length) {
       L.push('Cache counters of each scopegate process over its whole life (fill and warm-up included), from its /metrics:', '');
-      for (const [n, x] of cached) L.push(`- ${n}${x.cache.processes > 1 ? ` (${x.cache.processes} processes together)` : ''}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
+      for (const [n, x] of cached) L.push(`- ${n}${x.cache.processes > 1 ? ` (${x.cache.processes} processes together)` : ''}${n === 'scopegate-introspection' && t['scopegate-jwt'] && !opts.separateJwt ? ', with scopegate-jwt (the same processes)' : ''}: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspection calls, ${x.cache.jwksFetches} JWKS fetches`);
       L.push('');
     }
     L.push('<details><summary>Every round</summary>', '', '| target | round | fork | position in the round | req/s | p50 ms | p99 ms | CPU us/req | of which system | non-2xx |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -910,6 +932,7 @@ async function main() {
     for (const [n, x] of Object.entries(t)) if (x.cache) log(`  ${n.padEnd(24)} cache: ${x.cache.hits} hits, ${x.cache.misses} misses, ${x.cache.introspections} introspections, ${x.cache.jwksFetches} JWKS fetches over the whole run`);
     for (const [n, r] of Object.entries(results.ratios)) log(`  ${n.padEnd(24)} req/s: /bare-proxy ${fmt.ratio(r.bare)}  /direct ${fmt.ratio(r.direct)}  /nginx ${fmt.ratio(r.nginx)}   CPU efficiency: vs bare-proxy ${fmt.ratio(r.cpuBare)}  vs direct ${fmt.ratio(r.cpuDirect)}  vs nginx ${fmt.ratio(r.cpuNginx)}${r.bareHook !== undefined ? `   /bare-proxy-hook ${fmt.ratio(r.bareHook)} (CPU ${fmt.ratio(r.cpuBareHook)})` : ''}`);
     for (const [n, r] of Object.entries(results.ratios)) if (r.barePerRound.length) log(`  ${n.padEnd(24)} req/s / bare-proxy round by round: ${r.barePerRound.map(fmt.ratio).join(', ')}`);
+    if (results.jwtExtraUs) log(`  the JWT over the opaque token in the same process: scopegate ${results.jwtExtraUs.scopegate.toFixed(1)} us/req, bare-proxy ${Number.isFinite(results.jwtExtraUs.bare) ? results.jwtExtraUs.bare.toFixed(1) : '-'} us/req`);
     for (const [n, x] of Object.entries(t)) if (x.forks) log(`  A/A control ${n.padEnd(24)} forks ${x.forks.map((f) => `${fmt.rps(f.rps)} (${f.cpuUs.toFixed(0)} us)`).join(', ')}; spread ${fmt.ratio(x.spread)}`);
   }
   log('  targets:');
