@@ -127,7 +127,9 @@ export class PayloadTooLarge extends GatewayError {
 export class UnsupportedMediaType extends GatewayError {
   readonly code = 'unsupported_media_type';
   readonly statusCode = 415;
-  readonly detail = 'The request body must be application/scim+json or application/json';
+  constructor(reason: string, readonly detail = 'The request body must be application/scim+json or application/json') {
+    super(reason);
+  }
 }
 
 /** An `Expect` other than 100-continue (RFC 9110 section 10.1.1). */

@@ -528,6 +528,10 @@ async function checkBulkBody(request: FastifyRequest, d: Decision, stream: NodeJ
   const { config } = d.runtime;
   // jans-scim reads Bulk only as JSON; a body in another media type cannot be classified.
   if (!BULK_TYPES.test(request.headers['content-type'] ?? '')) throw new UnsupportedMediaType('Bulk body is not JSON');
+  // The bytes checked are the bytes the upstream must read: a coded body (gzip, br) would be read
+  // as something else by an upstream that decodes it.
+  const coding = request.headers['content-encoding'];
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'identity') throw new UnsupportedMediaType(`Bulk body with Content-Encoding ${JSON.stringify(coding).slice(0, 40)}`, 'A Bulk body is checked as it is sent: send it without a Content-Encoding');
   if (!stream) throw new InvalidRequest('Bulk: empty body', 'The Bulk request cannot be checked: the body is empty');
   const buffer = await readBody(stream, config.limits.bodyBytes, bodies, config.limits.bufferedBytes, d);
   const { summary, requirement } = classifyBulk(buffer, d.runtime, d.operation!, d.principal!, d.also);
@@ -977,6 +981,10 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       }
       streamed += 1;
       d.streaming = true;
+      // Sent with the length that was checked, even when the client's Connection names
+      // Content-Length (the forwarder drops such names): never chunked upstream, where jans
+      // reads a Bulk body's size from Content-Length alone.
+      d.bodyLength = declared;
       forward(reply, d, fromOptions);
     }
   }

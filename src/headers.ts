@@ -82,6 +82,8 @@ function scopeHeader(scopes: ReadonlySet<string>): string | null {
  * the hop-by-hop headers every caller removes anyway (`keep-alive`, `close`, absent).
  */
 function connectionNames(connection: unknown): string[] | undefined {
+  // An upstream that sent two Connection lines: undici gives both (Node joins a client's).
+  if (Array.isArray(connection)) connection = connection.join(',');
   if (typeof connection !== 'string' || connection === 'keep-alive' || connection === 'close') return undefined;
   return connection.toLowerCase().split(',').map((name) => name.trim());
 }

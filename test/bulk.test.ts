@@ -197,6 +197,22 @@ t.test('a Bulk body in a media type other than JSON is 415 and never forwarded',
   }
 });
 
+t.test('a Bulk body with a Content-Encoding is 415 and never forwarded: the bytes checked are the bytes the upstream reads', async (t) => {
+  const writer = await token(BULK, USERS_WRITE);
+  const body = bulkBody([{ method: 'DELETE', path: '/Users/1' }]);
+  for (const coding of ['gzip', 'br', 'deflate', 'identity, gzip', 'x-anything']) {
+    up.reset();
+    const res = await post(writer, body, { headers: [`Content-Encoding: ${coding}`] });
+    assertRefused(t, res, 415);
+    t.match(JSON.parse(res.body).detail, /without a Content-Encoding/, coding);
+  }
+  // identity is no coding at all.
+  up.reset();
+  const res = await post(writer, body, { headers: ['Content-Encoding: identity'] });
+  t.equal(res.status, 200, 'Content-Encoding: identity is forwarded');
+  t.equal(up.requests.length, 1);
+});
+
 t.test('bulk + users.write: Users operations pass, Groups operations do not', async (t) => {
   const userWriter = await token(BULK, USERS_WRITE);
   // Odd but valid formatting and non-ASCII text: any re-serialisation would change these bytes.

@@ -409,6 +409,22 @@ t.test('framing over raw TCP', async (t) => {
     }
   });
 
+  t.test('response headers named in two Connection lines of the upstream are not relayed either', async (t) => {
+    const respond = stack.up.respond;
+    t.teardown(() => {
+      stack.up.respond = respond;
+    });
+    stack.up.respond = (_req, res) => {
+      res.setHeader('content-type', 'application/scim+json');
+      res.setHeader('connection', ['keep-alive', 'X-Upstream-Hop']);
+      res.setHeader('x-upstream-hop', 'internal');
+      res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}');
+    };
+    const res = await exchange(stack.gw.port, requestLine(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead)]), 3000);
+    t.equal(res.status, 200);
+    t.notOk(res.headers['x-upstream-hop'], 'no header the upstream named in its second Connection line');
+  });
+
   t.test('response hop-by-hop headers: the upstream does not steer the client connection', async (t) => {
     const respond = stack.up.respond;
     t.teardown(() => {
@@ -452,6 +468,25 @@ t.test('framing over raw TCP', async (t) => {
     res = await exchange(stack.gw.port, requestLine(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead)]), 3000);
     t.equal(res.status, 200);
   });
+});
+
+t.test('Connection: content-length does not unframe a streamed body either (limits.bufferBodyBytes 0: every declared body streams)', async (t) => {
+  const stack = await startStack({ limits: { bufferBodyBytes: 0 } });
+  t.teardown(() => stack.close());
+  const body = '{"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"filter":"userName eq \\"bjensen\\""}';
+  // The body comes after the head, once the request is on its way upstream (a body already whole
+  // would be sent with its length anyway).
+  const c = await converse(stack.gw.port);
+  c.write(head(`POST ${B}/Users/.search HTTP/1.1`, [bearer(stack.usersRead), 'Content-Type: application/scim+json', `Content-Length: ${body.length}`, 'Connection: close, Content-Length']));
+  await settle(300);
+  c.write(body);
+  t.ok(await c.waitFor(/^HTTP\/1\.1 200 /, 5000), 'answered 200');
+  c.end();
+  const seen = stack.up.requests[0];
+  t.equal(seen?.complete, true);
+  t.equal(seen?.headers['content-length'], String(body.length), 'forwarded with the length that was checked');
+  t.equal(seen?.headers['transfer-encoding'], undefined, 'not chunked');
+  t.equal(seen?.body.toString(), body);
 });
 
 t.test('a client that sends its body too slowly is cut off (limits.requestTimeoutMs)', async (t) => {
