@@ -143,6 +143,50 @@ t.test('a purge during a validation: the requests waiting get its answer, no lat
   }
 });
 
+// A black-box audit: a purge answered 200 while a validation was in flight, and a request sent
+// after it joined that validation, begun before the revocation: forwarded on a revoked token.
+t.test('a request that comes after a purge does not join a validation begun before it', async (t) => {
+  /** A cache whose validations each wait until the test lets that one answer. */
+  const gated = () => {
+    const gates: Array<() => void> = [];
+    const cache = withCache(async () => {
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return internPrincipal('alice', 'client-1', ['users.read'], Math.floor(Date.now() / 1000) + 600);
+    }, { maxEntries: 100, maxTtlSeconds: 300, negativeTtlSeconds: 5 });
+    return { cache, calls: () => gates.length, answer: (i: number) => gates[i]!() };
+  };
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+  const cases: Array<[name: string, purge: (key: string) => PurgeMatch, joins: boolean]> = [
+    ['by its key', (key) => ({ key }), false],
+    ['by its fingerprint', (key) => ({ fingerprint: key.slice(0, 12) }), false],
+    ['by a client id (the answer, not yet in, may name it)', () => ({ clientId: 'client-1' }), false],
+    ['by the key of another token', () => ({ key: tokenKey('other') }), true],
+  ];
+  for (const [name, purge, joins] of cases) {
+    const g = gated();
+    const key = tokenKey('tok-r');
+    const first = g.cache.verify('tok-r', key);
+    await tick();
+    g.cache.purge(purge(key));
+    const second = g.cache.verify('tok-r', key);
+    await tick();
+    t.equal(g.calls(), joins ? 1 : 2, `${name}: ${joins ? 'the later request joins the validation in flight' : 'the later request is validated on its own'}`);
+    g.answer(0);
+    await first;
+    if (!joins) {
+      // The first validation ending does not drop the second from the validations in flight.
+      const third = g.cache.verify('tok-r', key);
+      await tick();
+      t.equal(g.calls(), 2, `${name}: a third request joins the second validation`);
+      g.answer(1);
+      await Promise.all([second, third]);
+      t.ok(g.cache.peek(key), `${name}: the validation begun after the purge is kept`);
+    } else {
+      await second;
+    }
+  }
+});
+
 // A black-box audit's flood: refusals shared one LRU with valid results, so made-up tokens
 // evicted the entry of a token in use (then a 503 while the server was busy with the flood), and
 // a validation still in flight when its entry was evicted failed its requests with a 500.

@@ -101,6 +101,9 @@ function purgeMatches(match: PurgeMatch, key: string, entry: Entry): boolean {
     || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
 }
 
+/** Stands for the answer of a validation still in flight, when a purge is matched against its key. */
+const PENDING = new Refusal('pending');
+
 /** The most refusals kept (fewer when maxEntries is smaller): they absorb a bad token's repeats for negativeTtlSeconds. */
 const MAX_REFUSALS = 10000;
 
@@ -260,7 +263,11 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       if (cached !== undefined) return { principal: check(cached), hit: true };
       let pending = inFlight.get(key);
       if (pending === undefined) {
-        pending = validate(key, token).finally(() => inFlight.delete(key));
+        const started: Promise<Entry> = validate(key, token).finally(() => {
+          // A purge may have let a newer validation of this key start meanwhile: it stays.
+          if (inFlight.get(key) === started) inFlight.delete(key);
+        });
+        pending = started;
         inFlight.set(key, pending);
       }
       return { principal: check(await pending), hit: false };
@@ -270,6 +277,13 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       purgeLog.recent.push({ n: purgeLog.count, match });
       if (purgeLog.recent.length > RECENT_PURGES) purgeLog.recent.shift();
       let purged = 0;
+      // A validation in flight that the purge may match answers the requests already waiting
+      // for it, and no later one: a request that comes after the purge starts a validation of its
+      // own (it joined the earlier one, and was let through on a token revoked meanwhile). Which
+      // client an answer names is not known before it comes: a purge by client id detaches them all.
+      for (const key of [...inFlight.keys()]) {
+        if (match.all === true || match.clientId !== undefined || purgeMatches(match, key, PENDING)) inFlight.delete(key);
+      }
       for (const [key, entry] of lru.entries()) {
         if (purgeMatches(match, key, entry) && lru.delete(key)) purged += 1;
       }

@@ -7,6 +7,7 @@
 import { request, type Dispatcher } from 'undici';
 import { authServerDispatcher } from './transport.js';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
+import { parseStrictJson } from '../json.js';
 import { createBreaker } from './breaker.js';
 import type { IntrospectionHealth } from '../readiness.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
@@ -126,9 +127,11 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     if (status !== 200) throw new AuthServerUnavailable(`introspection answered ${status}`);
     let body: unknown;
     try {
-      body = JSON.parse(text);
-    } catch {
-      throw new AuthServerUnavailable('introspection answered something that is not JSON');
+      // Strict: a member named twice (`"active":false,"active":true`) is an answer that reads two
+      // ways, refused as garbage (503) rather than read last-wins as JSON.parse would.
+      body = parseStrictJson(text, 64, false);
+    } catch (error) {
+      throw new AuthServerUnavailable(`introspection answered something that is not JSON (${(error as Error).message})`);
     }
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AuthServerUnavailable('introspection answered JSON that is not an object');
     const claims = body as Record<string, unknown>;
@@ -178,9 +181,11 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     let ok: boolean;
     try {
       const { status, text } = await call(`scopegate-readiness-${Date.now()}`);
-      // In bearer_token mode the probe's token is refused (401, or 403: see interpret): the AS answered.
-      if (options.authMethod === 'bearer_token') ok = status === 200 || status === 401 || status === 403;
-      else ok = status === 200 && typeof (JSON.parse(text) as { active?: unknown }).active === 'boolean';
+      // In bearer_token mode the probe's token is refused (401, or 403: see interpret): the AS
+      // answered. A 200 must be an introspection answer in either mode: one that is garbage
+      // (an HTML page) fails every token with a 503, and the gateway is not ready then.
+      const introspectionAnswer = status === 200 && typeof (parseStrictJson(text, 64, false) as { active?: unknown } | null)?.active === 'boolean';
+      ok = introspectionAnswer || (options.authMethod === 'bearer_token' && (status === 401 || status === 403));
     } catch {
       ok = false;
     }

@@ -197,6 +197,14 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
     { name: '200 with an HTML body', handler: status(200, '<!doctype html><html><body>{"active":true}</body></html>', 'text/html') },
     { name: '200 with invalid JSON', handler: status(200, `{"active":true,"scope":"${READ}"`) },
     { name: '200 with a JSON array', handler: status(200, JSON.stringify([{ active: true, scope: READ, token_type: 'Bearer' }])) },
+    // An answer that reads two ways (JSON.parse and Jackson keep the last; others the first).
+    ...[
+      ['active', '"active":false,"active":true'],
+      ['active, the second escaped', '"active":false,"\\u0061ctive":true'],
+      ['exp', `"active":true,"exp":1,"exp":${Math.floor(Date.now() / 1000) + 300}`],
+      ['token_type', '"active":true,"token_type":"refresh_token","token_type":"Bearer"'],
+      ['cnf', '"active":true,"cnf":{"jkt":"abc"},"cnf":null'],
+    ].map(([member, members]): Fault => ({ name: `200 naming ${member} twice`, handler: status(200, `{${members},"scope":"${READ}"}`) })),
     { name: '200 with a JSON string', handler: status(200, '"active"') },
     { name: '200 with an empty body', handler: status(200, '') },
     { name: '200 active body over 64 KiB (content-length)', handler: oversizeActive(64 * 1024 + 512, false) },

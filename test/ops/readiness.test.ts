@@ -3,6 +3,8 @@
 // once), 200 again when it is back. A real oidc-provider is stopped and restarted on its port; the
 // admin listener is the real one, around a runtime whose clock the test moves.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -96,4 +98,41 @@ t.test('/readyz is 503 when the gateway\'s own credentials are refused', async (
     await auth.close();
   });
   t.equal(await runtime.ready(), false, 'token validation cannot work');
+});
+
+// A black-box audit: in bearer_token mode an endpoint answering 200 with an HTML page was called
+// ready, while every token got a 503 from it.
+t.test('/readyz: a 200 that is no introspection answer is not ready, in either mode', async (t) => {
+  let answer: { status: number; body: string; type: string } = { status: 200, body: '<html>garbage</html>', type: 'text/html' };
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(answer.status, { 'content-type': answer.type });
+      res.end(answer.body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/introspection`;
+  const runtimeWith = (name: string, introspection: Record<string, unknown>) => {
+    const file = join(tmp, `${name}.json`);
+    writeFileSync(file, JSON.stringify({ openapi: { file: SHARED_OPENAPI }, token: { introspection: { endpoint, ...introspection } } }));
+    const runtime = createRuntime(loadConfig(file, {}), { introspection: endpoint }, createMetrics({ cacheEntries: () => 0, bodyBytesHeld: () => 0 }, false));
+    t.teardown(() => runtime.close());
+    return runtime;
+  };
+  const cases: Array<[name: string, status: number, body: string, type: string, bearerReady: boolean, basicReady: boolean]> = [
+    ['200 HTML', 200, '<html>garbage</html>', 'text/html', false, false],
+    ['200 JSON array', 200, '[1,2]', 'application/json', false, false],
+    ['200 JSON without active', 200, '{"error":"x"}', 'application/json', false, false],
+    ['200 naming active twice', 200, '{"active":false,"active":true}', 'application/json', false, false],
+    ['200 inactive (the probe token is no token)', 200, '{"active":false}', 'application/json', true, true],
+    ['401 access_denied (jans refuses a token its own introspection)', 401, '{"error":"access_denied"}', 'application/json', true, false],
+  ];
+  for (const [name, status, body, type, bearerReady, basicReady] of cases) {
+    answer = { status, body, type };
+    // A new runtime per case: a probe's outcome is believed for a few seconds.
+    t.equal(await runtimeWith(`bearer-${cases.findIndex((c) => c[0] === name)}`, { authMethod: 'bearer_token' }).ready(), bearerReady, `bearer_token, ${name}: ${bearerReady ? 'ready' : 'not ready'}`);
+    t.equal(await runtimeWith(`basic-${cases.findIndex((c) => c[0] === name)}`, { clientId: 'c', clientSecret: 's' }).ready(), basicReady, `client_secret_basic, ${name}: ${basicReady ? 'ready' : 'not ready'}`);
+  }
 });
