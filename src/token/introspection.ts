@@ -62,11 +62,14 @@ async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string
  * itself); an answer without `aud` is refused only when an audience is configured, as jose does
  * for a JWT.
  */
+/** `url` without one trailing slash. */
+const withoutSlash = (url: string): string => (url.endsWith('/') ? url.slice(0, -1) : url);
+
 function checkIssuerAndAudience(claims: Record<string, unknown>, issuer: string | undefined, audience: readonly string[]): void {
   const iss = claims.iss;
   if (issuer !== undefined && iss !== undefined && iss !== null) {
-    // `https://as.example/` and `https://as.example` name one server.
-    if (typeof iss !== 'string' || iss.replace(/\/+$/, '') !== issuer.replace(/\/+$/, '')) throw new InvalidToken('wrong issuer (iss)');
+    // `https://as.example/` and `https://as.example` name one server (`https://as.example//` a path).
+    if (typeof iss !== 'string' || withoutSlash(iss) !== withoutSlash(issuer)) throw new InvalidToken('wrong issuer (iss)');
   }
   if (audience.length === 0) return;
   const aud = claims.aud;

@@ -190,6 +190,7 @@ t.test('a faulty authorization server', async (t) => {
     'slow': () => ({ body: ok(), delayMs: 1500 }),
     'iss-same': () => ({ body: ok({ iss: 'https://as.example' }) }),
     'iss-slash': () => ({ body: ok({ iss: 'https://as.example/' }) }),
+    'iss-slashes': () => ({ body: ok({ iss: 'https://as.example//' }) }),
     'iss-other': () => ({ body: ok({ iss: 'https://evil.example' }) }),
     'iss-longer': () => ({ body: ok({ iss: 'https://as.example.evil' }) }),
     'iss-path': () => ({ body: ok({ iss: 'https://as.example/tenant' }) }),
@@ -341,7 +342,8 @@ t.test('a faulty authorization server', async (t) => {
     await allowed('aud-other', gw.port, 'no audience configured: aud not read');
 
     for (const kind of ['iss-same', 'iss-slash', 'good']) await allowed(kind, byIssuer.port, 'the issuer, a trailing slash aside, or no iss at all (RFC 7662: optional)');
-    for (const kind of ['iss-other', 'iss-longer', 'iss-path', 'iss-number']) await refused(kind, byIssuer.port);
+    // One trailing slash names the same server; two name a path.
+    for (const kind of ['iss-other', 'iss-longer', 'iss-path', 'iss-number', 'iss-slashes']) await refused(kind, byIssuer.port);
     await allowed('aud-other', byIssuer.port, 'no audience configured');
 
     for (const kind of ['aud-one', 'aud-list']) await allowed(kind, byKeys.port, 'one of the audiences, as a string or in a list');
