@@ -984,7 +984,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // Sent with the length that was checked, even when the client's Connection names
       // Content-Length (the forwarder drops such names): never chunked upstream, where jans
       // reads a Bulk body's size from Content-Length alone.
-      d.bodyLength = declared;
+      if (Number.isSafeInteger(declared)) d.bodyLength = declared;
       forward(reply, d, fromOptions);
     }
   }

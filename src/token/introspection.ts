@@ -56,15 +56,15 @@ async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** `url` without one trailing slash. */
+const withoutSlash = (url: string): string => (url.endsWith('/') ? url.slice(0, -1) : url);
+
 /**
  * The `iss` and `aud` members of an active answer, against what the gateway was told to accept.
  * RFC 7662 makes both optional: an answer without `iss` is taken (the gateway asked the server
  * itself); an answer without `aud` is refused only when an audience is configured, as jose does
  * for a JWT.
  */
-/** `url` without one trailing slash. */
-const withoutSlash = (url: string): string => (url.endsWith('/') ? url.slice(0, -1) : url);
-
 function checkIssuerAndAudience(claims: Record<string, unknown>, issuer: string | undefined, audience: readonly string[]): void {
   const iss = claims.iss;
   if (issuer !== undefined && iss !== undefined && iss !== null) {
