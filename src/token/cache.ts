@@ -78,11 +78,17 @@ export interface CachedVerifier {
 export interface CacheStore {
   readonly lru: LRUCache<string, Principal>;
   readonly refusals: LRUCache<string, Refusal>;
-  readonly inFlight: Map<string, Promise<Entry>>;
+  readonly inFlight: Map<string, InFlightValidation>;
   readonly purges: { count: number; recent: Array<{ n: number; match: PurgeMatch }> };
   readonly limits: string;
   /** How many caches have held it: a later one shares its purges (see retire). */
   holders: number;
+}
+
+/** A validation in flight, and the number of the last purge made before it started. */
+interface InFlightValidation {
+  readonly answer: Promise<Entry>;
+  readonly startedAfter: number;
 }
 
 /** What a purge drops: one token's key, a fingerprint prefix, or a client's tokens. */
@@ -100,9 +106,6 @@ function purgeMatches(match: PurgeMatch, key: string, entry: Entry): boolean {
     || (match.fingerprint !== undefined && match.fingerprint.length >= 8 && key.startsWith(match.fingerprint))
     || (match.clientId !== undefined && !(entry instanceof Refusal) && entry.clientId === match.clientId);
 }
-
-/** Stands for the answer of a validation still in flight, when a purge is matched against its key. */
-const PENDING = new Refusal('pending');
 
 /** The most refusals kept (fewer when maxEntries is smaller): they absorb a bad token's repeats for negativeTtlSeconds. */
 const MAX_REFUSALS = 10000;
@@ -165,7 +168,7 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       refusals: new LRUCache<string, Refusal>({ ...lruOptions, max: Math.min(options.maxEntries, MAX_REFUSALS) }),
       // The validations in flight, one per key: the requests that arrive meanwhile wait for it. Not
       // in an LRU: an eviction would fail the requests waiting.
-      inFlight: new Map<string, Promise<Entry>>(),
+      inFlight: new Map<string, InFlightValidation>(),
       purges: { count: 0, recent: [] },
       limits,
       holders: 0,
@@ -181,21 +184,22 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
   // The purges made while validations were in flight, numbered: a validation notes the number
   // when it starts, and its answer is not kept if a later purge matches it.
   const purgeLog = store.purges;
-  const purgedSince = (n: number, key: string, entry: Entry): boolean => {
+  // Whether a purge numbered after `n` and up to `to` matches the key and its answer.
+  const purgedBetween = (n: number, to: number, key: string, entry: Entry): boolean => {
     const recentPurges = purgeLog.recent;
-    if (purgeLog.count === n) return false;
+    if (to <= n) return false;
     // Some of the purges since were forgotten: one of them may have matched.
     if (recentPurges.length === 0 || recentPurges[0]!.n > n + 1) return true;
     for (let i = recentPurges.length - 1; i >= 0 && recentPurges[i]!.n > n; i--) {
-      if (purgeMatches(recentPurges[i]!.match, key, entry)) return true;
+      if (recentPurges[i]!.n <= to && purgeMatches(recentPurges[i]!.match, key, entry)) return true;
     }
     return false;
   };
+  const purgedSince = (n: number, key: string, entry: Entry): boolean => purgedBetween(n, purgeLog.count, key, entry);
   let retired = false;
 
   /** Validates `token` (the shared level first) and keeps the result as long as its rules allow. */
-  async function validate(key: string, token: string): Promise<Entry> {
-    const startedAfter = purgeLog.count;
+  async function validate(key: string, token: string, startedAfter: number): Promise<Entry> {
     const secondLevel = options.shares === undefined || options.shares(token) ? options.secondLevel : undefined;
     const shared = await secondLevel?.get(key);
     let entry: Entry;
@@ -259,31 +263,32 @@ export function withCache(verifier: TokenVerifier, options: CacheOptions): Cache
       return entry === undefined ? undefined : check(entry);
     },
     async verify(token, key = tokenKey(token)) {
-      const cached = lru.get(key) ?? refusals.get(key);
-      if (cached !== undefined) return { principal: check(cached), hit: true };
-      let pending = inFlight.get(key);
-      if (pending === undefined) {
-        const started: Promise<Entry> = validate(key, token).finally(() => {
-          // A purge may have let a newer validation of this key start meanwhile: it stays.
-          if (inFlight.get(key) === started) inFlight.delete(key);
-        });
-        pending = started;
-        inFlight.set(key, pending);
+      for (;;) {
+        const cached = lru.get(key) ?? refusals.get(key);
+        if (cached !== undefined) return { principal: check(cached), hit: true };
+        let pending = inFlight.get(key);
+        if (pending === undefined) {
+          const startedAfter = purgeLog.count;
+          const answer: Promise<Entry> = validate(key, token, startedAfter).finally(() => {
+            if (inFlight.get(key) === validation) inFlight.delete(key);
+          });
+          const validation = { answer, startedAfter };
+          pending = validation;
+          inFlight.set(key, validation);
+        }
+        const joinedAfter = purgeLog.count;
+        const entry = await pending.answer;
+        // A request that joined a validation after a purge that matches its answer (a token
+        // revoked and purged while the server was being asked) does not take that answer: it
+        // is validated again. The requests that were waiting when the purge came take it.
+        if (!purgedBetween(pending.startedAfter, joinedAfter, key, entry)) return { principal: check(entry), hit: false };
       }
-      return { principal: check(await pending), hit: false };
     },
     purge(match) {
       purgeLog.count += 1;
       purgeLog.recent.push({ n: purgeLog.count, match });
       if (purgeLog.recent.length > RECENT_PURGES) purgeLog.recent.shift();
       let purged = 0;
-      // A validation in flight that the purge may match answers the requests already waiting
-      // for it, and no later one: a request that comes after the purge starts a validation of its
-      // own (it joined the earlier one, and was let through on a token revoked meanwhile). Which
-      // client an answer names is not known before it comes: a purge by client id detaches them all.
-      for (const key of [...inFlight.keys()]) {
-        if (match.all === true || match.clientId !== undefined || purgeMatches(match, key, PENDING)) inFlight.delete(key);
-      }
       for (const [key, entry] of lru.entries()) {
         if (purgeMatches(match, key, entry) && lru.delete(key)) purged += 1;
       }
