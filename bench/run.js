@@ -234,6 +234,13 @@ async function introspectionToken() {
   };
 }
 
+/** The token section of scopegate-introspection (and its diagnostics): with token.jwt too, unless --separate-jwt. */
+async function asScopegateIntrospection(introspection) {
+  if (opts.separateJwt) return { introspection };
+  const { auth: a } = await authServer();
+  return { introspection, jwt: { jwksUri: a.jwksUri, issuer: a.issuer } };
+}
+
 async function expectOk(url, headers, what) {
   const r = await get(url, headers);
   if (r.status !== 200) throw new Error(`${what}: GET ${url} answered ${r.status}: ${r.text.slice(0, 300)}`);
@@ -268,9 +275,7 @@ async function prepare(name, fork = 1) {
         const { introspection, issue } = await introspectionToken();
         // Paired (the default): these processes also verify JWTs, and scopegate-jwt is them sent
         // a JWT, as bare-proxy-jwt is bare-proxy's processes sent one.
-        const { auth: a } = await authServer();
-        const verifiers = opts.separateJwt ? { introspection } : { introspection, jwt: { jwksUri: a.jwksUri, issuer: a.issuer } };
-        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: verifiers }));
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: await asScopegateIntrospection(introspection) }));
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
@@ -288,10 +293,12 @@ async function prepare(name, fork = 1) {
         return { ...bare, headers: { authorization: `Bearer ${token}` }, note: `bare-proxy sent scopegate-jwt's request: a ${token.length}-character JWT in Authorization` };
       }
       case 'scopegate-nolog': {
-        const { introspection, issue } = await introspectionToken();
+        const { introspection: introspectionOnly, issue } = await introspectionToken();
+        // Configured as scopegate-introspection is (both verifiers, unless --separate-jwt).
+        const introspection = await asScopegateIntrospection(introspectionOnly);
         // No "listening" line at level warn: fixed ports, readiness from /healthz.
         const ports = { proxy: await freePort(), admin: await freePort() };
-        const file = writeConfig(id, { upstreamUrl: up.url, token: { introspection }, extra: { log: { level: 'warn' }, listen: { host: '127.0.0.1', port: ports.proxy }, admin: { host: '127.0.0.1', port: ports.admin } } });
+        const file = writeConfig(id, { upstreamUrl: up.url, token: introspection, extra: { log: { level: 'warn' }, listen: { host: '127.0.0.1', port: ports.proxy }, admin: { host: '127.0.0.1', port: ports.admin } } });
         const sg = await serve(id, file, { ports });
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
@@ -299,8 +306,9 @@ async function prepare(name, fork = 1) {
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: 'diagnostic: scopegate-introspection with log.level warn (no access lines)' };
       }
       case 'scopegate-noident': {
-        const { introspection, issue } = await introspectionToken();
-        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: { introspection }, extra: { upstream: { url: up.url, connections: opts.upstreamConnections, identityHeaders: false } } }));
+        const { introspection: introspectionOnly, issue } = await introspectionToken();
+        const introspection = await asScopegateIntrospection(introspectionOnly);
+        const sg = await serve(id, writeConfig(id, { upstreamUrl: up.url, token: introspection, extra: { upstream: { url: up.url, connections: opts.upstreamConnections, identityHeaders: false } } }));
         const token = await issue();
         const headers = { authorization: `Bearer ${token}` };
         await expectOk(sg.proxyUrl + PATH, headers, name);
@@ -483,7 +491,7 @@ async function throughput() {
   }
   for (const { name, t } of ready) {
     // A process two targets share (scopegate-jwt on scopegate-introspection's) is counted once.
-    if (t.sg && !t.shared) {
+    if (t.sg && !(t.shared && ready.some((r) => r.name === 'scopegate-introspection'))) {
       // Integrity: the measured rounds must have been cache hits (counters summed over the forks).
       const m = await metrics(t.sg.adminUrl);
       const sum = (prefix) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
