@@ -592,6 +592,10 @@ function upstreamKind(error: GatewayError): string | undefined {
 
 /** Sends the wire response of a gateway error (INTERFACE.md table). */
 function sendError(reply: FastifyReply, error: GatewayError, realm: string): FastifyReply {
+  // An upstream answer that failed after its head was taken (a body that broke off) left its
+  // headers on the reply: none of them (Content-Encoding, Set-Cookie, ETag) belongs to the
+  // gateway's own answer. A Connection: close decided before stays.
+  for (const name of Object.keys(reply.getHeaders())) if (name !== 'connection') reply.removeHeader(name);
   const challenge = wwwAuthenticate(error, realm);
   reply.code(error.statusCode).headers(error.headers());
   if (challenge) reply.header('www-authenticate', challenge);
