@@ -192,6 +192,7 @@ export async function startGateway(configFile: string, options: StartOptions = {
           }
           const previous = runtime;
           runtime = built;
+          proxyServer.maxConnections = next.listen.maxConnections;
           previous?.close();
           if (changed.length > 0) logger.warn({ keys: changed }, 'reload: these settings take effect only after a restart; the running values are kept');
           // Logged before the change, so that it shows at the old level when it hides info at the new one.

@@ -82,6 +82,7 @@ export const schema: Section = {
         host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
         shutdownTimeoutMs: { kind: 'int', min: 0, max: MAX_TIMER_MS, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
+        maxConnections: { kind: 'int', default: 0, min: 0, max: 10_000_000, description: 'Most client connections open at once on the proxy port (0: no limit but the file descriptors): past it, a new connection is closed as it comes, before a byte is read (counted in scopegate_connections_dropped_total). Takes effect at a reload.' },
         tls: {
           kind: 'object', optional: true, description: 'HTTPS termination on the proxy listener.',
           fields: {
@@ -207,7 +208,7 @@ export const schema: Section = {
 /** The validated, frozen configuration. */
 export interface Config {
   readonly file: string;
-  readonly listen: { host: string; port: number; shutdownTimeoutMs: number; tls?: { certFile: string; keyFile: string } };
+  readonly listen: { host: string; port: number; shutdownTimeoutMs: number; maxConnections: number; tls?: { certFile: string; keyFile: string } };
   readonly admin: { host: string; port: number };
   readonly upstream: { url: string; timeoutMs: number; forwardAuthorization: boolean; identityHeaders: boolean; caFile?: string; connections: number };
   readonly limits: { bodyBytes: number; targetBytes: number; headerBytes: number; tokenBytes: number; requestTimeoutMs: number; sendTimeoutMs: number; bufferBodyBytes: number; bufferedBytes: number };

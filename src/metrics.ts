@@ -141,6 +141,7 @@ export interface Metrics {
   readonly redis: Counter<'event'>;
   readonly reloads: Counter<'outcome'>;
   readonly tlsHandshakeFailures: Counter;
+  readonly connectionsDropped: Counter;
 }
 
 /** What the gauges read at scrape time. */
@@ -169,6 +170,7 @@ export function createMetrics(sources: GaugeSources, defaults = true): Metrics {
     upstreamErrors: new Counter({ name: 'scopegate_upstream_errors_total', help: 'Upstream failures, by kind (refused, timeout, reset, other).', labelNames: ['kind'], registers }),
     redis: new Counter({ name: 'scopegate_redis_events_total', help: 'Shared cache events (hit, miss, error, purge).', labelNames: ['event'], registers }),
     reloads: new Counter({ name: 'scopegate_reloads_total', help: 'Config reloads (SIGHUP), by outcome.', labelNames: ['outcome'], registers }),
+    connectionsDropped: new Counter({ name: 'scopegate_connections_dropped_total', help: 'Connections to the proxy port closed as they came because listen.maxConnections were open (no request was made: not in scopegate_requests_total).', registers }),
     tlsHandshakeFailures: new Counter({ name: 'scopegate_tls_handshake_failures_total', help: 'Connections to the proxy port closed because their TLS handshake failed or did not end within limits.requestTimeoutMs (no request was made: not in scopegate_requests_total).', registers }),
   };
 }

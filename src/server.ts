@@ -187,6 +187,10 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // (`a:` CRLF, an empty value): Node keeps one line more than fit, so that a block with lines
   // dropped is always over the limit (431), and memory stays bounded by the limit.
   server.maxHeadersCount = Math.floor(config.limits.headerBytes / 5) + 1;
+  // listen.maxConnections (0: none; Node reads 0 as no limit too): a connection past it is closed
+  // by Node as it is accepted, before a byte is read. Set again at a reload (src/app.ts).
+  server.maxConnections = config.listen.maxConnections;
+  server.on('drop', () => serverOptions.metrics.connectionsDropped.inc());
   watchStalls(server as Server, config.listen.tls ? 'secureConnection' : 'connection', config.limits.sendTimeoutMs);
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
