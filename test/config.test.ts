@@ -162,7 +162,7 @@ t.test('YAML and JSON files load to the same config', async (t) => {
   t.match(jsonFile, /c\.json$/);
   t.same(yamlRest, jsonRest);
   t.same(yamlApi.extra, jsonApi.extra);
-  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443, shutdownTimeoutMs: 35000 });
+  t.same(yamlRest.listen, { host: '0.0.0.0', port: 8443, shutdownTimeoutMs: 35000, maxConnections: 0 });
   t.same(yamlApi.extra, [{ method: 'GET', path: '/UpdatedUsers', scopes: ['https://jans.io/scim/users.read'], public: false }]);
 
   const handWritten = write([
