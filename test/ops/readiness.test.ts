@@ -129,10 +129,10 @@ t.test('/readyz: a 200 that is no introspection answer is not ready, in either m
     ['200 inactive (the probe token is no token)', 200, '{"active":false}', 'application/json', true, true],
     ['401 access_denied (jans refuses a token its own introspection)', 401, '{"error":"access_denied"}', 'application/json', true, false],
   ];
-  for (const [name, status, body, type, bearerReady, basicReady] of cases) {
+  for (const [i, [name, status, body, type, bearerReady, basicReady]] of cases.entries()) {
     answer = { status, body, type };
     // A new runtime per case: a probe's outcome is believed for a few seconds.
-    t.equal(await runtimeWith(`bearer-${cases.findIndex((c) => c[0] === name)}`, { authMethod: 'bearer_token' }).ready(), bearerReady, `bearer_token, ${name}: ${bearerReady ? 'ready' : 'not ready'}`);
-    t.equal(await runtimeWith(`basic-${cases.findIndex((c) => c[0] === name)}`, { clientId: 'c', clientSecret: 's' }).ready(), basicReady, `client_secret_basic, ${name}: ${basicReady ? 'ready' : 'not ready'}`);
+    t.equal(await runtimeWith(`bearer-${i}`, { authMethod: 'bearer_token' }).ready(), bearerReady, `bearer_token, ${name}: ${bearerReady ? 'ready' : 'not ready'}`);
+    t.equal(await runtimeWith(`basic-${i}`, { clientId: 'c', clientSecret: 's' }).ready(), basicReady, `client_secret_basic, ${name}: ${basicReady ? 'ready' : 'not ready'}`);
   }
 });

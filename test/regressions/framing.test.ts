@@ -3,7 +3,6 @@
  * the gateway and Jetty could disagree on where a request ends, or what it carries, the request
  * is refused and the upstream receives nothing (or, for a cut-off body, nothing complete).
  */
-import { connect } from 'node:net';
 import t from 'tap';
 import { request } from 'undici';
 import { B, bearer, converse, exchange, requestLine, scope, send, settle, startStack, type Stack } from '../helpers/stack.js';
@@ -295,19 +294,13 @@ t.test('framing over raw TCP', async (t) => {
       stack.up.reset();
       // A token seen for the first time: the answer waits for its introspection while the body comes.
       const fresh = await stack.auth.issueToken([scope('users.write')]);
-      const got = await new Promise<string>((resolve) => {
-        const chunks: Buffer[] = [];
-        const socket = connect(stack.gw.port, '127.0.0.1', () => {
-          socket.write(Buffer.concat([Buffer.from(head(`POST ${B}/Users HTTP/1.1`, [`Authorization: Bearer ${fresh}`, 'Content-Type: application/scim+json', `Content-Length: ${body.length}`])), body]));
-          // A client busy writing reads its answer a little later, as most do.
-          socket.pause();
-          setTimeout(() => socket.resume(), 300);
-        });
-        socket.on('data', (chunk) => chunks.push(chunk));
-        socket.on('error', () => undefined);
-        socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-      });
-      t.match(got, /^HTTP\/1\.1 413 /, `attempt ${i + 1}: the 413 arrives (${JSON.stringify(got.slice(0, 40))})`);
+      const c = await converse(stack.gw.port);
+      c.socket.write(Buffer.concat([Buffer.from(head(`POST ${B}/Users HTTP/1.1`, [`Authorization: Bearer ${fresh}`, 'Content-Type: application/scim+json', `Content-Length: ${body.length}`])), body]));
+      // A client busy writing reads its answer a little later, as most do.
+      c.socket.pause();
+      setTimeout(() => c.socket.resume(), 300);
+      await c.waitClose(5000);
+      t.match(c.data, /^HTTP\/1\.1 413 /, `attempt ${i + 1}: the 413 arrives (${JSON.stringify(c.data.slice(0, 40))})`);
       t.equal(stack.up.requests.length, 0, `attempt ${i + 1}: nothing upstream`);
     }
     // As undici's client and Node's fetch send it.
@@ -464,30 +457,15 @@ t.test('framing over raw TCP', async (t) => {
     }
   });
 
-  t.test('response headers named in two Connection lines of the upstream are not relayed either', async (t) => {
-    const respond = stack.up.respond;
-    t.teardown(() => {
-      stack.up.respond = respond;
-    });
-    stack.up.respond = (_req, res) => {
-      res.setHeader('content-type', 'application/scim+json');
-      res.setHeader('connection', ['keep-alive', 'X-Upstream-Hop']);
-      res.setHeader('x-upstream-hop', 'internal');
-      res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}');
-    };
-    const res = await exchange(stack.gw.port, requestLine(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead)]), 3000);
-    t.equal(res.status, 200);
-    t.notOk(res.headers['x-upstream-hop'], 'no header the upstream named in its second Connection line');
-  });
-
   t.test('response hop-by-hop headers: the upstream does not steer the client connection', async (t) => {
     const respond = stack.up.respond;
     t.teardown(() => {
       stack.up.respond = respond;
     });
+    let connection: string | string[] = 'keep-alive, X-Upstream-Hop';
     stack.up.respond = (_req, res) => {
       res.setHeader('content-type', 'application/scim+json');
-      res.setHeader('connection', 'keep-alive, X-Upstream-Hop');
+      res.setHeader('connection', connection);
       res.setHeader('keep-alive', 'timeout=600');
       res.setHeader('x-upstream-hop', 'internal');
       res.end('{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0,"Resources":[]}');
@@ -498,6 +476,12 @@ t.test('framing over raw TCP', async (t) => {
     t.notOk(res.headers['keep-alive'], 'no upstream Keep-Alive toward the client');
     t.notOk(res.headers['x-upstream-hop'], 'no header the upstream named in Connection');
     t.notMatch(res.headers.connection ?? '', /keep-alive/i, 'not keep-alive when the client sent Connection: close');
+    // The same names in two Connection lines (undici gives them as a list).
+    connection = ['keep-alive', 'X-Upstream-Hop'];
+    res = await exchange(stack.gw.port, requestLine(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead)]), 3000);
+    t.equal(res.status, 200);
+    t.notOk(res.headers['x-upstream-hop'], 'no header the upstream named in its second Connection line');
+    connection = 'keep-alive, X-Upstream-Hop';
     const c = await converse(stack.gw.port);
     c.write(requestLine(`GET ${B}/Users HTTP/1.1`, [bearer(stack.usersRead)]));
     t.ok(await c.waitClose(1500), 'the connection is closed after the response (client sent Connection: close)');
