@@ -116,8 +116,12 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
       // Member names are compared exactly: a `Method` that Jackson might or might not map is ambiguous.
       if (!OPERATION_KEYS.has(key)) throw bad(`${at} has an unexpected member`, key);
     }
-    const { method, path, bulkId, data } = entry;
-    if (typeof method !== 'string' || !INNER_METHODS.has(method)) throw bad(`${at} has a method outside POST, PUT, PATCH, DELETE`);
+    const { path, bulkId, data } = entry;
+    // jans upper-cases the method before it reads it (BulkWebService.prepareRequest): `delete` is
+    // a DELETE there, and so here. Only ASCII letters are upper-cased: Java's and JavaScript's
+    // toUpperCase both turn `ſ` into `S`, a spelling that is refused rather than relied on.
+    const method = typeof entry.method === 'string' && /^[A-Za-z]+$/.test(entry.method) ? entry.method.toUpperCase() : undefined;
+    if (method === undefined || !INNER_METHODS.has(method)) throw bad(`${at} has a method outside POST, PUT, PATCH, DELETE`);
     if (typeof path !== 'string' || path === '') throw bad(`${at} has no path`);
     let relative = path;
     const absolute = /^https?:\/\/[^/?#]+(\/.*)$/i.exec(path);
@@ -128,7 +132,7 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
     if (!relative.startsWith('/')) throw bad(`${at} path must start with /`);
     let full;
     try {
-      full = parseTarget(base + relative, undefined, config.limits.targetBytes);
+      full = parseTarget(base + relative, undefined, config.limits.targetBytes, table.encodable);
     } catch {
       throw bad(`${at} has a malformed path`);
     }
