@@ -144,7 +144,7 @@ function explain(values: { config?: string }, positionals: string[]): number {
   }
   let target;
   try {
-    target = parseTarget(path, undefined, config.limits.targetBytes);
+    target = parseTarget(path, undefined, config.limits.targetBytes, table.encodable);
   } catch (error) {
     say(`refused ${(error as { statusCode?: number }).statusCode ?? 400}: ${(error as Error).message}`);
     return 0;

@@ -145,7 +145,8 @@ export function createRewriteUrl(current: () => Runtime): (req: IncomingMessage)
   return (req) => {
     const r = req as WithTarget;
     try {
-      const target = parseTarget(req.url ?? '', req.headers.host, current().config.limits.targetBytes);
+      const runtime = current();
+      const target = parseTarget(req.url ?? '', req.headers.host, runtime.config.limits.targetBytes, runtime.table.encodable);
       r[kTarget] = target;
       return target.target;
     } catch (error) {

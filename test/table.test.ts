@@ -160,3 +160,47 @@ t.test('the table is frozen', async (t) => {
   t.ok(Object.isFrozen(table.operations), 'its operations list');
   t.ok(table.operations.every((o) => Object.isFrozen(o) && Object.isFrozen(o.requirement)), 'every operation and requirement');
 });
+
+t.test('reserved characters a path may carry percent-encoded: those no literal segment holds', async (t) => {
+  const RESERVED = ":@!$&'()*+,=";
+  const encodable = (table: { encodable: readonly boolean[] }) => [...Array(128).keys()].filter((i) => table.encodable[i]).map((i) => String.fromCharCode(i)).sort().join('');
+  t.equal(encodable(table), [...RESERVED].sort().join(''), 'the jans table: all of them (its literals hold none), never `;`, `%`, `/` or an unreserved character');
+  // Literal segments that hold `@` and `!` beside a `{name}` template (`:` and `*` cannot stand in
+  // a literal: find-my-way reads them as a parameter and a wildcard).
+  const custom = createTable(operationsFrom({
+    openapi: '3.0.3',
+    paths: {
+      '/v1/{name}': { get: { operationId: 'get-thing', security: [{ o: ['read'] }] } },
+      '/v1/things@batch': { get: { operationId: 'batch', security: [{ o: ['batch'] }] } },
+      '/v1/a!b': { get: { operationId: 'bang', security: [{ o: ['read'] }] } },
+    },
+    components: { securitySchemes: { o: { type: 'oauth2', flows: {} } } },
+  }));
+  t.equal(encodable(custom), [...RESERVED.replace('@', '').replace('!', '')].sort().join(''), '`@` and `!` stand in literals there: their encodings would not be read alike, so they are refused');
+
+  const { parseTarget } = await import('../src/request/target.js');
+  const parse = (target: string, on = table) => {
+    try {
+      return parseTarget(target, undefined, 8192, on.encodable).path;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  };
+  const urn = 'urn%3Aietf%3Aparams%3Ascim%3Aschemas%3Acore%3A2.0%3AUser';
+  t.equal(parse(`${B}/Schemas/${urn}`), `${B}/Schemas/${urn}`, 'a schema URN as encodeURIComponent writes it');
+  t.same(outcome(table.match('GET', `${B}/Schemas/${urn}`)), { id: 'get-schema-by-uri' }, '... is the schema-by-uri operation');
+  for (const id of ['a%40b', 'a%2Bb', 'a%2bb', '%21%24%26%27%28%29%2A%2C%3D', 'a%3ab']) {
+    t.equal(parse(`${B}/Users/${id}`), `${B}/Users/${id}`, `${id}: accepted as it is`);
+    t.same(outcome(table.match('DELETE', `${B}/Users/${id}`)), { id: 'delete-user-by-id' }, `${id}: an id`);
+  }
+  t.same(outcome(table.match('GET', `${B}/Us%3Aers`)), 'none', 'an encoded `:` in a literal position matches no literal');
+  for (const refused of [`${B}/Users/a%3Bb`, `${B}/%55sers`, `${B}/Users/a%2Db`, `${B}/Users/%2Esearch`]) {
+    t.match(parse(refused), /percent-encod/, `${refused}: still refused`);
+  }
+  // Without a table (the default), every character that may stand raw is refused encoded.
+  t.match(parse(`${B}/Users/a%40b`, { encodable: new Array(128).fill(false) } as typeof table), /non-canonical percent-encoding/, 'no table: refused');
+  t.match(parse('/v1/things%40batch', custom), /non-canonical percent-encoding/, 'the custom table: `things%40batch` is refused, not read as `things@batch` by one and as a {name} by the other');
+  t.match(parse('/v1/a%21b', custom), /non-canonical percent-encoding/, 'nor `a%21b`');
+  t.equal(parse('/v1/a%2Cb', custom), '/v1/a%2Cb', 'a `,`, which no literal holds, is accepted');
+  t.same(outcome(custom.match('GET', '/v1/a%2Cb')), { id: 'get-thing' });
+});

@@ -34,20 +34,47 @@ function table(re: RegExp): boolean[] {
   return Array.from({ length: 128 }, (_, i) => re.test(String.fromCharCode(i)));
 }
 
+/** The reserved characters of pchar but `;`: `:`, `@` and the sub-delimiters. */
+const RESERVED_PCHAR = ":@!$&'()*+,=";
+
+/** No byte of the ASCII range may stand percent-encoded (the default of parseTarget). */
+const NONE_ENCODABLE: readonly boolean[] = new Array<boolean>(128).fill(false);
+
 /**
- * Percent-encoded bytes that are refused even where encoding is allowed: they change how Jetty or
- * RESTEasy split or decode the path (`%2F` P11, `%5C` P17, `%25` P12, `%3F`, `%23`), or are
- * controls (`%00`, Jetty's "Illegal character").
+ * The ASCII bytes a request path may carry percent-encoded for a table of these path templates:
+ * each reserved character of pchar but `;` (`:`, `@`, the sub-delimiters) that no literal segment
+ * of any template holds. Clients encode them in ids and schema URNs
+ * (`Schemas/urn%3Aietf%3Aparams...`, as `encodeURIComponent` writes it); Jetty 12 accepts them, and
+ * RESTEasy decodes a parameter once. Where they can only be part of a parameter, the gateway's
+ * router (which decodes before matching) and RESTEasy (which compares literals encoded) read the
+ * same operation. A literal segment that holds the character (`/things:batch` beside
+ * `/{id}`) would be read by one as the literal and by the other as the parameter: the encoded form
+ * of that character is refused for the whole table then. Unreserved characters and `;` are
+ * never encodable (P13-P15, P04-P09).
  */
-function refusedEncoded(byte: number): string | undefined {
+export function encodableIn(templates: readonly string[]): readonly boolean[] {
+  const literal = new Set<string>();
+  for (const template of templates) {
+    for (const segment of template.split('/')) if (!segment.startsWith('{')) for (const c of segment) literal.add(c);
+  }
+  return Array.from({ length: 128 }, (_, i) => RESERVED_PCHAR.includes(String.fromCharCode(i)) && !literal.has(String.fromCharCode(i)));
+}
+
+/**
+ * Percent-encoded bytes that are refused: those that change how Jetty or RESTEasy split or decode
+ * the path (`%2F` P11, `%5C` P17, `%25` P12, `%3F`, `%23`), controls (`%00`, Jetty's "Illegal
+ * character"), and characters that may stand raw unless `encodable` names them.
+ */
+function refusedEncoded(byte: number, encodable: readonly boolean[]): string | undefined {
   if (byte < 0x20 || byte === 0x7f) return 'encoded control character';
   if (byte === 0x2f) return 'encoded slash (%2F)';
   if (byte === 0x5c) return 'encoded backslash (%5C)';
   if (byte === 0x25) return 'encoded percent (%25)';
   if (byte === 0x3f || byte === 0x23) return 'encoded ? or #';
-  if (byte < 0x80 && (PATH_CHAR[byte] || byte === 0x3b)) {
-    // An unreserved character (`%55sers`, `%2e`) or a sub-delimiter that may stand raw:
-    // Jetty canonicalises it, RESTEasy compares the encoded literal (P13-P15).
+  if (byte < 0x80 && (PATH_CHAR[byte] || byte === 0x3b) && !encodable[byte]) {
+    // An unreserved character (`%55sers`, `%2e`), `;`, or a reserved character that a literal
+    // segment of the table holds: Jetty canonicalises it, RESTEasy compares the encoded literal
+    // (P13-P15), the gateway's router decodes it.
     return UNRESERVED.test(String.fromCharCode(byte)) ? 'percent-encoded unreserved character' : 'non-canonical percent-encoding';
   }
   return undefined;
@@ -79,7 +106,7 @@ function checkSegments(path: string): string | undefined {
 }
 
 /** Checks the path: pchar only, canonical percent-encoding, no dot or empty segments. */
-function checkPath(path: string): string | undefined {
+function checkPath(path: string, encodable: readonly boolean[]): string | undefined {
   if (path.charCodeAt(0) !== 0x2f) return 'path must start with /';
   const segmentProblem = checkSegments(path);
   if (segmentProblem) return segmentProblem;
@@ -94,7 +121,7 @@ function checkPath(path: string): string | undefined {
         const hex = path.slice(j + 1, j + 3);
         if (!HEX.test(hex)) return 'malformed percent-encoding';
         const byte = parseInt(hex, 16);
-        const refused = refusedEncoded(byte);
+        const refused = refusedEncoded(byte, encodable);
         if (refused) return refused;
         bytes.push(byte);
         j += 3;
@@ -144,8 +171,9 @@ const ABSOLUTE = /^[Hh][Tt][Tt][Pp][Ss]?:\/\/([^/?#]*)(.*)$/;
  * Parses and checks a raw request-target (`req.url`). Absolute-form is accepted when its
  * authority is the Host header (Jetty refuses a mismatch): the path is authorised and the
  * origin-form is forwarded, never the client's authority. `*` and authority-form are refused.
+ * `encodable` names the ASCII bytes the path may carry percent-encoded (encodableIn: the table's).
  */
-export function parseTarget(raw: string, host: string | undefined, maxBytes: number): Target {
+export function parseTarget(raw: string, host: string | undefined, maxBytes: number, encodable: readonly boolean[] = NONE_ENCODABLE): Target {
   if (raw.length > maxBytes) throw new TargetTooLong(`request-target of ${raw.length} bytes`);
   let originForm = raw;
   if (raw.charCodeAt(0) !== 0x2f) {
@@ -162,7 +190,7 @@ export function parseTarget(raw: string, host: string | undefined, maxBytes: num
   const path = q === -1 ? originForm : originForm.slice(0, q);
   const query = q === -1 ? undefined : originForm.slice(q + 1);
   // A bare `?` cannot be forwarded byte for byte (reply-from drops it): refused, not altered.
-  const problem = checkPath(path) ?? (query === undefined ? undefined : query === '' ? 'empty query' : checkQuery(query));
+  const problem = checkPath(path, encodable) ?? (query === undefined ? undefined : query === '' ? 'empty query' : checkQuery(query));
   if (problem) throw new InvalidTarget(problem);
   return { path, query, target: originForm };
 }

@@ -4,6 +4,7 @@
  * matters). The path given here has already passed the strict request-target grammar.
  */
 import Router from 'find-my-way';
+import { encodableIn } from '../request/target.js';
 import type { Operation } from './openapi.js';
 import { both, type Requirement } from './requirement.js';
 
@@ -26,6 +27,8 @@ export interface Table {
   readonly operations: readonly Operation[];
   /** HEAD is matched as GET (RESTEasy runs the GET method); one trailing `/` is ignored (RESTEasy strips it). */
   match(method: string, path: string): Match;
+  /** The ASCII bytes a request path may carry percent-encoded under this table (parseTarget's `encodable`). */
+  readonly encodable: readonly boolean[];
 }
 
 type Method = Parameters<Router.Instance<Router.HTTPVersion.V1>['find']>[0];
@@ -130,6 +133,7 @@ export function createTable(operations: readonly Operation[], maxPathBytes = 655
 
   return Object.freeze({
     operations: Object.freeze([...operations]),
+    encodable: Object.freeze(encodableIn(operations.map((o) => o.path))),
     match(method: string, rawPath: string): Match {
       // RESTEasy's matching path drops one trailing slash: `/Users/` is the `/Users` operation,
       // never `/Users/{id}` with an empty id.

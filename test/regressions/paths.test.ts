@@ -116,9 +116,6 @@ const cases: Refusal[] = [
   get('P13 tilde', `${B}/Users/a%7Eb`),
   get('P13 dash', `${B}/Users/a%2Db`),
   get('P13 digit', `${B}/Users/%31`),
-  get('P13 sub-delim %2B', `${B}/Users/a%2Bb`),
-  get('P13 sub-delim %3A', `${B}/Users/a%3Ab`),
-  get('P13 sub-delim %40', `${B}/Users/a%40b`),
   get('P13 encoded ;', `${B}/Users%3Bx`),
   get('P13 encoded ?', `${B}/Users%3Fx`),
   get('P13 encoded #', `${B}/Users%23x`),
@@ -307,6 +304,13 @@ t.test('path confusion over raw TCP', async (t) => {
       ['GET', `${B}/Users/.search`, stack.usersRead],
       ['GET', `${B}/Users/${'a'.repeat(300)}`, stack.usersRead],
       ['GET', `${B}/Users/a~b!c$d&e'f(g)h*i+j,k=l:m@n`, stack.usersRead],
+      // `:`, `@` and the sub-delimiters but `;` percent-encoded (no literal of the table holds one):
+      // Jetty 12 accepts them and RESTEasy decodes the id once; forwarded as they are.
+      ['GET', `${B}/Users/a%2Bb`, stack.usersRead],
+      ['GET', `${B}/Users/a%3Ab%3ac`, stack.usersRead],
+      ['GET', `${B}/Users/a%40b`, stack.usersRead],
+      ['GET', `${B}/Users/%21%24%26%27%28%29%2A%2C%3D`, stack.usersRead],
+      ['GET', `${B}/Schemas/urn%3Aietf%3Aparams%3Ascim%3Aschemas%3Acore%3A2.0%3AUser`, null],
       ['GET', `${B}/Users?filter=userName%20eq%20%22bjensen%22&count=10`, stack.usersRead],
       ['GET', `${B}/Users?filter=a/b?c;d`, stack.usersRead],
       ['GET', `${B}/Users/${INUM}?attributes=userName,emails`, stack.usersRead],
