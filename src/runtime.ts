@@ -47,8 +47,12 @@ export function loadTable(config: Config): Table {
   }
   // Deny by default: a file without oauth2 security (the wrong file, or one stripped of it) would
   // make a gateway that forwards every request without a token while reporting itself healthy.
-  if (operations.every((o) => o.public)) {
-    throw new OpenApiError([`openapi.file: no operation requires a token (${config.openapi.file} declares no oauth2 or openIdConnect security): every request would be forwarded without one`]);
+  // The file's own operations decide: a scoped `openapi.extra` entry beside them would leave every
+  // one of them public. operationsFrom adds the extra entries last, each of them, or throws.
+  const own = operations.slice(0, operations.length - (config.openapi.extra?.length ?? 0));
+  if (own.every((o) => o.public)) {
+    const extra = config.openapi.extra?.length ? ' (openapi.extra entries aside)' : '';
+    throw new OpenApiError([`openapi.file: no operation requires a token${extra}: ${config.openapi.file} declares no oauth2 or openIdConnect security, so every request to its operations would be forwarded without one`]);
   }
   return createTable(operations, config.limits.targetBytes);
 }

@@ -179,7 +179,7 @@ t.test('reserved characters a path may carry percent-encoded: those no literal s
   t.equal(encodable(custom), [...RESERVED.replace('@', '').replace('!', '')].sort().join(''), '`@` and `!` stand in literals there: their encodings would not be read alike, so they are refused');
 
   const { parseTarget } = await import('../src/request/target.js');
-  const parse = (target: string, on = table) => {
+  const parse = (target: string, on: { encodable: readonly boolean[] } = table) => {
     try {
       return parseTarget(target, undefined, 8192, on.encodable).path;
     } catch (error) {
@@ -198,7 +198,7 @@ t.test('reserved characters a path may carry percent-encoded: those no literal s
     t.match(parse(refused), /percent-encod/, `${refused}: still refused`);
   }
   // Without a table (the default), every character that may stand raw is refused encoded.
-  t.match(parse(`${B}/Users/a%40b`, { encodable: new Array(128).fill(false) } as typeof table), /non-canonical percent-encoding/, 'no table: refused');
+  t.match(parse(`${B}/Users/a%40b`, { encodable: new Array<boolean>(128).fill(false) }), /non-canonical percent-encoding/, 'no table: refused');
   t.match(parse('/v1/things%40batch', custom), /non-canonical percent-encoding/, 'the custom table: `things%40batch` is refused, not read as `things@batch` by one and as a {name} by the other');
   t.match(parse('/v1/a%21b', custom), /non-canonical percent-encoding/, 'nor `a%21b`');
   t.equal(parse('/v1/a%2Cb', custom), '/v1/a%2Cb', 'a `,`, which no literal holds, is accepted');
