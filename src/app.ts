@@ -56,7 +56,7 @@ function urlOf(address: string | AddressInfo | null, tls: boolean): string {
  */
 const RESTART_KEYS = [
   'listen.host', 'listen.port', 'listen.tls', 'admin.host', 'admin.port',
-  'upstream.url', 'upstream.timeoutMs', 'upstream.caFile', 'upstream.connections',
+  'upstream.url', 'upstream.caFile', 'upstream.connections',
   'limits.headerBytes', 'limits.requestTimeoutMs', 'limits.sendTimeoutMs', 'token.cache.redis',
 ] as const;
 

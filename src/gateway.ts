@@ -913,7 +913,13 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
   await app.register(proxy, {
     upstream: options.current().config.upstream.url,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    undici: abortableDispatcher(options.dispatcher, options.current().config.upstream) as unknown as Dispatcher,
+    // The pool's connections are fixed at startup; the timeout is read at each request (a reload's).
+    undici: abortableDispatcher(options.dispatcher, {
+      connections: options.current().config.upstream.connections,
+      get timeoutMs() {
+        return options.current().config.upstream.timeoutMs;
+      },
+    }) as unknown as Dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
     // Each content type arrives as the raw stream (see the parsers above), never parsed.

@@ -165,9 +165,11 @@ class Watched implements Handler {
 
 /**
  * What reply-from forwards through: `pool`'s requests, each with its UpstreamAbort (when its
- * headers carry one) as its signal, and `pool` destroyed when reply-from closes.
+ * headers carry one) as its signal, and `pool` destroyed when reply-from closes. `limits` is read
+ * at each request: `timeoutMs` (upstream.timeoutMs) is the current config's, a reload's included,
+ * for the answer's head, its body and the wait for a connection.
  */
-export function abortableDispatcher(pool: Dispatcher, limits: { connections: number; timeoutMs: number }): { request: RequestFn; destroy(): Promise<void> } {
+export function abortableDispatcher(pool: Dispatcher, limits: { readonly connections: number; readonly timeoutMs: number }): { request: RequestFn; destroy(): Promise<void> } {
   const request = pool.request.bind(pool) as RequestFn;
   const watched = pool.compose((dispatch) => (options, handler) => dispatch(options, new Watched(handler, (options as { [kStarted]?: () => void })[kStarted])));
   const requestWatched = watched.request.bind(watched) as RequestFn;
@@ -180,6 +182,11 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
   return {
     request(options, callback) {
       const headers = options.headers as Record<string | symbol, unknown> | undefined;
+      // reply-from builds these options for each request (its own timeout unset): the pool's
+      // timeouts are those of startup, these the current ones.
+      const timeoutMs = limits.timeoutMs;
+      options.headersTimeout = timeoutMs;
+      options.bodyTimeout = timeoutMs;
       const signal = headers?.[kUpstreamAbort];
       let deadline: NodeJS.Timeout | undefined;
       let givenUp = false;
@@ -193,10 +200,10 @@ export function abortableDispatcher(pool: Dispatcher, limits: { connections: num
           // has one, undici's own timeouts take over.
           deadline = setTimeout(() => {
             givenUp = true;
-            const error = new PoolTimeout(limits.timeoutMs);
+            const error = new PoolTimeout(timeoutMs);
             signal.abort(error);
             callback(error, undefined as unknown as Dispatcher.ResponseData);
-          }, limits.timeoutMs);
+          }, timeoutMs);
           (options as { [kStarted]?: () => void })[kStarted] = () => clearTimeout(deadline);
         }
       }

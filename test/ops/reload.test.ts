@@ -45,7 +45,7 @@ t.test('a reload applies log.level and names the keys that need a restart', asyn
   t.same(await gw.gateway.reload(), { ok: true });
   const warned = parsed().slice(before).filter((l) => l.level === 40);
   t.equal(warned.length, 1, 'one warning');
-  t.same(warned[0]?.keys, ['listen.port', 'upstream.timeoutMs', 'limits.headerBytes'], 'naming exactly the keys that need a restart');
+  t.same(warned[0]?.keys, ['listen.port', 'limits.headerBytes'], 'naming exactly the keys that need a restart (upstream.timeoutMs is not one)');
   t.ok(parsed().some((l) => l.msg === 'reload: log level changed' && l.from === 'info' && l.to === 'warn'), 'the change is logged at the old level');
   t.equal(gw.gateway.logger.level, 'warn');
   const quiet = gw.logs.length;
@@ -151,4 +151,26 @@ t.test('reloads asked for while one waits for its turn join it', async (t) => {
   t.ok(results.every((r) => r.ok), 'every caller is answered');
   const reloads = gw.logs.filter((l) => l.includes('reloaded config')).length;
   t.ok(reloads >= 1 && reloads <= 2, `30 asked at once: ${reloads} reload(s) run`);
+});
+
+t.test('a reload applies upstream.timeoutMs to the next request: an upstream that never answers gets its 504 after the new value', async (t) => {
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  const gw = await startTestGateway({ upstream: { url: up.origin, timeoutMs: 60000 }, token });
+  t.teardown(() => gw.close());
+  up.respond = () => undefined;
+  const config = JSON.parse(readFileSync(gw.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+  config.upstream!.timeoutMs = 300;
+  writeFileSync(gw.configFile, JSON.stringify(config));
+  const before = gw.logs.length;
+  t.same(await gw.gateway.reload(), { ok: true });
+  t.notOk(gw.logs.slice(before).some((l) => (JSON.parse(l) as { level: number }).level === 40), 'no restart warning');
+  const started = Date.now();
+  const r = await request(`${gw.url}${B}/Schemas`, { headersTimeout: 10000 });
+  const body = await r.body.text();
+  const ms = Date.now() - started;
+  t.equal(r.statusCode, 504, 'the upstream did not answer within the new upstream.timeoutMs');
+  t.match(body, /urn:ietf:params:scim:api:messages:2\.0:Error/, 'a SCIM error');
+  t.ok(ms >= 250 && ms < 5000, `after about 300 ms, not the 60 s of startup (${ms} ms)`);
+  t.equal(up.requests.length, 1, 'the request was forwarded once');
 });
