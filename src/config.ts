@@ -3,6 +3,7 @@
  * validation with every problem listed by key path, then `Object.freeze`. INTERFACE.md is the
  * contract for the keys; the README's reference is generated from this schema.
  */
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
@@ -71,6 +72,21 @@ function checkExtra(value: unknown, key: string): { value?: unknown; problems: s
   return { value: Object.freeze(out), problems };
 }
 
+// An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/**
+ * listen.host, admin.host: an IP address or a host name to bind, nothing else. What `check` passes,
+ * `serve` can bind: `127.0.0.1:8080`, `http://0.0.0.0`, `[::1]` or `999.1.1.1` would pass
+ * as strings and fail only at startup (exit 1), and `127.1` or `0` would slip past the check that
+ * the two listeners differ (a name made of digits and dots only must be an IPv4 address).
+ */
+function checkBindHost(value: unknown, key: string): { value?: unknown; problems: string[] } {
+  if (typeof value === 'string' && (isIP(value) !== 0 || (HOST_NAME.test(value) && !/^[0-9.]+$/.test(value)))) return { value, problems: [] };
+  const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 100)) : typeof value;
+  return { problems: [`${key}: must be an IP address (127.0.0.1, 0.0.0.0, ::) or a host name, without port, scheme or brackets (got ${shown})`] };
+}
+
 /** The schema: the single source of truth for keys, types, defaults and descriptions. */
 export const schema: Section = {
   kind: 'object',
@@ -79,7 +95,7 @@ export const schema: Section = {
     listen: {
       kind: 'object', description: 'The proxy listener that SCIM clients call.',
       fields: {
-        host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
+        host: { kind: 'custom', default: '127.0.0.1', check: checkBindHost, description: 'Address to bind: an IP address or a host name.' },
         port: { kind: 'port', default: 8080, description: 'Port to bind (0 = any free port).' },
         shutdownTimeoutMs: { kind: 'int', min: 0, max: MAX_TIMER_MS, defaultText: 'upstream.timeoutMs + 5000', description: 'On SIGTERM/SIGINT, time allowed for requests in flight to finish; then their connections are closed.' },
         maxConnections: { kind: 'int', default: 0, min: 0, max: 10_000_000, description: 'Most client connections open at once on the proxy port (0: no limit but the file descriptors): past it, a new connection is closed as it comes, before a byte is read (counted in scopegate_connections_dropped_total). Takes effect at a reload.' },
@@ -95,7 +111,7 @@ export const schema: Section = {
     admin: {
       kind: 'object', description: 'The admin listener: /healthz, /readyz, /metrics, /cache/purge. Never the proxy port.',
       fields: {
-        host: { kind: 'string', default: '127.0.0.1', description: 'Address to bind.' },
+        host: { kind: 'custom', default: '127.0.0.1', check: checkBindHost, description: 'Address to bind: an IP address or a host name.' },
         port: { kind: 'port', default: 9090, description: 'Port to bind (0 = any free port).' },
       },
     },

@@ -260,6 +260,14 @@ t.test('unknown keys are refused, with the nearest known key suggested', async (
   }
 });
 
+t.test('a host to bind: IP addresses of either family and host names', async (t) => {
+  for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', '::ffff:127.0.0.1', 'localhost', 'scopegate-0.scopegate.svc.cluster.local', 'pod1']) {
+    const config = loadConfig(write({ listen: { host }, admin: { host, port: 9091 }, token: JWT }), {});
+    t.equal(config.listen.host, host, `${host}: listen`);
+    t.equal(config.admin.host, host, `${host}: admin`);
+  }
+});
+
 t.test('an upstream on another host may share the listener\'s port', async (t) => {
   t.ok(loadConfig(write({ listen: { host: '0.0.0.0', port: 8080 }, upstream: { url: 'http://jans-scim:8080' }, token: JWT }), {}), 'another host, the same port');
   t.ok(loadConfig(write({ listen: { host: '127.0.0.1', port: 8080 }, upstream: { url: 'http://10.0.0.5:8080' }, token: JWT }), {}));
@@ -282,6 +290,12 @@ t.test('wrong types and values name the key and what it must be', async (t) => {
     [{ upstream: { url: 'http://127.0.0.1:9090' }, token: JWT }, ['upstream.url: names the gateway\'s own admin listener (127.0.0.1:9090); the upstream is jans-scim']],
     ...['http://0.0.0.0:8080', 'http://[::ffff:127.0.0.1]:8080', 'http://LOCALHOST.:8080'].map((url): [object, string[]] => [{ upstream: { url }, token: JWT }, ['upstream.url: names the gateway\'s own listen listener (127.0.0.1:8080); the upstream is jans-scim']]),
     [{ upstream: { timeoutMs: 0 }, token: JWT }, ['upstream.timeoutMs: must be an integer from 1 to 2147483647']],
+    // A host to bind is an IP address or a host name: what `check` passes, `serve` can bind (a
+    // port, a scheme or brackets failed only at startup), and `127.1` or `0` (digits and dots that
+    // are no IPv4 address) would slip past the check that the two listeners differ.
+    ...['127.0.0.1:8080', 'http://0.0.0.0', '[::1]', '999.1.1.1', '127.1', '0', ' ', '@@bad@@', 'a..b', '-pod'].map((host): [object, string[]] =>
+      [{ admin: { host }, token: JWT }, [`admin.host: must be an IP address (127.0.0.1, 0.0.0.0, ::) or a host name, without port, scheme or brackets (got ${JSON.stringify(host)})`]]),
+    [{ listen: { host: 8080 }, token: JWT }, ['listen.host: must be an IP address (127.0.0.1, 0.0.0.0, ::) or a host name, without port, scheme or brackets (got number)']],
     // A key written with no value (a template that rendered to nothing) is not a wish for the default.
     [{ upstream: { url: null }, token: JWT }, ['upstream.url: has no value (remove the key to take its default)']],
     [{ listen: { port: null }, openapi: { file: null }, token: JWT }, ['listen.port: has no value (remove the key to take its default)', 'openapi.file: has no value (remove the key to take its default)']],
