@@ -477,7 +477,11 @@ export function loadConfig(file: string, env: Record<string, string | undefined>
   } catch {
     throw new ConfigError([`${file}: the config file is not UTF-8 text`]);
   }
-  return configFromValue(parseConfigText(text, file), path, env);
+  const parsed = parseConfigText(text, file);
+  // A file of nothing (a template that rendered empty, a truncated copy) is not a wish for every
+  // default, as a key with no value is not one for its default: `{}` says that.
+  if (parsed === null || parsed === undefined) throw new ConfigError([`${file}: the config file is empty (whitespace or comments only); write {} to take every default`]);
+  return configFromValue(parsed, path, env);
 }
 
 const MAX_CONFIG_BYTES = 1024 * 1024;

@@ -260,6 +260,18 @@ t.test('unknown keys are refused, with the nearest known key suggested', async (
   }
 });
 
+t.test('an empty config file is refused, not read as every default; `{}` is every default', async (t) => {
+  // The token section from the environment: only the file's emptiness can be at fault.
+  const env = { SCOPEGATE_TOKEN_JWT_JWKS_URI: 'https://as.example/jwks', SCOPEGATE_TOKEN_JWT_ISSUER: 'https://as.example' };
+  for (const [name, content] of [['nothing', ''], ['blank lines', '\n  \n'], ['a comment', '# rendered by the template\n'], ['a document marker', '---\n']] as const) {
+    const file = write(content, `empty-${name.replace(/ /g, '-')}.yaml`);
+    t.same(configError(t, () => loadConfig(file, env)).problems, [`${file}: the config file is empty (whitespace or comments only); write {} to take every default`], name);
+  }
+  const config = loadConfig(write('{}\n', 'braces.yaml'), env);
+  t.equal(config.upstream.url, 'http://127.0.0.1:8081', '`{}`: the defaults');
+  t.equal(config.token.jwt?.issuer, 'https://as.example', '`{}`: and the environment');
+});
+
 t.test('a host to bind: IP addresses of either family and host names', async (t) => {
   for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', '::ffff:127.0.0.1', 'localhost', 'scopegate-0.scopegate.svc.cluster.local', 'pod1']) {
     const config = loadConfig(write({ listen: { host }, admin: { host, port: 9091 }, token: JWT }), {});
@@ -382,7 +394,7 @@ t.test('problems between keys are listed together with problems of single keys',
 t.test('a config without a token section names `token`', async (t) => {
   const cases: Array<[name: string, content: string | object]> = [
     ['no token key', { listen: { port: 1 } }],
-    ['an empty file', ''],
+    ['an empty mapping', '{}\n'],
     ['an empty token section', { token: {} }],
     ['token: with nothing under it', 'token:\n'],
     ['only a cache', { token: { cache: { maxEntries: 10 } } }],
