@@ -50,11 +50,19 @@ function normaliseType(typ: string): string {
 
 const MAX_JWKS_BYTES = 512 * 1024;
 
-/** True when `body` is a JSON object with a `keys` list (jose checks the rest). */
+const isObject = (value: unknown): boolean => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * True when `body` is a JSON object with a `keys` list of objects: what jose takes for a key set
+ * (each key's members it checks when the key is used). `{"keys":[1]}` passed as a set here, then
+ * jose refused it, and the refusal read as the token's fault (401) where the server had answered
+ * garbage (503).
+ */
 function isKeySet(body: Uint8Array): boolean {
   try {
     const value: unknown = JSON.parse(Buffer.from(body).toString('utf8'));
-    return typeof value === 'object' && value !== null && Array.isArray((value as { keys?: unknown }).keys);
+    const keys = isObject(value) ? (value as { keys?: unknown }).keys : undefined;
+    return Array.isArray(keys) && keys.every(isObject);
   } catch {
     return false;
   }

@@ -52,7 +52,7 @@ function sign(key: Key, kid = key.kid): Promise<string> {
     .sign(key.privateKey);
 }
 
-type Mode = 'ok' | '500' | 'html' | 'not-a-jwks' | 'oversize' | 'oversize-chunked';
+type Mode = 'ok' | '500' | 'html' | 'not-a-jwks' | 'keys-not-objects' | 'oversize' | 'oversize-chunked';
 
 /** The JWKS server: serves `keys` in mode ok, fails in the other modes; counts fetches. */
 interface JwksServer {
@@ -83,6 +83,10 @@ function answer(server: JwksServer, res: ServerResponse): void {
       return;
     case 'not-a-jwks':
       res.writeHead(200, json).end(JSON.stringify([server.keys]));
+      return;
+    case 'keys-not-objects':
+      // A `keys` list, but of no key objects: jose refuses it as a set.
+      res.writeHead(200, json).end(JSON.stringify({ keys: [1, null, ...server.keys] }));
       return;
     case 'oversize': {
       const body = oversized(server.keys);
@@ -164,7 +168,7 @@ t.test('JWKS unreachable at startup: not ready, 503; ready and serving once it a
 
 t.test('JWKS answering garbage at startup fails closed (J06)', async (t) => {
   const key = await newKey();
-  for (const mode of ['500', 'html', 'not-a-jwks', 'oversize', 'oversize-chunked'] as const) {
+  for (const mode of ['500', 'html', 'not-a-jwks', 'keys-not-objects', 'oversize', 'oversize-chunked'] as const) {
     t.test(mode, async (t) => {
       const jwks = await startJwks([key.jwk]);
       t.teardown(() => jwks.close());
@@ -216,6 +220,29 @@ t.test('a failed refresh keeps the last good key set', async (t) => {
   jwks.keys = [next.jwk, old.jwk];
   await sleep(cooldownSeconds * 1000 + 200);
   await assertServed(t, gw, await sign(next), upstream, 'the new key is accepted once the JWKS answers');
+});
+
+t.test('a refetch that answers a key set jose refuses is the server\'s failure (503), not the token\'s (401)', async (t) => {
+  const cooldownSeconds = 1;
+  const old = await newKey();
+  const next = await newKey();
+  const jwks = await startJwks([old.jwk]);
+  t.teardown(() => jwks.close());
+  const { gw, upstream } = await jwtGateway(t, jwks.uri, cooldownSeconds);
+  await assertServed(t, gw, await sign(old), upstream, 'old key served');
+  // The new key is published, in a list jose cannot read as a key set.
+  jwks.mode = 'keys-not-objects';
+  jwks.keys = [next.jwk, old.jwk];
+  await sleep(cooldownSeconds * 1000 + 200);
+  const fetches = jwks.fetches;
+  const token = await sign(next);
+  const before = upstream.requests.length;
+  assertAuthServerDown(t, await send(gw.port, 'GET', `${B}/Users`, { token }), upstream, before);
+  t.equal(jwks.fetches, fetches + 1, 'the unknown kid caused one refetch');
+  // Not cached as an invalid token: served once the key set is sound.
+  jwks.mode = 'ok';
+  await sleep(cooldownSeconds * 1000 + 200);
+  await assertServed(t, gw, token, upstream, 'the same token is served once the JWKS is sound');
 });
 
 // jans-scim reads its JWKS on every request: a key jans-auth withdraws (a compromised one) stops
