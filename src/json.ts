@@ -5,13 +5,23 @@
  */
 
 /** Thrown with a position and reason; the Bulk step turns it into a 400. */
-export class JsonError extends Error {}
+export class JsonError extends Error {
+  /**
+   * The message without the text of the document (a member name): for a document whose text may
+   * not be written, an authorization server's answer that echoes a token as a member name.
+   */
+  readonly withoutText: string;
+  constructor(message: string, withoutText = message) {
+    super(message);
+    this.withoutText = withoutText;
+  }
+}
 
 /** Parses `text`; member names are compared case-insensitively when `caseInsensitiveKeys`. */
 export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys = true): unknown {
   let i = 0;
-  const fail = (why: string): never => {
-    throw new JsonError(`${why} at offset ${i}`);
+  const fail = (why: string, member?: string): never => {
+    throw new JsonError(member === undefined ? `${why} at offset ${i}` : `${why} "${member}" at offset ${i}`, `${why} at offset ${i}`);
   };
   const ws = () => {
     while (i < text.length) {
@@ -69,7 +79,7 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
         if (text[i] !== '"') fail('expected a member name');
         const key = string();
         const norm = caseInsensitiveKeys ? key.toLowerCase() : key;
-        if (seen.has(norm)) fail(`duplicate member "${key}"`);
+        if (seen.has(norm)) fail('duplicate member', key);
         seen.add(norm);
         ws();
         if (text[i] !== ':') fail('expected :');

@@ -7,7 +7,7 @@
 import { request, type Dispatcher } from 'undici';
 import { authServerDispatcher } from './transport.js';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
-import { parseStrictJson } from '../json.js';
+import { JsonError, parseStrictJson } from '../json.js';
 import { createBreaker } from './breaker.js';
 import type { IntrospectionHealth } from '../readiness.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
@@ -134,7 +134,8 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
       // ways, refused as garbage (503) rather than read last-wins as JSON.parse would.
       body = parseStrictJson(text, 64, false);
     } catch (error) {
-      throw new AuthServerUnavailable(`introspection answered something that is not JSON (${(error as Error).message})`);
+      // Without the member's name: the answer is the server's text, and it may hold the token.
+      throw new AuthServerUnavailable(`introspection answered something that is not JSON (${error instanceof JsonError ? error.withoutText : 'unreadable'})`);
     }
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AuthServerUnavailable('introspection answered JSON that is not an object');
     const claims = body as Record<string, unknown>;

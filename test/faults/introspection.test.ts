@@ -205,6 +205,18 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
       ['token_type', '"active":true,"token_type":"refresh_token","token_type":"Bearer"'],
       ['cnf', '"active":true,"cnf":{"jkt":"abc"},"cnf":null'],
     ].map(([member, members]): Fault => ({ name: `200 naming ${member} twice`, handler: status(200, `{${members},"scope":"${READ}"}`) })),
+    {
+      // The reason written to the access line names no member: this one is the token itself.
+      name: '200 naming the token itself twice, as a member name',
+      handler: (_req, res, form) => {
+        const token = JSON.stringify(form.get('token') ?? '');
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(`{"active":false,${token}:1,${token}:2}`);
+      },
+      check: (t, { gw }) => {
+        t.ok(accessLines(gw.logs).some((l) => /duplicate member at offset \d+/.test(String(l.reason))), 'the reason says what was wrong, without the name');
+      },
+    },
     { name: '200 with a JSON string', handler: status(200, '"active"') },
     { name: '200 with an empty body', handler: status(200, '') },
     { name: '200 active body over 64 KiB (content-length)', handler: oversizeActive(64 * 1024 + 512, false) },
