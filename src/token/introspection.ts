@@ -115,12 +115,14 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
   }
 
   function interpret(status: number, text: string): Principal {
-    if ((status === 401 || status === 403) && options.authMethod === 'bearer_token') {
+    if ((status === 400 || status === 401 || status === 403) && options.authMethod === 'bearer_token') {
       // jans-auth answers 401 {"error":"access_denied"} when the presented token cannot
       // authorise its own introspection (JANS.md section 2), and an AS that wants an
       // introspection scope of it answers 403: either way the token is refused, and the gateway
-      // has no credentials of its own in this mode. Counted as failures, anyone could open the
-      // circuit with five made-up tokens.
+      // has no credentials of its own in this mode. A 400 is about the token too: in this mode
+      // the token is all of the request that varies. Counted as failures, anyone could open the
+      // circuit with five made-up tokens. (A server that answers 400 to every request fails the
+      // readiness probe, which takes only 401 and 403 for a refusal.)
       throw new InvalidToken(`the authorization server refused the token (self-introspection ${status})`);
     }
     if (status === 401 || status === 403) {

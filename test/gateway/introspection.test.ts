@@ -93,7 +93,10 @@ t.test('bearer_token: an invalid token is invalid (the AS answers 401 access_den
   t.same(await res.json(), { error: 'access_denied' });
 });
 
-t.test('bearer_token: a token the AS refuses to let introspect itself (403) is invalid, and never opens the circuit', async (t) => {
+// An AS that requires an introspection scope of the presenting token refuses the others with 403;
+// one that finds the request malformed answers 400, and in this mode the token is all of the
+// request that varies.
+for (const code of [403, 400]) t.test(`bearer_token: a token the AS refuses to let introspect itself (${code}) is invalid, and never opens the circuit`, async (t) => {
   // An AS that requires an introspection scope of the presenting token (jans:
   // introspectionAccessTokenMustHaveIntrospectionScope) refuses the others with 403: that is the
   // token's verdict, not the gateway's credentials (it has none in this mode). Were it counted as a
@@ -106,7 +109,8 @@ t.test('bearer_token: a token the AS refuses to let introspect itself (403) is i
       asked.push(token);
       if (token.startsWith('good')) {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ active: true, scope: READ, client_id: 'c', token_type: 'Bearer', exp: future }));
-      } else res.writeHead(403, { 'content-type': 'application/json' }).end('{"error":"access_denied"}');
+      } else if (token.startsWith('no-introspection')) res.writeHead(code, { 'content-type': 'application/json' }).end(code === 400 ? '{"error":"invalid_request"}' : '{"error":"access_denied"}');
+      else res.writeHead(403, { 'content-type': 'application/json' }).end('{"error":"access_denied"}');
     });
   });
   t.teardown(() => as.close());
