@@ -249,6 +249,8 @@ export interface Config {
   readonly log: { level: string };
   /** What was ignored but may be a mistake (unknown `SCOPEGATE_*` variables): printed by check, logged by serve. */
   readonly warnings: readonly string[];
+  /** Key path -> the SCOPEGATE_* variable that set it (names only: values may be secrets). */
+  readonly variables: Readonly<Record<string, string>>;
 }
 
 /** The environment variables that are not config keys but are still ours. */
@@ -330,6 +332,15 @@ function nameSources(problems: readonly string[], sources: EnvResult['sources'])
       ? ` (${source.name} looks like a Kubernetes service link: set enableServiceLinks: false in the pod spec, or rename the Service)` : '';
     return `${key} (${source.name})${problem.slice(key.length)}${link}${others}`;
   });
+}
+
+/**
+ * Problems found past loading (the OpenAPI file's: `openapi.file: cannot read ...`), with the
+ * variable that set their key named as loadConfig names it: `openapi.file (SCOPEGATE_OPENAPI_FILE): ...`.
+ */
+export function nameVariables(problems: readonly string[], variables: Readonly<Record<string, string>> | undefined): string[] {
+  if (variables === undefined || Object.keys(variables).length === 0) return [...problems];
+  return nameSources(problems, new Map(Object.entries(variables).map(([key, name]) => [key, { name, value: '' }])));
 }
 
 /**
@@ -496,7 +507,8 @@ export function configFromValue(parsed: unknown, file: string, env: Record<strin
   const base = dirname(file);
   const result = validate(schema, raw, (p) => resolve(base, p));
   problems.push(...result.problems);
-  let config = { ...(result.value as object), file, warnings: Object.freeze(fromEnv.warnings) } as Config;
+  const variables = Object.freeze(Object.fromEntries([...fromEnv.sources].map(([key, { name }]) => [key, name])));
+  let config = { ...(result.value as object), file, warnings: Object.freeze(fromEnv.warnings), variables } as Config;
   // Problems between keys are listed with the others, so one run shows every problem.
   const seen = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
   problems.push(...[...crossCheck(config), ...checkPemFiles(config)].filter((p) => !seen.has(p.slice(0, p.indexOf(':')))));

@@ -6,7 +6,7 @@
 import { hash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
 import { authServerDispatcher, type AuthServerTransport } from './token/transport.js';
-import type { Config } from './config.js';
+import { nameVariables, type Config } from './config.js';
 import { ConfigError, InvalidToken, OpenApiError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import { createIntrospectionReadiness } from './readiness.js';
@@ -43,7 +43,7 @@ export function loadTable(config: Config): Table {
     // Every problem with its key path (INTERFACE.md): one inside the file (`GET /a: ...`) is
     // named under the key that chose the file.
     if (!(error instanceof OpenApiError)) throw error;
-    throw new OpenApiError(error.problems.map((p) => (p.startsWith('openapi.') ? p : `openapi.file: ${p}`)));
+    throw new OpenApiError(nameVariables(error.problems.map((p) => (p.startsWith('openapi.') ? p : `openapi.file: ${p}`)), config.variables));
   }
   // Deny by default: a file without oauth2 security (the wrong file, or one stripped of it) would
   // make a gateway that forwards every request without a token while reporting itself healthy.
@@ -52,7 +52,7 @@ export function loadTable(config: Config): Table {
   const own = operations.slice(0, operations.length - (config.openapi.extra?.length ?? 0));
   if (own.every((o) => o.public)) {
     const extra = config.openapi.extra?.length ? ' (openapi.extra entries aside)' : '';
-    throw new OpenApiError([`openapi.file: no operation requires a token${extra}: ${config.openapi.file} declares no oauth2 or openIdConnect security, so every request to its operations would be forwarded without one`]);
+    throw new OpenApiError(nameVariables([`openapi.file: no operation requires a token${extra}: ${config.openapi.file} declares no oauth2 or openIdConnect security, so every request to its operations would be forwarded without one`], config.variables));
   }
   return createTable(operations, config.limits.targetBytes);
 }

@@ -11,7 +11,8 @@ import { stringify } from 'yaml';
 import { configReference, loadConfig, schema, type Config } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { leaves } from '../src/schema.js';
-import { OWN_OPENAPI } from './helpers/gateway.js';
+import { loadTable } from '../src/runtime.js';
+import { OWN_OPENAPI, SHARED_OPENAPI } from './helpers/gateway.js';
 import { pki, writePem } from './helpers/pki.js';
 
 /** The smallest valid token section. */
@@ -511,6 +512,21 @@ t.test('a problem from a variable names it, also inside a list it set or beside 
   const clash = problems(t, { token: JWT }, { SCOPEGATE_LISTEN_PORT: '9090' });
   t.equal(clash.length, 1);
   t.match(clash[0], /^admin\.port: must differ from listen\.port: .* \(listen\.port from SCOPEGATE_LISTEN_PORT\)$/, 'the other key, and the variable that set it');
+});
+
+t.test('a problem of the OpenAPI file names the variable that chose the file, or its base path', async (t) => {
+  const loadWith = (env: Record<string, string>) => {
+    try {
+      loadTable(loadConfig(write({ token: JWT }), env));
+      return [];
+    } catch (error) {
+      return [...(error as ConfigError).problems];
+    }
+  };
+  t.match(loadWith({ SCOPEGATE_OPENAPI_FILE: './absent-openapi.yaml' }), [/^openapi\.file \(SCOPEGATE_OPENAPI_FILE\): cannot read .*absent-openapi\.yaml/]);
+  t.match(loadWith({ SCOPEGATE_OPENAPI_BASE_PATH: '/a/../b' }), [/^openapi\.basePath \(SCOPEGATE_OPENAPI_BASE_PATH\): /]);
+  t.same(loadWith({}), [], 'the default file loads');
+  t.same(loadWith({ SCOPEGATE_OPENAPI_FILE: SHARED_OPENAPI }), [], 'the shared file loads');
 });
 
 t.test('a config file is a regular file (or a pipe) of UTF-8 text, at most 1 MiB', async (t) => {
