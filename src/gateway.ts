@@ -496,6 +496,17 @@ function keyOf(socket: KeyedSocket, token: string): string {
   return key;
 }
 
+/**
+ * A request that ended before its scopes were weighed (no token, an invalid one, the AS down, its
+ * client gone while the token was validated): its line still names what the operation needs.
+ */
+function nameRequired(d: Decision): void {
+  const { operation, runtime } = d;
+  if (d.required !== undefined || operation === undefined) return;
+  const requirement = requirementOfMatch(runtime.table, operation, d.also, runtime.config.search.rootRequiresReadScopes);
+  if (requirement !== undefined) d.required = closest(requirement, NO_SCOPES);
+}
+
 /** Step 4: the scopes, then the declared body size. */
 function authorize(request: FastifyRequest, decision: Decision, operation: Operation, principal: Principal): void {
   const { runtime } = decision;
@@ -734,6 +745,7 @@ function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): R
       const stalled = (d.connection as MarkedSocket)[kStalled];
       const why = stalled === undefined ? 'connection closed' : `the client read nothing of its answer for ${stalled} ms (limits.sendTimeoutMs): connection closed`;
       const reason = `${why} before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
+      nameRequired(d);
       access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
     },
   };
@@ -887,12 +899,7 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
       // decision stays allow, so that an upstream outage does not show as refused clients.
       decision.allowed = gatewayError instanceof OptionsAnswer || (decision.allowed && kind !== undefined);
       decision.reason = gatewayError.reason;
-      // Refused before the scopes were weighed (no token, an invalid one, the AS down): the line
-      // still names what the operation needs.
-      const { operation, runtime } = decision;
-      const requirement = decision.required === undefined && operation !== undefined
-        ? requirementOfMatch(runtime.table, operation, decision.also, runtime.config.search.rootRequiresReadScopes) : undefined;
-      if (requirement !== undefined) decision.required = closest(requirement, NO_SCOPES);
+      nameRequired(decision);
     }
     if (gatewayError instanceof InternalError) options.logger.error({ err: error, reqId: request.id }, 'internal error');
     endsItsConnection(request, reply, closing);

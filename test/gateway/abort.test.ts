@@ -208,6 +208,7 @@ t.test('a request whose client goes away while its token is validated is not for
     const lines = accessLines(gw.logs).slice(before);
     t.equal(lines.length, 1, `${name}: one line`);
     t.match(lines[0], { status: 499, decision: 'deny', reason: /^connection closed before the response was complete$/ }, `${name}: which says it was not forwarded`);
+    t.same(lines[0]?.requiredScopes, [WRITE], `${name}: and names what the operation needs`);
     t.equal(await upstreamErrors(gw.adminUrl), 0, `${name}: no upstream error counted`);
   }
 });
