@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { ConfigError } from './errors.js';
-import { readSmallFile, strictUtf8 } from './files.js';
+import { readSmallFile, strictUtf8, syntaxProblems } from './files.js';
 import { checkPemFiles } from './pem.js';
 import { envName, fromEnv, leaves, nearest, validate, type Section } from './schema.js';
 
@@ -351,11 +351,7 @@ export function nameVariables(problems: readonly string[], variables: Readonly<R
 export function parseConfigText(text: string, file: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    throw new ConfigError(doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      const what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '').replace(/: ".*"$/s, '');
-      return `${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${what}`;
-    }));
+    throw new ConfigError(syntaxProblems(doc.errors, file, true));
   }
   try {
     return doc.toJS() as unknown;

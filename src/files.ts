@@ -30,3 +30,30 @@ export function readSmallFile(path: string, limit: number): Buffer | undefined {
     closeSync(fd);
   }
 }
+
+/** At most this many YAML syntax errors are listed: past the first, most are its echoes. */
+const MAX_SYNTAX_ERRORS = 5;
+
+/** The part of a YAML parser error these messages use. */
+interface YamlProblem {
+  readonly message: string;
+  readonly linePos?: readonly [{ line: number; col: number }, ...unknown[]] | undefined;
+}
+
+/**
+ * A YAML file's syntax errors as problems, `prefix: syntax error at line L, column C: what`: the
+ * first MAX_SYNTAX_ERRORS, then one line counting the rest (one unquoted `{` made the parser report
+ * the 60 lines after it). `redact` drops the text the parser quotes (`: "..."`), which may be a
+ * secret written on the wrong line.
+ */
+export function syntaxProblems(errors: readonly YamlProblem[], prefix: string, redact: boolean): string[] {
+  const listed = errors.slice(0, MAX_SYNTAX_ERRORS).map((e) => {
+    const pos = e.linePos?.[0];
+    let what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+    if (redact) what = what.replace(/: ".*"$/s, '');
+    return `${prefix}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${what}`;
+  });
+  const more = errors.length - listed.length;
+  if (more > 0) listed.push(`${prefix}: ${more} more syntax error${more === 1 ? '' : 's'} after these (often the echoes of the first)`);
+  return listed;
+}

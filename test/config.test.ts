@@ -273,6 +273,17 @@ t.test('an empty config file is refused, not read as every default; `{}` is ever
   t.equal(config.token.jwt?.issuer, 'https://as.example', '`{}`: and the environment');
 });
 
+t.test('one YAML mistake is a few problems, not the echoes of all the lines after it', async (t) => {
+  // An unquoted `{` in a flow mapping: the parser reports each token after it.
+  const extra = Array.from({ length: 20 }, (_, i) => `    - { method: GET, path: /A${i}, scopes: [x] }`).join('\n');
+  const listed = problems(t, `openapi:\n  extra:\n    - { method: GET, path: /Users/{uid}, scopes: [x] }\n${extra}\ntoken: {jwt: {jwksUri: https://as.example/jwks}}\n`);
+  t.equal(listed.length, 6, 'five errors and a count of the rest');
+  t.match(listed[0], /: syntax error at line 3, column \d+: /, 'the first names its line');
+  t.match(listed[5], /: \d+ more syntax errors after these \(often the echoes of the first\)$/);
+  // Independent mistakes below the cap are each listed.
+  t.equal(problems(t, 'listen: {port: 1}\nlisten: {port: 2}\n').filter((p) => /syntax error/.test(p)).length, 1, 'one duplicate key, one problem');
+});
+
 t.test('a host to bind: IP addresses of either family and host names', async (t) => {
   for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', '::ffff:127.0.0.1', 'localhost', 'scopegate-0.scopegate.svc.cluster.local', 'pod1']) {
     const config = loadConfig(write({ listen: { host }, admin: { host, port: 9091 }, token: JWT }), {});

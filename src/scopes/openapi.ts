@@ -6,7 +6,7 @@
 import { parseDocument } from 'yaml';
 import type { ExtraOperation } from '../config.js';
 import { OpenApiError } from '../errors.js';
-import { readSmallFile, strictUtf8 } from '../files.js';
+import { readSmallFile, strictUtf8, syntaxProblems } from '../files.js';
 import { JsonError, parseStrictJson } from '../json.js';
 import type { Requirement } from './requirement.js';
 
@@ -229,10 +229,7 @@ export function parseOpenApiText(text: string, file: string): unknown {
   // kept as a plain `<<` would drop what it merges (an operation's security among it).
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, merge: true });
   if (doc.errors.length > 0) {
-    throw new OpenApiError(doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      return `openapi.file: ${file}: syntax error${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
-    }));
+    throw new OpenApiError(syntaxProblems(doc.errors, `openapi.file: ${file}`, false));
   }
   try {
     return doc.toJS({ maxAliasCount: 100 }) as unknown;
