@@ -120,7 +120,7 @@ export function formatAccessLine(line: AccessLine): string {
   // reqId (ours), method (an HTTP token), path (passed the request-target grammar: no quote, no
   // backslash, no control character; a refused one is escaped when its line is built, see
   // refusedPath in src/gateway.ts) and fingerprint (base64url) need no escaping.
-  return `{"level":30,"time":"${lastIso}","service":"scopegate","reqId":"${line.reqId}","method":"${line.method ?? ''}","path":"${line.path}",`
+  return `{"level":30,"time":"${lastIso}","service":"scopegate","reqId":"${line.reqId}","method":${line.method === undefined ? 'null' : `"${line.method}"`},"path":"${line.path}",`
     + `"operation":${qMemo(line.operation)},"status":${line.status},"decision":"${line.decision}","reason":${qMemo(line.reason)},`
     + `"clientId":${qMemo(line.clientId)},"subject":${q(line.subject)},"fingerprint":${line.fingerprint === null ? 'null' : `"${line.fingerprint}"`},"requiredScopes":${scopeList(line.requiredScopes)}`
     + `${bulk},"durationMs":${line.durationMs},"msg":"access"}\n`;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildAdmin } from './admin.js';
@@ -49,7 +49,7 @@ export interface Servers {
  * Nothing is written on a connection already closing (the last answer owed said `Connection:
  * close`) nor behind the answer of the request the refusal concerns.
  */
-function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, method: string | undefined, reason: string): void {
+function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOptions, nextId: () => string, method: string | undefined, reason: string): void {
   if (!socket.writable) return;
   const refused = parserRefusalOf(socket, error.statusCode, reason);
   if (refused === null) {
@@ -63,7 +63,7 @@ function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOpti
   socket.write(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? 'Error'}\r\ncontent-type: application/scim+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   socket.destroySoon();
   const line = refused ?? {
-    reqId: randomUUID(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
+    reqId: nextId(), method, path: '(unparsed)', operation: null, status: error.statusCode, decision: 'deny',
     reason, clientId: null, subject: null, fingerprint: null, requiredScopes: null, durationMs: 0,
   };
   options.metrics.requests.inc({ operation: line.operation ?? 'none', decision: line.decision, status: String(error.statusCode) });
@@ -77,7 +77,7 @@ function answerOnSocket(socket: Socket, error: GatewayError, options: ServerOpti
  * like any other answer of the proxy port (metrics and an access line): after the answers the
  * connection owes the requests before it.
  */
-function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoException, socket: Socket) => void {
+function createClientErrorHandler(options: ServerOptions, nextId: () => string): (error: NodeJS.ErrnoException, socket: Socket) => void {
   // A parser that refused stays refused: every later byte of its connection is reported again.
   const refused = new WeakSet<Socket>();
   return (error, socket) => {
@@ -105,7 +105,7 @@ function createClientErrorHandler(options: ServerOptions): (error: NodeJS.ErrnoE
     const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
         : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
-    afterAnswersOwed(socket, () => answerOnSocket(socket, gatewayError, options, undefined, `refused by the HTTP parser: ${gatewayError.reason}`));
+    afterAnswersOwed(socket, () => answerOnSocket(socket, gatewayError, options, nextId, undefined, `refused by the HTTP parser: ${gatewayError.reason}`));
   };
 }
 
@@ -159,7 +159,7 @@ function tlsFailed(error: NodeJS.ErrnoException, socket: Socket): boolean {
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
-function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions): Server {
+function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions, nextId: () => string): Server {
   const options = {
     // Node counts the request-target with the header names and values (not the `: ` and CRLFs),
     // and refuses at the limit: its bound is left above both of ours, which the steps apply
@@ -201,7 +201,7 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   // CONNECT (authority-form) never reaches the request handler: without this listener Node would
   // close the connection without a word.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    afterAnswersOwed(socket, () => answerOnSocket(socket, new InvalidTarget('CONNECT (authority-form request-target)'), serverOptions, 'CONNECT', 'CONNECT is not served'));
+    afterAnswersOwed(socket, () => answerOnSocket(socket, new InvalidTarget('CONNECT (authority-form request-target)'), serverOptions, nextId, 'CONNECT', 'CONNECT is not served'));
   });
   return server as Server;
 }
@@ -217,19 +217,21 @@ function createRequestIds(): () => string {
 export async function buildServer(options: ServerOptions): Promise<Servers> {
   const config = options.current().config;
   const dispatcher = createUpstreamPool(config.upstream);
+  const requestIds = createRequestIds();
   const proxy = Fastify({
-    serverFactory: (handler) => createProxyServer(config, handler, options),
+    serverFactory: (handler) => createProxyServer(config, handler, options, requestIds),
     // No logger of Fastify's own: every answer has its access line (src/gateway.ts), and what
     // else the gateway has to say it writes with options.logger. Given a logger, Fastify would
     // follow every response with listeners and timestamps of its own, and a library would write
     // lines (reply-from's warning, with a stack, for each client that leaves) the gateway does not.
     logger: false,
-    genReqId: createRequestIds(),
+    // One sequence for every access line, those of requests the parser refused included.
+    genReqId: requestIds,
     requestIdHeader: false,
     rewriteUrl: createRewriteUrl(options.current),
     // The only handler of the parser's refusals: Fastify's own would write its JSON 400 beside
     // ours, or destroy the connection while the answers owed before the refusal are still due.
-    clientErrorHandler: createClientErrorHandler(options),
+    clientErrorHandler: createClientErrorHandler(options, requestIds),
     // The gateway answers such requests itself (src/gateway.ts, ShuttingDown).
     return503OnClosing: false,
     forceCloseConnections: 'idle',

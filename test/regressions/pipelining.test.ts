@@ -137,6 +137,9 @@ t.test('the HTTP parser\'s refusal is never written into a response under way', 
     t.equal(hits, 1, 'the upstream received the one GET, nothing for the refused bytes');
     await settle(100);
     t.same(accessLines(gw.logs).slice(before).map((l) => [l.path, l.status]), [[`${B}/Users/begun`, 200], ['(unparsed)', 400]], 'one line each');
+    const [begun, unparsed] = accessLines(gw.logs).slice(before);
+    t.equal(unparsed?.method, null, 'the refused head has no method');
+    t.equal(String(unparsed?.reqId).split('-')[0], String(begun?.reqId).split('-')[0], 'its request id is of the same sequence as the others');
   });
 });
 
