@@ -144,7 +144,9 @@ function explain(values: { config?: string }, positionals: string[]): number {
   }
   let target;
   try {
-    target = parseTarget(path, undefined, config.limits.targetBytes, table.encodable);
+    // No Host here: an absolute-form target is explained as sent with a Host of its own authority.
+    const authority = /^[Hh][Tt][Tt][Pp][Ss]?:\/\/([^/?#]*)/.exec(path)?.[1];
+    target = parseTarget(path, authority, config.limits.targetBytes, table.encodable);
   } catch (error) {
     say(`refused ${(error as { statusCode?: number }).statusCode ?? 400}: ${(error as Error).message}`);
     return 0;

@@ -194,6 +194,10 @@ t.test('explain says what a request would hit, or why it is refused; exit 0 eith
     ['GET', `${B}/users`, [/refused 404/]],
     ['GET', `${B}/Schemas?access_token=x`, [/refused 400/, /access_token in the query/]],
     ['GET', `${B}/Users?count=1&access_token=x`, [/refused/, /access_token in the query/, /401/]],
+    // Absolute-form, as serve reads it with a Host of its own authority; userinfo is refused there too.
+    ['GET', `http://scim.example:8080${B}/Schemas`, [/matches get-schemas/, /public/]],
+    ['GET', `http://u@scim.example${B}/Schemas`, [/refused 400/]],
+    ['GET', `${B}/Schemas/urn%3Aietf%3Aparams%3Ascim%3Aschemas%3Acore%3A2.0%3AUser`, [/matches get-schema-by-uri/]],
   ];
   for (const [method, path, expected] of cases) {
     const { code, stdout, stderr } = await runCli(['explain', method, path]);
