@@ -93,7 +93,8 @@ export function fromEnv(leaf: Leaf, raw: string): unknown {
     case 'int':
       return /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : raw;
     case 'bool':
-      return raw === 'true' ? true : raw === 'false' ? false : raw;
+      // Spaces around the word are read as around a number's digits (a value quoted with them in a manifest).
+      return raw.trim() === 'true' ? true : raw.trim() === 'false' ? false : raw;
     case 'list':
     case 'custom':
       if (raw.trim().startsWith('[') || raw.trim().startsWith('{')) {
