@@ -282,6 +282,8 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     { name: 'conflicting templates, same method', doc: doc({ '/a/{x}': { get: {} }, '/a/{y}': { get: {} } }), problem: /^GET \/a\/\{y\}: conflicts with GET \/a\/\{x\}/ },
     { name: 'extra conflicting with the document', doc: doc({ '/a/{id}': { get: {} } }), options: { extra: [{ method: 'GET', path: '/a/{other}', scopes: ['s'], public: false }] }, problem: /^openapi\.extra\[0\]: conflicts with GET \/a\/\{id\}/ },
     { name: 'swagger 2.0', doc: { swagger: '2.0', info: { title: 'x', version: '1' }, paths: { '/a': { get: {} } } }, problem: /Swagger 2.0 is not supported/ },
+    { name: 'openapi: 3.0 unquoted (a number)', doc: { openapi: 3.0, info: { title: 'x', version: '1' }, paths: { '/a': { get: {} } } }, problem: /"openapi" is the number 3, not a version string: write it quoted, with its patch number/ },
+    { name: 'openapi 4.0.0', doc: { openapi: '4.0.0', info: { title: 'x', version: '1' }, paths: { '/a': { get: {} } } }, problem: /unsupported "openapi" version "4\.0\.0"/ },
     { name: 'partial template segment', doc: doc({ '/a/{id}.json': { get: {} } }), problem: /^paths\.\/a\/\{id\}\.json: segment "\{id\}\.json" is neither a literal nor a whole \{parameter\}/ },
     { name: 'dot segment in a template', doc: doc({ '/a/../b': { get: {} } }), problem: /dot segment/ },
     { name: 'unresolvable $ref', doc: doc({ '/a': { $ref: '#/components/pathItems/Nope' } }), problem: /\$ref #\/components\/pathItems\/Nope does not resolve/ },

@@ -278,6 +278,8 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   if (!isObject(document)) throw new OpenApiError(['openapi.file: the document is not a mapping']);
   if (document.swagger !== undefined) throw new OpenApiError(['openapi.file: Swagger 2.0 is not supported; convert the document to OpenAPI 3']);
   const version = String(document.openapi ?? '');
+  // `openapi: 3.0` unquoted is the number 3 to YAML: said so, not shown as a version "3".
+  if (typeof document.openapi === 'number') throw new OpenApiError([`openapi.file: "openapi" is the number ${version}, not a version string: write it quoted, with its patch number ("3.0.3")`]);
   if (!/^3\.[01]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x or 3.1.x)`]);
   let fileBase: string;
   try {
