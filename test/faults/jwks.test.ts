@@ -190,7 +190,8 @@ t.test('JWKS answering garbage at startup fails closed (J06)', async (t) => {
   }
 });
 
-t.test('a failed refresh keeps the last good key set', async (t) => {
+/** A gateway whose JWKS (cool-down 1 s) serves the key `old`, a token of which it has served; `next` is the key it will rotate to. */
+async function beforeRotation(t: Test): Promise<{ old: Key; next: Key; jwks: JwksServer; gw: TestGateway; upstream: RecordingUpstream; cooldownSeconds: number }> {
   const cooldownSeconds = 1;
   const old = await newKey();
   const next = await newKey();
@@ -199,6 +200,11 @@ t.test('a failed refresh keeps the last good key set', async (t) => {
   const { gw, upstream } = await jwtGateway(t, jwks.uri, cooldownSeconds);
   t.equal(await readyz(gw), 200, 'ready');
   await assertServed(t, gw, await sign(old), upstream, 'old key served');
+  return { old, next, jwks, gw, upstream, cooldownSeconds };
+}
+
+t.test('a failed refresh keeps the last good key set', async (t) => {
+  const { old, next, jwks, gw, upstream, cooldownSeconds } = await beforeRotation(t);
 
   // The authorization server rotates, but its JWKS endpoint fails: the refetch an unknown kid
   // causes fails.
@@ -223,13 +229,7 @@ t.test('a failed refresh keeps the last good key set', async (t) => {
 });
 
 t.test('a refetch that answers a key set jose refuses is the server\'s failure (503), not the token\'s (401)', async (t) => {
-  const cooldownSeconds = 1;
-  const old = await newKey();
-  const next = await newKey();
-  const jwks = await startJwks([old.jwk]);
-  t.teardown(() => jwks.close());
-  const { gw, upstream } = await jwtGateway(t, jwks.uri, cooldownSeconds);
-  await assertServed(t, gw, await sign(old), upstream, 'old key served');
+  const { old, next, jwks, gw, upstream, cooldownSeconds } = await beforeRotation(t);
   // The new key is published, in a list jose cannot read as a key set.
   jwks.mode = 'keys-not-objects';
   jwks.keys = [next.jwk, old.jwk];
