@@ -119,7 +119,7 @@ export const schema: Section = {
       kind: 'object', description: 'The protected API (jans-scim in protection mode BYPASS).',
       fields: {
         url: { kind: 'url', default: 'http://127.0.0.1:8081', description: 'Origin of the upstream; the request path is forwarded as received.' },
-        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it).' },
+        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it), and for a request to wait for a free pool connection (504 after it as well).' },
         forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
         identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
         caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream, trusted in place of the public CAs (TLS is always verified).' },
@@ -129,14 +129,14 @@ export const schema: Section = {
     limits: {
       kind: 'object', description: 'Request limits, enforced before anything reaches the upstream.',
       fields: {
-        bodyBytes: { kind: 'int', default: 3072000, min: 0, description: 'Largest request body (413), streamed and chunked bodies included; jans bulkMaxPayloadSize.' },
+        bodyBytes: { kind: 'int', default: 3072000, min: 0, description: 'Largest request body (413), chunked bodies included (those are read whole before forwarding, so this also bounds the memory of each); jans bulkMaxPayloadSize.' },
         targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431), counted as written (`name: value` CRLF per line; every line is read, none dropped past Node\'s usual 1000); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },
         requestTimeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for a client to send its whole request.' },
         sendTimeoutMs: { kind: 'int', default: 30000, min: 1000, max: MAX_TIMER_MS, description: 'Time an answer may wait on a client that reads none of it (nginx send_timeout): its connection is then closed and its upstream connection freed. Progress is what the kernel takes, which comes in bursts: at least 1000.' },
         bufferBodyBytes: { kind: 'int', default: 65536, min: 0, description: 'A request body with a declared length up to this size is read whole before it is forwarded (nginx proxy_request_buffering): a client that stalls or leaves mid-body gets its 408 or 400 and the upstream nothing. Larger bodies stream as they come, as does a small one while limits.bufferedBytes cannot hold it (never a 503 for it); 0 streams every declared body.' },
-        bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, declared up to bufferBodyBytes, /Bulk) held in memory at once, all requests together (a chunked or /Bulk body: 503 past it); at least bodyBytes.' },
+        bufferedBytes: { kind: 'int', default: 67108864, min: 0, description: 'Request bodies read whole before forwarding (chunked, declared up to bufferBodyBytes, /Bulk) held in memory at once, all requests together: a chunked or /Bulk body that would pass it is refused 503 with `Retry-After: 1` before any of it goes upstream. At least `limits.bodyBytes`. The gauge `scopegate_request_body_bytes_held` shows the bytes held.' },
       },
     },
     bulk: {
@@ -155,7 +155,7 @@ export const schema: Section = {
     openapi: {
       kind: 'object', description: 'Where the endpoint-to-scope table comes from.',
       fields: {
-        file: { kind: 'path', default: BUNDLED_OPENAPI, defaultText: 'the bundled config/scim-openapi.yaml (the 31 jans-scim operations)', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file).' },
+        file: { kind: 'path', default: BUNDLED_OPENAPI, defaultText: 'the bundled config/scim-openapi.yaml (the 31 jans-scim operations)', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file): a regular file or a pipe of UTF-8 text, at most 16 MiB.' },
         basePath: { kind: 'string', description: 'Base path of every operation; default: the path of servers[0].url.' },
         extra: { kind: 'custom', default: Object.freeze([]), check: checkExtra, description: 'Operations the file lacks but the upstream serves: {method, path (relative to basePath), scopes | public: true}.' },
       },
@@ -176,9 +176,9 @@ export const schema: Section = {
             authMethod: { kind: 'enum', default: 'client_secret_basic', values: ['client_secret_basic', 'client_secret_post', 'bearer_token'], description: 'How the gateway authenticates; bearer_token: the presented token authorises its own introspection (jans default).' },
             timeoutMs: { kind: 'int', default: 2000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for one introspection (503 after it).' },
             maxConcurrent: { kind: 'int', default: 64, min: 1, description: 'Most introspection calls in flight at once (503 beyond).' },
-            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the nbf of an active answer (a token just issued by a clock ahead of this one); an exp that has passed here is refused without leeway.' },
-            issuer: { kind: 'string', description: 'The `iss` an active answer may carry (default: token.issuer): another is refused; a trailing slash aside; an answer without `iss` is taken (RFC 7662 makes it optional).' },
-            audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values of an active answer; empty = not checked; set, an answer without one of them is refused.' },
+            clockToleranceSeconds: { kind: 'int', default: 30, max: 300, description: 'Allowed clock skew for the nbf of an active answer (a token just issued by a clock ahead of this one); an exp that has passed here is refused without leeway: a token the authorization server has just issued is not refused because this clock is behind its own, and no token outlives its exp (SECURITY.md I03).' },
+            issuer: { kind: 'string', description: 'The `iss` an active answer may carry (default: `token.issuer`): an answer from another issuer is refused (401), a trailing slash aside; an answer without `iss` is taken (RFC 7662 makes it optional).' },
+            audience: { kind: 'list', default: Object.freeze([]), description: 'Accepted `aud` values of an active answer; empty = not checked; set, an answer without one of them (or without `aud`) is refused (401).' },
           },
         },
         jwt: {
