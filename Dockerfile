@@ -21,9 +21,14 @@ COPY config ./config
 # The image's `node` user, by number: Kubernetes' runAsNonRoot can verify only a numeric user.
 USER 1000:1000
 # 8080: the proxy port SCIM clients call; 9090: admin (/healthz, /readyz, /metrics), keep it internal.
+# Both bind every address in the container (a Service and the kubelet's probes reach the pod's IP).
+# These variables beat the config file: set them in the pod spec to bind elsewhere.
 ENV SCOPEGATE_LISTEN_HOST=0.0.0.0 SCOPEGATE_ADMIN_HOST=0.0.0.0
 EXPOSE 8080 9090
+# The admin port of SCOPEGATE_ADMIN_PORT when it is set (a port set in the config file instead
+# is not seen here: set the variable too).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.SCOPEGATE_ADMIN_PORT || 9090}/healthz`).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# No --config here: the config is $SCOPEGATE_CONFIG, else config/scopegate.yaml (INTERFACE.md); an
+# argument would beat the variable. `docker run scopegate --config /etc/scopegate/scopegate.yaml` names another.
 ENTRYPOINT ["node", "dist/cli.js", "serve"]
-CMD ["--config", "config/scopegate.yaml"]
