@@ -241,8 +241,17 @@ async function demo(values: { port?: string }): Promise<number> {
   if (values.port !== undefined && !(/^\d{1,5}$/.test(values.port) && Number(values.port) <= 65535)) {
     throw new UsageError('--port must be a port number (0-65535)');
   }
-  const { runDemo } = await import('./demo/demo.js');
-  return runDemo({ port: values.port === undefined ? 8080 : Number(values.port) });
+  let demoModule: typeof import('./demo/demo.js');
+  try {
+    demoModule = await import('./demo/demo.js');
+  } catch (error) {
+    // The demo's servers are optional dependencies, left out of a production install (the image).
+    const missing = /Cannot find (?:package|module) '(oidc-provider|scimmy)'/.exec((error as Error).message)?.[1];
+    if (missing === undefined) throw error;
+    console.error(`scopegate: the demo needs the optional dependencies oidc-provider and scimmy (${missing} is not installed): run npm ci without --omit=optional`);
+    return 1;
+  }
+  return demoModule.runDemo({ port: values.port === undefined ? 8080 : Number(values.port) });
 }
 
 async function main(argv: string[]): Promise<number> {

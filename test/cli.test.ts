@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -373,4 +373,20 @@ t.test('purge: what the admin listener refuses as malformed is bad usage (exit 2
   const down = await runCli(['purge', '--config', closed, '--client-id', 'c']);
   t.equal(down.code, 1, 'the admin listener unreachable: exit 1');
   t.match(down.stderr, /ECONNREFUSED/);
+});
+
+t.test('demo in an install without the optional dependencies (the image): a clear error, exit 1', async (t) => {
+  await ensureBuilt();
+  // A copy of the build beside a node_modules of every package but the demo's servers.
+  const dir = mkdtempSync(join(tmpdir(), 'scopegate-prod-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  mkdirSync(join(dir, 'node_modules'));
+  for (const name of readdirSync(join(ROOT, 'node_modules'))) {
+    if (name !== 'scimmy' && name !== 'oidc-provider') symlinkSync(join(ROOT, 'node_modules', name), join(dir, 'node_modules', name));
+  }
+  const result = spawnSync(process.execPath, [join(dir, 'dist', 'cli.js'), 'demo', '--port', '0'], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  t.equal(result.status, 1, 'exit 1');
+  t.match(result.stderr, /^scopegate: the demo needs the optional dependencies oidc-provider and scimmy \((scimmy|oidc-provider) is not installed\): run npm ci without --omit=optional\n$/, 'says what is missing and what to do, and nothing else');
 });
