@@ -759,7 +759,24 @@ function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): R
 function relayUpstreamBody(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
   const stream = (res as { stream: Readable }).stream;
   request.decision!.upstreamBody = stream;
+  // An HTTP/1.0 client reads a body without Content-Length to the close of the connection: were
+  // the upstream's body to break off, a plain close would end it as if it were whole. The
+  // connection is reset instead (before Fastify's own listener closes it), so that the client
+  // sees a broken answer. An HTTP/1.1 client sees the chunked body end unterminated either way.
+  if (request.raw.httpVersionMinor === 0 && reply.getHeader('content-length') === undefined) {
+    stream.once('error', () => resetConnection(request.raw.socket));
+  }
   reply.send(stream);
+}
+
+/** Ends `socket` with a reset (TCP RST), or a plain close where it has no TCP handle of its own (TLS). */
+function resetConnection(socket: Socket | null): void {
+  if (!socket || socket.destroyed) return;
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
 }
 
 /** Registers the steps and the forwarder on `app`. */

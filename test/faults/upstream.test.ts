@@ -255,6 +255,32 @@ for (const kind of ['content-length', 'chunked'] as const) {
   }
 }
 
+// HTTP/1.0 has no chunked coding: an answer without Content-Length is read to the connection's
+// close, and a plain close after a body the upstream broke off would read as the whole answer.
+t.test('an HTTP/1.0 client, an answer without a length: a body the upstream breaks off ends in a reset, never a clean close', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  up.respond = truncated('chunked', 'destroy');
+  const outcome = await new Promise<{ head: string; bytes: number; error: string | undefined }>((resolve) => {
+    const socket = connect(gw.port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let error: string | undefined;
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code));
+    socket.on('close', () => {
+      const all = Buffer.concat(chunks).toString('latin1');
+      resolve({ head: all.slice(0, all.indexOf('\r\n\r\n')), bytes: all.length, error });
+    });
+    socket.write(`GET ${B}/Users HTTP/1.0\r\nHost: scim.example\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+  });
+  t.match(outcome.head, /^HTTP\/1\.1 200 /, 'the head was relayed');
+  t.notMatch(outcome.head, /content-length|transfer-encoding/i, 'with no length and no chunked coding');
+  t.ok(outcome.bytes > 2000, `part of the body came (${outcome.bytes} bytes)`);
+  t.equal(outcome.error, 'ECONNRESET', 'the connection was reset, not closed as the end of a whole answer');
+  await assertUpstreamFailedLines(t, gw, 1, 'reset');
+});
+
 // limits.bufferBodyBytes: a declared body up to it is read whole before anything goes upstream
 // (the default, 64 KiB, covers these); a larger one streams as it comes.
 const BODY_MODES = [
