@@ -144,6 +144,36 @@ function watchStalls(server: Server, connectionEvent: 'connection' | 'secureConn
   server.once('close', () => clearInterval(sweep));
 }
 
+/** How long a connection the gateway closes goes on reading what its client still sends. */
+const LINGER_MS = 5000;
+
+/**
+ * Closes the connections of `Connection: close` answers as nginx's `lingering_close` does. An
+ * answer that refuses a request before its body is read (413, 401, 403 on a 3 MB PUT sent without
+ * `Expect`) is written while the client is still sending; were the socket closed at once, the
+ * body still arriving would make the kernel reset the connection, and a reset throws away the
+ * answer the client has not read yet: it would see a broken pipe instead of its 413. So the
+ * gateway's side is ended (FIN) after the answer, and what the client still sends is read and
+ * discarded until it ends its own side, or LINGER_MS pass. Node closes such a connection with
+ * destroySoon, which each accepted socket gets in this form.
+ */
+function lingerOnClose(socket: Socket): void {
+  socket.destroySoon = function lingeringClose(this: Socket) {
+    if (this.writable) this.end();
+    if (this.destroyed) return;
+    if (this.readableEnded) {
+      this.destroy();
+      return;
+    }
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    this.once('close', () => clearTimeout(timer));
+    this.once('end', () => this.destroy());
+    // Read on, whoever reads: the HTTP parser discards the rest of the refused body.
+    this.resume();
+  };
+}
+
 /** False for a TLS connection whose handshake has not ended (true for plain TCP). */
 function established(socket: Socket): boolean {
   const tls = socket as Socket & { encrypted?: boolean; _secureEstablished?: boolean };
@@ -192,6 +222,7 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   server.maxConnections = config.listen.maxConnections;
   server.on('drop', () => serverOptions.metrics.connectionsDropped.inc());
   watchStalls(server as Server, config.listen.tls ? 'secureConnection' : 'connection', config.limits.sendTimeoutMs);
+  server.on(config.listen.tls ? 'secureConnection' : 'connection', lingerOnClose);
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);
