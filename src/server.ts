@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildAdmin } from './admin.js';
 import type { Config } from './config.js';
-import { HeaderTooLarge, InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError } from './errors.js';
+import { HeaderTooLarge, InvalidRequest, InvalidTarget, RequestTimeout, scimErrorBody, GatewayError, TargetTooLong } from './errors.js';
 import type { BodyBudget } from './request/body.js';
 import { afterAnswersOwed, closeStalled, createRewriteUrl, gateway, InFlight, parserRefusalOf } from './gateway.js';
 import type { AccessLine } from './log.js';
@@ -102,11 +102,25 @@ function createClientErrorHandler(options: ServerOptions, nextId: () => string):
       afterAnswersOwed(socket, () => socket.destroySoon());
       return;
     }
-    const gatewayError = error.code === 'HPE_HEADER_OVERFLOW' ? new HeaderTooLarge(error.code)
+    const gatewayError = error.code === 'HPE_HEADER_OVERFLOW'
+      ? (longRequestLine(error, options.current().config.limits.targetBytes) ? new TargetTooLong(error.code) : new HeaderTooLarge(error.code))
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? new RequestTimeout(error.code)
         : new InvalidRequest(error.code ?? 'parse error', 'The request cannot be parsed');
     afterAnswersOwed(socket, () => answerOnSocket(socket, gatewayError, options, nextId, undefined, `refused by the HTTP parser: ${gatewayError.reason}`));
   };
+}
+
+/**
+ * Whether the head Node refused as too large was refused for its request line: the bytes it was
+ * parsing start with a method and a space, and hold no line end within limits.targetBytes of them.
+ * Node counts the target with the headers, so a target far over limits.targetBytes (which the steps
+ * answer 414) can meet its bound first; it is a 414 then too, not a 431.
+ */
+function longRequestLine(error: Error, targetBytes: number): boolean {
+  const packet = (error as { rawPacket?: unknown }).rawPacket;
+  if (!Buffer.isBuffer(packet) || !/^[A-Z]+ /.test(packet.subarray(0, 24).toString('latin1'))) return false;
+  const end = packet.indexOf('\n');
+  return end === -1 || end > targetBytes + 32;
 }
 
 const kPending = Symbol('scopegate.sent');
