@@ -309,7 +309,7 @@ function decide(request: FastifyRequest, decision: Decision, counters: Counters)
 const kStalled = Symbol('scopegate.stalled');
 
 /**
- * Closes `socket`, whose client has read nothing of its answer for `ms` (src/server.ts watches):
+ * Closes `socket`, of whose answer the kernel has taken nothing for `ms` (src/server.ts watches):
  * its request ends (its line says why) and its upstream request is aborted, which frees the
  * pool connection it held.
  */
@@ -743,7 +743,7 @@ function createRecorder(metrics: Metrics, access: (line: AccessLine) => void): R
       // status 499, as nginx logs it. No metric: the proxy port answered nothing.
       d.logged = true;
       const stalled = (d.connection as MarkedSocket)[kStalled];
-      const why = stalled === undefined ? 'connection closed' : `the client read nothing of its answer for ${stalled} ms (limits.sendTimeoutMs): connection closed`;
+      const why = stalled === undefined ? 'connection closed' : `the kernel took none of the answer for ${stalled} ms (limits.sendTimeoutMs; the client reads too slowly or not at all): connection closed`;
       const reason = `${why} before the response was complete${d.reason ? ` (${d.reason})` : ''}`;
       nameRequired(d);
       access(accessLineOf(request, d, 499, reason, performance.now() - d.started));
