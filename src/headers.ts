@@ -114,7 +114,9 @@ export function upstreamHeaders(headers: Record<string, unknown>, ctx: ForwardCo
 }
 
 /** Hop-by-hop headers of the upstream's response are the upstream's business, not the client's. */
-const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+// Proxy-Authenticate is a challenge for the next client of the chain (RFC 9110 section 11.7.1), the
+// gateway: never the SCIM client's to answer, whose Proxy-Authorization the gateway drops anyway.
+const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authenticate']);
 
 /**
  * The upstream's response headers for the client: a new object without the hop-by-hop headers

@@ -396,6 +396,7 @@ t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section
     res.writeHead(200, {
       'content-type': 'application/scim+json', 'content-length': String(Buffer.byteLength(LIST)),
       connection: 'keep-alive, x-upstream-hop', 'keep-alive': 'timeout=1', 'x-upstream-hop': 'internal',
+      'proxy-authenticate': 'Basic realm="internal proxy"',
     });
     res.end(LIST);
   });
@@ -404,6 +405,7 @@ t.test('hop-by-hop headers of the upstream response stay there (RFC 9110 section
   t.equal(res.status, 200, 'served');
   t.equal(res.headers['keep-alive'], undefined, 'no Keep-Alive of the upstream connection');
   t.equal(res.headers['x-upstream-hop'], undefined, 'no header the upstream named in Connection');
+  t.equal(res.headers['proxy-authenticate'], undefined, 'no Proxy-Authenticate: the gateway is the next client of the chain, not the SCIM client');
   t.notMatch(res.headers.connection ?? '', /keep-alive/i, 'the client asked Connection: close; it is not told keep-alive');
 });
 
