@@ -6,7 +6,7 @@
  * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
  */
 import { InvalidRequest } from './errors.js';
-import { JsonError, parseStrictJson } from './json.js';
+import { isObject, JsonError, parseStrictJson } from './json.js';
 import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
@@ -43,9 +43,6 @@ function bad(reason: string, detail?: string): InvalidRequest {
   return new InvalidRequest(`Bulk: ${reason}${detail === undefined ? '' : ` (${detail})`}`, `The Bulk request cannot be checked: ${reason}`);
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** Every "bulkId:x" string anywhere in `value` (references in data, e.g. group members). */
 function references(value: unknown, out: Set<string>, depth = 0): void {

@@ -4,6 +4,11 @@
  * could read different values) and excessive nesting.
  */
 
+/** A JSON object (not an array, not null). */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /** Thrown with a position and reason; the Bulk step turns it into a 400. */
 export class JsonError extends Error {
   /**

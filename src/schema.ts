@@ -3,6 +3,7 @@
  * Validation, defaults, environment overrides and the README's configuration reference are all
  * derived from one schema (src/config.ts), so they cannot drift apart.
  */
+import { isObject } from './json.js';
 
 /** A leaf: one config key. */
 export interface Leaf {
@@ -56,9 +57,6 @@ export function envName(path: string): string {
   return 'SCOPEGATE_' + path.split('.').map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** Levenshtein distance, for "did you mean" on unknown keys. */
 function distance(a: string, b: string): number {
@@ -166,7 +164,7 @@ function checkLeaf(leaf: Leaf, value: unknown, key: string, resolvePath: (p: str
 export function validate(schema: Section, raw: unknown, resolvePath: (p: string) => string, prefix = ''): { value: Record<string, unknown> | undefined; problems: string[] } {
   const problems: string[] = [];
   const where = prefix || '(top level)';
-  if (raw !== undefined && !isRecord(raw)) return { value: undefined, problems: [`${where}: must be a mapping of keys`] };
+  if (raw !== undefined && !isObject(raw)) return { value: undefined, problems: [`${where}: must be a mapping of keys`] };
   const input = raw ?? {};
   const known = Object.keys(schema.fields);
   for (const name of Object.keys(input)) {

@@ -172,20 +172,22 @@ const LINGER_MS = 5000;
  * destroySoon, which each accepted socket gets in this form.
  */
 function lingerOnClose(socket: Socket): void {
-  socket.destroySoon = function lingeringClose(this: Socket) {
-    if (this.writable) this.end();
-    if (this.destroyed) return;
-    if (this.readableEnded) {
-      this.destroy();
-      return;
-    }
-    const timer = setTimeout(() => this.destroy(), LINGER_MS);
-    timer.unref();
-    this.once('close', () => clearTimeout(timer));
-    this.once('end', () => this.destroy());
-    // Read on, whoever reads: the HTTP parser discards the rest of the refused body.
-    this.resume();
-  };
+  socket.destroySoon = lingeringClose;
+}
+
+function lingeringClose(this: Socket): void {
+  if (this.writable) this.end();
+  if (this.destroyed) return;
+  if (this.readableEnded) {
+    this.destroy();
+    return;
+  }
+  const timer = setTimeout(() => this.destroy(), LINGER_MS);
+  timer.unref();
+  this.once('close', () => clearTimeout(timer));
+  this.once('end', () => this.destroy());
+  // Read on, whoever reads: the HTTP parser discards the rest of the refused body.
+  this.resume();
 }
 
 /** False for a TLS connection whose handshake has not ended (true for plain TCP). */

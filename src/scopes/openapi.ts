@@ -7,7 +7,7 @@ import { parseDocument } from 'yaml';
 import type { ExtraOperation } from '../config.js';
 import { OpenApiError } from '../errors.js';
 import { readSmallFile, strictUtf8, syntaxProblems } from '../files.js';
-import { JsonError, parseStrictJson } from '../json.js';
+import { isObject, JsonError, parseStrictJson } from '../json.js';
 import type { Requirement } from './requirement.js';
 
 /** One entry of the endpoint-to-scope table. */
@@ -50,9 +50,6 @@ const PARAM = /^\{([A-Za-z_][A-Za-z0-9_.-]*)\}$/;
 
 type Json = Record<string, unknown>;
 
-function isObject(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** The most `$ref`s followed from one place: a longer chain is a mistake, or an attack on the loader. */
 const MAX_REF_HOPS = 64;

@@ -7,6 +7,7 @@
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, errors, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import { fetch, type Dispatcher, type RequestInit as FetchInit } from 'undici';
 import { AuthServerUnavailable, InvalidToken } from '../errors.js';
+import { isObject } from '../json.js';
 import { authServerDispatcher } from './transport.js';
 import { principalFromClaims, type Principal, type TokenVerifier } from './principal.js';
 
@@ -49,8 +50,6 @@ function normaliseType(typ: string): string {
 }
 
 const MAX_JWKS_BYTES = 512 * 1024;
-
-const isObject = (value: unknown): boolean => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * True when `body` is a JSON object with a `keys` list of objects: what jose takes for a key set
