@@ -884,6 +884,14 @@ export async function gateway(app: FastifyInstance, options: GatewayOptions): Pr
     try {
       if (closing) throw new ShuttingDown('request after the gateway began to close');
       if (socket[kClosing]) throw new InvalidRequest('request pipelined behind an answer with Connection: close', 'The connection is closing');
+      // The gateway has ended its side of the connection (an answer that closed it: one the HTTP
+      // parser's timeout wrote mid-head, one to an HTTP/1.0 client), and reads on only to discard
+      // (src/server.ts, lingering close): a request that completes there is never processed, and
+      // cannot be answered; its connection ends now.
+      if (socket.writableEnded) {
+        socket.destroy();
+        throw new InvalidRequest('request on a connection the gateway had closed', 'The connection is closed');
+      }
       // A request that asks for an Upgrade (never granted) ends its connection: Node's parser
       // drops unseen what was pipelined behind it in the same read, and would read later bytes out
       // of their framing (the rest of a dropped request's body taken for a request of its own).

@@ -90,11 +90,13 @@ function createClientErrorHandler(options: ServerOptions, nextId: () => string):
       socket.destroy();
       return;
     }
+    // Answered already: its parser reports every later byte again, which the lingering close
+    // (lingerOnClose) reads on to discard, so that the answer is not overtaken by a reset.
+    if (refused.has(socket) && error.code !== 'ECONNRESET') return;
     if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();
       return;
     }
-    if (refused.has(socket)) return;
     refused.add(socket);
     // Bytes after a request that closes its connection (`Connection: close`, HTTP/1.0) are never
     // processed and get no answer (RFC 9112 section 9.6): the connection ends after that request's.
@@ -161,6 +163,10 @@ function watchStalls(server: Server, connectionEvent: 'connection' | 'secureConn
 /** How long a connection the gateway closes goes on reading what its client still sends. */
 const LINGER_MS = 5000;
 
+/** The sockets of one server that are lingering, so that a shutdown need not wait for them. */
+const kLingering = Symbol('scopegate.lingering');
+type LingeringSocket = Socket & { [kLingering]?: Set<Socket> };
+
 /**
  * Closes the connections of `Connection: close` answers as nginx's `lingering_close` does. An
  * answer that refuses a request before its body is read (413, 401, 403 on a 3 MB PUT sent without
@@ -171,22 +177,31 @@ const LINGER_MS = 5000;
  * discarded until it ends its own side, or LINGER_MS pass. Node closes such a connection with
  * destroySoon, which each accepted socket gets in this form.
  */
-function lingerOnClose(socket: Socket): void {
-  socket.destroySoon = lingeringClose;
+function lingerOnClose(lingering: Set<Socket>): (socket: Socket) => void {
+  return (socket: LingeringSocket) => {
+    socket[kLingering] = lingering;
+    socket.destroySoon = lingeringClose;
+  };
 }
 
-function lingeringClose(this: Socket): void {
+function lingeringClose(this: LingeringSocket): void {
   if (this.writable) this.end();
   if (this.destroyed) return;
   if (this.readableEnded) {
     this.destroy();
     return;
   }
+  const lingering = this[kLingering];
+  lingering?.add(this);
   const timer = setTimeout(() => this.destroy(), LINGER_MS);
   timer.unref();
-  this.once('close', () => clearTimeout(timer));
+  this.once('close', () => {
+    clearTimeout(timer);
+    lingering?.delete(this);
+  });
   this.once('end', () => this.destroy());
-  // Read on, whoever reads: the HTTP parser discards the rest of the refused body.
+  // Read on, whoever reads: the HTTP parser discards the rest of the refused body (and a request
+  // that completes on a connection the gateway has ended is refused by the steps, never processed).
   this.resume();
 }
 
@@ -205,7 +220,7 @@ function tlsFailed(error: NodeJS.ErrnoException, socket: Socket): boolean {
 }
 
 /** Builds the HTTP(S) server of the proxy port with the limits of the config. */
-function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions, nextId: () => string): Server {
+function createProxyServer(config: Config, handler: (req: IncomingMessage, res: ServerResponse) => void, serverOptions: ServerOptions, nextId: () => string, lingering: Set<Socket>): Server {
   const options = {
     // Node counts the request-target with the header names and values (not the `: ` and CRLFs),
     // and refuses at the limit: its bound is left above both of ours, which the steps apply
@@ -238,7 +253,7 @@ function createProxyServer(config: Config, handler: (req: IncomingMessage, res: 
   server.maxConnections = config.listen.maxConnections;
   server.on('drop', () => serverOptions.metrics.connectionsDropped.inc());
   watchStalls(server as Server, config.listen.tls ? 'secureConnection' : 'connection', config.limits.sendTimeoutMs);
-  server.on(config.listen.tls ? 'secureConnection' : 'connection', lingerOnClose);
+  server.on(config.listen.tls ? 'secureConnection' : 'connection', lingerOnClose(lingering));
   // Without this listener Node answers `100 Continue` by itself, before the token is checked. With
   // it, the request goes to the steps, and 100 is written only once the request is allowed.
   server.on('checkContinue', handler);
@@ -265,8 +280,10 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   const config = options.current().config;
   const dispatcher = createUpstreamPool(config.upstream);
   const requestIds = createRequestIds();
+  // Connections closed after their answer that still read what their clients send (lingerOnClose).
+  const lingering = new Set<Socket>();
   const proxy = Fastify({
-    serverFactory: (handler) => createProxyServer(config, handler, options, requestIds),
+    serverFactory: (handler) => createProxyServer(config, handler, options, requestIds, lingering),
     // No logger of Fastify's own: every answer has its access line (src/gateway.ts), and what
     // else the gateway has to say it writes with options.logger. Given a logger, Fastify would
     // follow every response with listeners and timestamps of its own, and a library would write
@@ -294,6 +311,8 @@ export async function buildServer(options: ServerOptions): Promise<Servers> {
   });
   const closeProxy = async () => {
     stopping = true;
+    // Their answers are written: the stop does not wait for their clients to finish sending.
+    for (const socket of lingering) socket.destroy();
     await proxy.close();
     // Every client connection is closed now, and the requests they had in flight upstream were
     // aborted as they closed: whatever the upstream still owes has nobody to go to. Waiting for

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -168,4 +168,30 @@ t.test('connections are closed as their last answers end the drain: the process 
   const ms = Date.now() - started;
   t.ok(ms < 3000, `the process exits with the last answer (${ms} ms), not at the keep-alive timeout`);
   t.notOk(serve.lines.some((l) => l.includes('shutdown deadline reached')), 'no deadline warning: nothing was in flight');
+});
+
+// A connection closed after its answer reads on for a while (the lingering close, src/server.ts):
+// one whose client keeps its side open does not hold the stop up.
+t.test('a connection lingering after its answer does not hold the stop', async (t) => {
+  const up = await startRecordingUpstream();
+  t.teardown(() => up.close());
+  const gw = await startTestGateway({ upstream: { url: up.origin }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } } });
+  let closed = false;
+  t.teardown(() => (closed ? undefined : gw.close()));
+  const socket = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  t.teardown(() => socket.destroy());
+  let received = '';
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+  // Refused before its body is read (no token): the answer says Connection: close, and the
+  // gateway reads on; the client sends part of its body and keeps its side open.
+  socket.write(`PUT ${B}/Users/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/scim+json\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(1000)}`);
+  for (let i = 0; i < 50 && !/\r\n\r\n[^]*"status":"401"/.test(received); i++) await settle(50);
+  t.match(received, /^HTTP\/1\.1 401 [^]*connection: close/i, 'the 401, Connection: close');
+  const started = Date.now();
+  await gw.close();
+  closed = true;
+  const ms = Date.now() - started;
+  t.ok(ms < 2500, `the stop took ${ms} ms, not the 5 s of the lingering nor the 3 s deadline`);
+  t.notOk(gw.logs.some((l) => /shutdown deadline reached/.test(l)), 'no deadline reached');
 });

@@ -360,6 +360,38 @@ t.test('framing over raw TCP', async (t) => {
     t.equal(stack.up.requests.length, 0, 'nothing upstream');
   });
 
+  // The same after a refusal of the HTTP parser's own (a header block too large, a malformed
+  // chunk): its parser reports every later byte again, and the socket was destroyed at the first.
+  t.test('a refusal of the HTTP parser reaches a client still sending its body', async (t) => {
+    const requests = [
+      ['431', `POST ${B}/Users HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(HEADER_LIMIT + TARGET_LIMIT + 200)}\r\nContent-Length: 2097152\r\n\r\n`],
+      ['400', `POST ${B}/Users HTTP/1.1\r\nHost: x\r\n${auth()}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`],
+    ];
+    const client = `
+      const net = await import('node:net');
+      const [port, requests] = JSON.parse(process.argv[1]);
+      const out = [];
+      for (const [, head] of requests) {
+        for (let i = 0; i < 3; i++) {
+          out.push(await new Promise((resolve) => {
+            const socket = net.connect(port, '127.0.0.1');
+            let data = '';
+            let error;
+            socket.on('data', (c) => (data += c.toString('latin1')));
+            socket.on('error', (e) => (error = e.code));
+            socket.on('close', () => resolve(data.split('\\r\\n')[0] || error || 'nothing'));
+            socket.write(Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(2 * 1024 * 1024, 'x')]));
+          }));
+        }
+      }
+      console.log(JSON.stringify(out));`;
+    stack.up.reset();
+    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', client, JSON.stringify([stack.gw.port, requests])], { timeout: 120_000 });
+    const outcomes = JSON.parse(stdout) as string[];
+    requests.forEach(([status], i) => t.same(outcomes.slice(i * 3, i * 3 + 3).map((l) => l.slice(0, 12)), Array(3).fill(`HTTP/1.1 ${status}`), `${status}: every attempt reads it`));
+    t.equal(stack.up.requests.length, 0, 'nothing upstream');
+  });
+
   t.test('limits: request-target over limits.targetBytes -> 414', async (t) => {
     const base = `${B}/Users/`;
     const over = base + 'a'.repeat(TARGET_LIMIT + 1 - base.length);
