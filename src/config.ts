@@ -72,8 +72,9 @@ function checkExtra(value: unknown, key: string): { value?: unknown; problems: s
   return { value: Object.freeze(out), problems };
 }
 
-// An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
-const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+// A host name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), underscores
+// too (Docker Compose service names resolve with them), a final dot allowed.
+const HOST_NAME = /^(?=.{1,254}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 /**
  * listen.host, admin.host: an IP address or a host name to bind, nothing else. What `check` passes,

@@ -287,7 +287,8 @@ t.test('one YAML mistake is a few problems, not the echoes of all the lines afte
 });
 
 t.test('a host to bind: IP addresses of either family and host names', async (t) => {
-  for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', '::ffff:127.0.0.1', 'localhost', 'scopegate-0.scopegate.svc.cluster.local', 'pod1']) {
+  // Docker Compose service names may hold underscores; a final dot is a fully qualified name.
+  for (const host of ['127.0.0.1', '0.0.0.0', '::', '::1', '::ffff:127.0.0.1', 'localhost', 'localhost.', 'scopegate-0.scopegate.svc.cluster.local', 'pod1', 'scim_gateway']) {
     const config = loadConfig(write({ listen: { host }, admin: { host, port: 9091 }, token: JWT }), {});
     t.equal(config.listen.host, host, `${host}: listen`);
     t.equal(config.admin.host, host, `${host}: admin`);
