@@ -118,10 +118,13 @@ export interface Conversation {
   end(): void;
 }
 
-/** Opens a raw connection to `port`. */
-export function converse(port: number): Promise<Conversation> {
+/**
+ * Opens a raw connection to `port`. `allowHalfOpen` keeps the client's side open after the
+ * gateway's FIN, as a client still sending may (Node's own sockets end theirs at once by default).
+ */
+export function converse(port: number, options: { allowHalfOpen?: boolean } = {}): Promise<Conversation> {
   return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false });
     let data = '';
     let closed = false;
     const waiters = new Set<() => void>();

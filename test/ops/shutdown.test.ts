@@ -7,13 +7,14 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { B, SHARED_OPENAPI, startTestGateway } from '../helpers/gateway.js';
 import { CLI, startServe } from '../helpers/process.js';
+import { assertScimError } from '../gateway/support.js';
 import { converse, settle } from '../helpers/stack.js';
 import { startRecordingUpstream } from '../helpers/upstream.js';
 
@@ -178,16 +179,17 @@ t.test('a connection lingering after its answer does not hold the stop', async (
   const gw = await startTestGateway({ upstream: { url: up.origin }, token: { jwt: { jwksUri: 'http://127.0.0.1:1/jwks', issuer: 'https://issuer.test' } } });
   let closed = false;
   t.teardown(() => (closed ? undefined : gw.close()));
-  const socket = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
-  socket.on('error', () => undefined);
-  t.teardown(() => socket.destroy());
-  let received = '';
-  socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+  const c = await converse(gw.port, { allowHalfOpen: true });
+  t.teardown(() => c.end());
   // Refused before its body is read (no token): the answer says Connection: close, and the
   // gateway reads on; the client sends part of its body and keeps its side open.
-  socket.write(`PUT ${B}/Users/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/scim+json\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(1000)}`);
-  for (let i = 0; i < 50 && !/\r\n\r\n[^]*"status":"401"/.test(received); i++) await settle(50);
-  t.match(received, /^HTTP\/1\.1 401 [^]*connection: close/i, 'the 401, Connection: close');
+  c.write(`PUT ${B}/Users/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/scim+json\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(1000)}`);
+  t.ok(await c.waitFor(/\r\n\r\n[^]*"status":"401"/), 'the answer');
+  const res = c.response();
+  assertScimError(t, res, 401);
+  t.equal(res.headers['www-authenticate'], 'Bearer realm="scopegate"');
+  t.equal(res.headers.connection, 'close');
+  t.equal(up.requests.length, 0, 'nothing upstream');
   const started = Date.now();
   await gw.close();
   closed = true;

@@ -9,7 +9,6 @@
 // behind requests still being answered is answered after them (RFC 9112 section 9.3.2), and bytes
 // after a request that closes its connection get no answer of their own.
 import type { ServerResponse } from 'node:http';
-import { connect } from 'node:net';
 import t from 'tap';
 import { startServer, until } from '../gateway/support.js';
 import { accessLines, scrape, startTestGateway } from '../helpers/gateway.js';
@@ -361,28 +360,19 @@ t.test('pipelining: 64 requests open on a connection are served; more close it, 
 // the connection, reads on to discard what the client still sends; a request completed there (a
 // client that keeps its own side open) went on through the steps and upstream.
 t.test('a request completed on a connection the gateway has closed is never processed', async (t) => {
-  /** A raw connection that keeps its own side open after the gateway's FIN, as a client may. */
-  const halfOpen = () => new Promise<{ write(bytes: string): void; data(): string; end(): void }>((resolve) => {
-    const socket = connect({ port: stack.gw.port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve({
-      write: (bytes) => socket.write(bytes),
-      data: () => received,
-      end: () => socket.destroy(),
-    }));
-    let received = '';
-    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
-    socket.on('error', () => undefined);
-  });
+  // The client keeps its own side open after the gateway's FIN.
+  const halfOpen = () => converse(stack.gw.port, { allowHalfOpen: true });
 
   t.test('after the 408 the parser\'s timeout wrote mid-head', async (t) => {
     stack.up.reset();
     const c = await halfOpen();
     t.teardown(() => c.end());
     c.write(`DELETE ${B}/Users/victim HTTP/1.1\r\nHost: 127.0.0.1\r\n`);
-    t.ok(await until(() => /^HTTP\/1\.1 408 /.test(c.data()), 5000), 'the 408 (limits.requestTimeoutMs)');
+    t.ok(await c.waitFor(/^HTTP\/1\.1 408 /), 'the 408 (limits.requestTimeoutMs)');
     c.write(`${bearer(stack.all)}\r\n\r\n`);
     await settle(500);
     t.equal(stack.up.requests.length, 0, 'the DELETE completed after it never went upstream');
-    t.equal(c.data().match(/HTTP\/1\.1 /g)?.length, 1, 'one answer only');
+    t.equal(c.data.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer only');
   });
 
   t.test('after an HTTP/1.0 keep-alive answer without a length, which the gateway ends by closing', async (t) => {
@@ -399,7 +389,7 @@ t.test('a request completed on a connection the gateway has closed is never proc
     const c = await halfOpen();
     t.teardown(() => c.end());
     c.write(`GET ${B}/Users HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n${bearer(stack.all)}\r\n\r\n`);
-    t.ok(await until(() => c.data().endsWith('[]}'), 5000), 'the answer, to the connection\'s close');
+    t.ok(await c.waitFor(/\[\]\}$/), 'the answer, to the connection\'s close');
     t.equal(stack.up.requests.length, 1, 'the GET went upstream');
     c.write(`DELETE ${B}/Users/victim HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n${bearer(stack.all)}\r\n\r\n`);
     await settle(500);
