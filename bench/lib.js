@@ -1,9 +1,9 @@
 // Shared helpers of the benchmark scripts: child processes (each tracked and stopped by its own
 // pid), `scopegate serve` as operators run it, autocannon runs with microsecond latencies, stats.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -413,7 +413,44 @@ export function machineInfo() {
     node: process.version, nginx, redis,
     autocannon: pkg('autocannon'), fastify: pkg('fastify'), undici: pkg('undici'), httpProxy: pkg('@fastify/http-proxy'),
     loadavg: loadavg().map((x) => x.toFixed(2)).join(' '),
+    kernel: release(), hypervisor: hypervisor(), ...hostSpeed(),
   };
+}
+
+/** The hypervisor the kernel reports (`dmesg`, when readable), else whether the CPU says it runs under one. */
+function hypervisor() {
+  const r = spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  const named = r.status === 0 ? /Hypervisor detected: (.+)/.exec(r.stdout) : null;
+  if (named) return named[1].trim();
+  try {
+    return /^flags\s*:.*\bhypervisor\b/m.test(readFileSync('/proc/cpuinfo', 'utf8')) ? 'yes (not named)' : 'none';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * Two readings that tell one host's speed from another's, where req/s alone cannot: how long
+ * `node -e 0` takes (median of 5), and what one system call costs (fstat, median of 5 x 20,000).
+ * A host where system calls cost several times more (a guest under a paravirtual hypervisor with
+ * page-table isolation, say) slows a proxy, whose every request is four of them, far more than it
+ * slows plain computation, and not every target alike.
+ */
+function hostSpeed() {
+  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const starts = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = process.hrtime.bigint();
+    spawnSync(process.execPath, ['-e', '0']);
+    starts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  const calls = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = process.hrtime.bigint();
+    for (let j = 0; j < 20000; j++) fstatSync(1);
+    calls.push(Number(process.hrtime.bigint() - t0) / 20000);
+  }
+  return { nodeStartMs: median(starts), syscallNs: median(calls) };
 }
 
 export const fmt = {

@@ -823,6 +823,8 @@ function report() {
   L.push(`- CPU: ${machine.cpu}, ${machine.cores} cores`, `- Memory: ${machine.memory}`);
   L.push(`- Node ${machine.node}; nginx ${machine.nginx}; redis-server ${machine.redis}`);
   L.push(`- autocannon ${machine.autocannon}, fastify ${machine.fastify}, @fastify/http-proxy ${machine.httpProxy}, undici ${machine.undici}`);
+  L.push(`- Kernel ${machine.kernel}; hypervisor: ${machine.hypervisor}`);
+  L.push(`- Host speed at start: \`node -e 0\` ${machine.nodeStartMs.toFixed(0)} ms, one system call (fstat) ${(machine.syscallNs / 1000).toFixed(2)} µs (medians; see bench/README.md)`);
   L.push(`- Load average at start: ${machine.loadavg}; at end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`, '');
   L.push('## Settings', '');
   L.push(`- Request: \`GET ${PATH}\` with \`Authorization: Bearer <token>\` (the same request to every target, scopegate-jwt and bare-proxy-jwt with a JWT, the others with an opaque token; upstream answers a ${results.upstreamBytes ?? '~300'}-byte SCIM ListResponse)`);
@@ -920,7 +922,7 @@ function report() {
 // ---------------------------------------------------------------- main
 
 async function main() {
-  log(`scopegate bench${quick ? ' (--quick)' : ''}: ${machine.cpu}, ${machine.cores} cores, ${machine.memory}; node ${machine.node}; nginx ${machine.nginx}; load average ${machine.loadavg}`);
+  log(`scopegate bench${quick ? ' (--quick)' : ''}: ${machine.cpu}, ${machine.cores} cores, ${machine.memory}; node ${machine.node}; nginx ${machine.nginx}; load average ${machine.loadavg}; hypervisor ${machine.hypervisor}; node -e 0 ${machine.nodeStartMs.toFixed(0)} ms, fstat ${(machine.syscallNs / 1000).toFixed(2)} us`);
   log(`temp dir ${tmp}`);
   // Children inherit the affinity: the upstream and the fast AS share CPU 0 with the load generator.
   if (opts.pin) pinTo(process.pid, 0);
