@@ -2,7 +2,8 @@
  * RFC 7662 verifier: POST the token to the introspection endpoint, accept only `active: true`,
  * check `exp` locally too. Every failure of the authorization server (refused, slow, 5xx, 3xx,
  * garbage, our own credentials refused) is AuthServerUnavailable: a 503, never a forward, never
- * cached.
+ * cached. A refusal (401, 403) that is about the token and not the gateway's credentials is the
+ * token's (see credentialsAccepted).
  */
 import { request, type Dispatcher } from 'undici';
 import { authServerDispatcher } from './transport.js';
@@ -114,6 +115,37 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     }
   }
 
+  /** A 200 that is an introspection answer (`active` a boolean): what good credentials get for any token. */
+  function isIntrospectionAnswer(status: number, text: string): boolean {
+    if (status !== 200) return false;
+    try {
+      return typeof (parseStrictJson(text, 64, false) as { active?: unknown } | null)?.active === 'boolean';
+    } catch {
+      return false;
+    }
+  }
+
+  let credentialCheck: Promise<boolean> | undefined;
+
+  /**
+   * Whether the server accepts the gateway's own credentials, asked after it refused (401, 403)
+   * to introspect a token with them: a refusal can be about the credentials or about the token.
+   * jans-auth answers both alike (401 access_denied): with `introspectionRestrictBasicAuthnToOwnTokens`
+   * it refuses a client the tokens of other clients, which is every SCIM client's token. A token
+   * that is no token tells them apart: good credentials get 200 `{"active":false}` for it. Read
+   * as an outage, each such token would be a 503 and a failure of the circuit breaker, and any
+   * holder of another client's token could keep the circuit open for everyone. Concurrent
+   * refusals share one check; a check that fails (timeout, garbage) counts as refused credentials.
+   */
+  function credentialsAccepted(): Promise<boolean> {
+    credentialCheck ??= call(`scopegate-credentials-${Date.now()}`)
+      .then(({ status, text }) => isIntrospectionAnswer(status, text), () => false)
+      .finally(() => {
+        credentialCheck = undefined;
+      });
+    return credentialCheck;
+  }
+
   function interpret(status: number, text: string): Principal {
     if ((status === 400 || status === 401 || status === 403) && options.authMethod === 'bearer_token') {
       // jans-auth answers 401 {"error":"access_denied"} when the presented token cannot
@@ -158,6 +190,9 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     const started = performance.now();
     try {
       const { status, text } = await call(token);
+      if ((status === 401 || status === 403) && options.authMethod !== 'bearer_token' && await credentialsAccepted()) {
+        throw new InvalidToken(`the authorization server refused to introspect the token for the gateway's client (${status}), whose credentials it accepts`);
+      }
       const principal = interpret(status, text);
       breaker.success();
       answeredAt = now();
@@ -190,8 +225,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
       // In bearer_token mode the probe's token is refused (401, or 403: see interpret): the AS
       // answered. A 200 must be an introspection answer in either mode: one that is garbage
       // (an HTML page) fails every token with a 503, and the gateway is not ready then.
-      const introspectionAnswer = status === 200 && typeof (parseStrictJson(text, 64, false) as { active?: unknown } | null)?.active === 'boolean';
-      ok = introspectionAnswer || (options.authMethod === 'bearer_token' && (status === 401 || status === 403));
+      ok = isIntrospectionAnswer(status, text) || (options.authMethod === 'bearer_token' && (status === 401 || status === 403));
     } catch {
       ok = false;
     }

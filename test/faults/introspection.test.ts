@@ -138,6 +138,8 @@ interface Fault {
   handler?: Handler;
   /** Extra checks once the 503 came back. */
   check?: (t: Test, ctx: { as: FaultyAs; gw: TestGateway }) => Promise<void> | void;
+  /** The calls the fault is met by (1: the token's own). */
+  calls?: number;
 }
 
 /** 200 with a JSON that would mean "active", `size` bytes long; chunked when `chunked`. */
@@ -228,8 +230,10 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
     ...[401, 403].map((code): Fault => ({
       name: `${code}: the gateway's own credentials refused`,
       handler: status(code, '{"error":"invalid_client"}'),
+      // The token's call, then a token that is no token, refused too: the credentials are at fault.
+      calls: 2,
       check: async (t, { as, gw }) => {
-        t.equal(as.authorizations[0], BASIC, 'client_secret_basic credentials were sent');
+        t.same(as.authorizations, [BASIC, BASIC], 'client_secret_basic credentials were sent, both times');
         t.ok(await until(() => gw.logs.some((l) => (JSON.parse(l) as { level?: number }).level === 50 && /credentials/i.test(l))), 'an error line about the credentials is logged');
         const line = gw.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 50);
         t.equal(line?.status, code, 'the line names the status the server answered');
@@ -244,13 +248,14 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
       as.handler = fault.handler ?? healthy;
       const res = await send(gw.port, 'GET', `${B}/Users`, { token });
       assertAuthServerDown(t, res, upstream);
-      t.equal(as.calls, 1, 'the fault was met by exactly one call');
+      const calls = fault.calls ?? 1;
+      t.equal(as.calls, calls, `the fault was met by exactly ${calls} call(s)`);
       await fault.check?.(t, { as, gw });
 
       // The failure was not cached: the same token, once the server is back, is allowed.
       as.handler = healthy;
       await assertServed(t, gw, token, upstream, 0);
-      t.equal(as.calls, 2, 'the token was introspected again');
+      t.equal(as.calls, calls + 1, 'the token was introspected again');
       assertNoSecretsLogged(t, gw, token);
     });
   }
@@ -277,6 +282,58 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
     t.equal(as.calls, 1, 'one introspection once the server listens');
     t.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200, '/readyz ready once it answers');
     assertNoSecretsLogged(t, gw, token);
+  });
+
+  t.test('a refusal about the token, not the credentials: 401 invalid_token, and the circuit stays closed', async (t) => {
+    // jans-auth with introspectionRestrictBasicAuthnToOwnTokens: another client's token gets 401
+    // access_denied, as bad credentials would; a token that is no token gets 200 {"active":false}.
+    const { as, upstream, gw } = await faultStack(t, { cache: { negativeTtlSeconds: 1 } });
+    const refused = new Set<string>();
+    as.handler = (req, res, form) => {
+      const token = form.get('token') ?? '';
+      if (!token.startsWith('other-')) return healthy(req, res, form);
+      refused.add(token);
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end('{"error":"access_denied","error_description":"Authorization grant is null."}');
+    };
+    // More than the breaker's threshold, each a token of another client.
+    const others = Array.from({ length: BREAKER_THRESHOLD + 2 }, () => `other-${randomBytes(12).toString('base64url')}`);
+    for (const other of others) {
+      const res = await send(gw.port, 'GET', `${B}/Users`, { token: other });
+      assertDenied(t, res, 401, INVALID_TOKEN, upstream);
+    }
+    t.equal(refused.size, others.length, 'each was refused by the server');
+    t.equal(as.calls, 2 * others.length, 'each token: its own call and one check of the credentials');
+    t.ok(accessLines(gw.logs).some((l) => /refused to introspect the token for the gateway's client \(401\)/.test(String(l.reason))), 'the access line says why');
+    t.notOk(gw.logs.some((l) => (JSON.parse(l) as { level?: number }).level === 50), 'no error line about the credentials');
+    // The refusal is the token's: cached as any invalid token's answer is.
+    const again = await send(gw.port, 'GET', `${B}/Users`, { token: others[0]! });
+    assertDenied(t, again, 401, INVALID_TOKEN, upstream);
+    t.equal(as.calls, 2 * others.length, 'the refusal came from the cache');
+    // The circuit is closed: a good token is introspected and served at once.
+    await assertServed(t, gw, goodToken(), upstream, 0);
+    t.equal(as.calls, 2 * others.length + 1, 'one call for the good token');
+    assertNoSecretsLogged(t, gw, others[0]!);
+
+    // Ten refusals at once share one check of the credentials: the server holds its ten answers
+    // until all ten calls are in, and the check's answer a little longer.
+    const before = as.calls;
+    const held: Array<() => void> = [];
+    const refuse = as.handler;
+    as.handler = (req, res, form) => {
+      const token = form.get('token') ?? '';
+      if (token.startsWith('other-')) {
+        held.push(() => refuse(req, res, form));
+        if (held.length === 10) for (const answer of held) answer();
+        return;
+      }
+      setTimeout(() => refuse(req, res, form), 100);
+    };
+    const burst = Array.from({ length: 10 }, () => `other-${randomBytes(12).toString('base64url')}`);
+    const answers = await Promise.all(burst.map((token) => send(gw.port, 'GET', `${B}/Users`, { token })));
+    t.same(answers.map((r) => r.status), Array(10).fill(401), 'each 401');
+    t.equal(as.calls - before, burst.length + 1, 'ten calls and one check');
+    t.equal(upstream.requests.length, 1, 'nothing more forwarded');
   });
 
   t.test('an inactive answer is cached, a failure in between does not poison it', async (t) => {
