@@ -5,8 +5,8 @@
  * table as single requests, and requires `bulk` AND each operation's own scopes. Whatever it
  * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
  */
-import { InvalidRequest } from './errors.js';
-import { isObject, JsonError, parseStrictJson } from './json.js';
+import { GatewayError, InvalidRequest, PayloadTooLarge } from './errors.js';
+import { isObject, JsonError, parseStrictJson, type BuildRule, type StringSink } from './json.js';
 import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
 import type { Operation } from './scopes/openapi.js';
@@ -27,9 +27,18 @@ export type BulkSummary = BulkEntry[];
 
 const INNER_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const OPERATION_KEYS = new Set(['method', 'path', 'bulkId', 'data', 'version']);
+/** The members of an operation that are read: built when they are not objects or arrays (then refused). */
+const OPERATION_SCALARS = new Set(['method', 'path', 'bulkId']);
+/** The most members a Bulk request's own object may have (a BulkRequest has three: schemas, Operations, failOnErrors). */
+const MAX_REQUEST_MEMBERS = 16;
 const BULK_ID = /^bulkId:(.+)$/;
 /** Alternatives of scope sets a Bulk request may need at most (an OpenAPI file with OR everywhere). */
 const MAX_ALTERNATIVES = 256;
+
+/** More operations than bulk.maxOperations: 413, as jans answers it (RFC 7644 section 3.7.4). */
+function tooMany(maxOperations: number): PayloadTooLarge {
+  return new PayloadTooLarge(`Bulk: more than ${maxOperations} operations`, `The Bulk request has more than ${maxOperations} operations (maxOperations)`);
+}
 
 /** True for the table's POST .../Bulk operation. */
 export function isBulk(operation: Operation): boolean {
@@ -43,18 +52,45 @@ function bad(reason: string, detail?: string): InvalidRequest {
   return new InvalidRequest(`Bulk: ${reason}${detail === undefined ? '' : ` (${detail})`}`, `The Bulk request cannot be checked: ${reason}`);
 }
 
-
-/** Every "bulkId:x" string anywhere in `value` (references in data, e.g. group members). */
-function references(value: unknown, out: Set<string>, depth = 0): void {
-  if (depth > 64) return;
-  if (typeof value === 'string') {
-    const m = BULK_ID.exec(value);
-    if (m) out.add(m[1]!);
-  } else if (Array.isArray(value)) {
-    for (const v of value) references(v, out, depth + 1);
-  } else if (isObject(value)) {
-    for (const v of Object.values(value)) references(v, out, depth + 1);
-  }
+/**
+ * What of a Bulk body is built: the request object, its Operations list, each operation object
+ * and the members read of it. The rest (`schemas`, the operations' `data`, members the gateway
+ * does not read) is checked to the grammar and the nesting depth but never built, so that a body
+ * of a million small values costs a scan of its bytes and not a million objects on the event loop
+ * (a client with the `bulk` scope alone could stall every other request with a few of them).
+ * Every "bulkId:x" string in an operation's `data` (a reference, e.g. a group member) goes to
+ * `references`. Beyond maxOperations operations, or with a member an operation must not have,
+ * the body is refused at once (413, 400).
+ */
+function bulkBuildRule(maxOperations: number, references: Set<string>): BuildRule {
+  const sink: StringSink = {
+    prefix: 'bulkId:',
+    found: (value) => {
+      const m = BULK_ID.exec(value);
+      if (m) references.add(m[1]!);
+    },
+  };
+  let members = 0;
+  return (path, first) => {
+    switch (path.length) {
+      case 0:
+        return true;
+      case 1:
+        if (++members > MAX_REQUEST_MEMBERS) throw bad(`the request has more than ${MAX_REQUEST_MEMBERS} members`);
+        return first === '[' && String(path[0]).toLowerCase() === 'operations';
+      case 2:
+        if (typeof path[1] === 'number' && path[1] >= maxOperations) throw tooMany(maxOperations);
+        return first === '{';
+      case 3: {
+        const key = String(path[2]);
+        if (!OPERATION_KEYS.has(key)) throw bad(`operation ${String(path[1])} has an unexpected member`, key);
+        if (key === 'data') return sink;
+        return OPERATION_SCALARS.has(key) && first !== '{' && first !== '[';
+      }
+      default:
+        return false;
+    }
+  };
 }
 
 /** The resource collections under `base`: first segments with a `/{param}` operation below them. */
@@ -89,9 +125,11 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
   // A BOM or a first byte other than `{` lets Jackson guess another encoding.
   if (!/^[\t\n\r ]*\{/.test(text)) throw bad('the body is not a JSON object');
   let document: unknown;
+  const referenced = new Set<string>();
   try {
-    document = parseStrictJson(text);
+    document = parseStrictJson(text, 64, true, bulkBuildRule(config.bulk.maxOperations, referenced));
   } catch (error) {
+    if (error instanceof GatewayError) throw error;
     throw bad('invalid JSON', error instanceof JsonError ? error.message : undefined);
   }
   if (!isObject(document)) throw bad('the body is not a JSON object');
@@ -99,11 +137,10 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
   if (opKeys.length !== 1) throw bad('exactly one Operations member is required');
   const list = document[opKeys[0]!];
   if (!Array.isArray(list)) throw bad('Operations is not a list');
-  if (list.length > config.bulk.maxOperations) throw bad(`more than ${config.bulk.maxOperations} operations`);
+  if (list.length > config.bulk.maxOperations) throw tooMany(config.bulk.maxOperations);
 
   const collections = resourceCollections(runtime, base);
   const defined = new Set<string>();
-  const referenced = new Set<string>();
   const summary: BulkSummary = [];
   let requirement: Requirement = requirementOfMatch(table, bulk, also, false) ?? [[]];
   list.forEach((entry: unknown, index) => {
@@ -113,7 +150,7 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
       // Member names are compared exactly: a `Method` that Jackson might or might not map is ambiguous.
       if (!OPERATION_KEYS.has(key)) throw bad(`${at} has an unexpected member`, key);
     }
-    const { path, bulkId, data } = entry;
+    const { path, bulkId } = entry;
     // jans upper-cases the method before it reads it (BulkWebService.prepareRequest): `delete` is
     // a DELETE there, and so here. Only ASCII letters are upper-cased: Java's and JavaScript's
     // toUpperCase both turn `ſ` into `S`, a spelling that is refused rather than relied on.
@@ -151,7 +188,6 @@ export function classifyBulk(body: Buffer, runtime: Runtime, bulk: Operation, pr
       if (defined.has(bulkId)) throw bad(`${at} repeats a bulkId`, bulkId);
       defined.add(bulkId);
     }
-    references(data, referenced);
     // The other operations its path matches too need their scopes as well (src/scopes/table.ts).
     requirement = both(requirement, requirementOfMatch(table, op, match.also, false)!);
     if (requirement.length > MAX_ALTERNATIVES) throw bad('the operations\' scope alternatives are too many to check');

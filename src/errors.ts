@@ -120,7 +120,9 @@ export class HeaderTooLarge extends GatewayError {
 export class PayloadTooLarge extends GatewayError {
   readonly code = 'payload_too_large';
   readonly statusCode = 413;
-  readonly detail = 'The request body is too large';
+  constructor(reason: string, readonly detail = 'The request body is too large') {
+    super(reason);
+  }
 }
 
 /** A body the gateway must read (Bulk) in a media type it cannot read with certainty. */

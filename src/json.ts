@@ -22,8 +22,39 @@ export class JsonError extends Error {
   }
 }
 
-/** Parses `text`; member names are compared case-insensitively when `caseInsensitiveKeys`. */
-export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys = true): unknown {
+/** Where a value left unbuilt hands its strings (member names aside): those that begin with `prefix`, decoded. */
+export interface StringSink {
+  readonly prefix: string;
+  found(value: string): void;
+}
+
+/**
+ * Which values parseStrictJson builds. Asked of each value before it is read, with its path from
+ * the document (member names and array indexes; [] for the document) and its first character:
+ * true builds it (its members and elements asked in turn); false checks it to the same grammar
+ * and nesting depth without building anything of it, and its place in the result holds SKIPPED;
+ * a StringSink does the same and hands the sink the strings found in it. Within a value left
+ * unbuilt, duplicate member names are not looked for (that would need what it saves: a set of
+ * names for every object). It may throw to stop the parse.
+ */
+export type BuildRule = (path: ReadonlyArray<string | number>, first: string) => boolean | StringSink;
+
+/** The place of a value that a BuildRule left unbuilt. */
+export const SKIPPED: unique symbol = Symbol('scopegate.json.skipped');
+
+const ESCAPES: Readonly<Record<string, string>> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+const HEX4 = /^[0-9A-Fa-f]{4}$/;
+/** A literal, read where the last index is set: the longest match, which the caller bounds. */
+const LITERAL = /true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+/** The longest literal read (a longer number is refused). */
+const MAX_LITERAL = 400;
+
+/**
+ * Parses `text`; member names are compared case-insensitively when `caseInsensitiveKeys`. With
+ * `build`, only the values it names are built (a large document of which a few members matter
+ * costs a scan, not an object per value).
+ */
+export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys = true, build?: BuildRule): unknown {
   let i = 0;
   const fail = (why: string, member?: string): never => {
     throw new JsonError(member === undefined ? `${why} at offset ${i}` : `${why} "${member}" at offset ${i}`, `${why} at offset ${i}`);
@@ -34,6 +65,13 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
       if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) i++;
       else break;
     }
+  };
+  /** The length of the escape at `i` (a backslash), which must be a valid one. */
+  const escapeLength = (): number => {
+    const e = text[i + 1];
+    if (e !== undefined && e in ESCAPES) return 2;
+    if (e === 'u' && HEX4.test(text.slice(i + 2, i + 6))) return 6;
+    return fail('bad escape');
   };
   const string = (): string => {
     i++; // opening quote
@@ -46,17 +84,9 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
       if (c < 0x20) fail('control character in string');
       if (c === 0x5c) {
         out += text.slice(start, i);
-        const e = text[i + 1];
-        const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-        if (e !== undefined && e in simple) {
-          out += simple[e];
-          i += 2;
-        } else if (e === 'u' && /^[0-9A-Fa-f]{4}$/.test(text.slice(i + 2, i + 6))) {
-          out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
-          i += 6;
-        } else {
-          fail('bad escape');
-        }
+        const length = escapeLength();
+        out += length === 2 ? ESCAPES[text[i + 1]!] : String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
+        i += length;
         start = i;
         continue;
       }
@@ -66,10 +96,95 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
     i++;
     return out;
   };
+  /** Reads past a string, building nothing; one that begins with the sink's prefix goes to the sink. */
+  const skipString = (sink: StringSink | undefined): void => {
+    const open = i;
+    i++;
+    let escaped = false;
+    while (true) {
+      if (i >= text.length) fail('unterminated string');
+      const c = text.charCodeAt(i);
+      if (c === 0x22) break;
+      if (c < 0x20) fail('control character in string');
+      if (c === 0x5c) {
+        i += escapeLength();
+        escaped = true;
+        continue;
+      }
+      i++;
+    }
+    i++;
+    if (sink === undefined) return;
+    if (!escaped) {
+      if (text.startsWith(sink.prefix, open + 1)) sink.found(text.slice(open + 1, i - 1));
+      return;
+    }
+    // Rare: decoded by reading it again.
+    const end = i;
+    i = open;
+    const value = string();
+    i = end;
+    if (value.startsWith(sink.prefix)) sink.found(value);
+  };
+  const literal = (): string => {
+    LITERAL.lastIndex = i;
+    const match = LITERAL.exec(text);
+    if (!match || match[0].length > MAX_LITERAL) return fail('unexpected token');
+    i += match[0].length;
+    return match[0];
+  };
+  /** Reads past a value, building nothing (the grammar and the nesting depth checked as value does). */
+  const skip = (depth: number, sink: StringSink | undefined): void => {
+    if (depth > maxDepth) fail('nesting too deep');
+    ws();
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) {
+      const object = c === 0x7b;
+      const close = object ? 0x7d : 0x5d;
+      i++;
+      ws();
+      if (text.charCodeAt(i) === close) {
+        i++;
+        return;
+      }
+      while (true) {
+        if (object) {
+          ws();
+          if (text.charCodeAt(i) !== 0x22) fail('expected a member name');
+          skipString(undefined);
+          ws();
+          if (text.charCodeAt(i) !== 0x3a) fail('expected :');
+          i++;
+        }
+        skip(depth + 1, sink);
+        ws();
+        const next = text.charCodeAt(i);
+        if (next === 0x2c) {
+          i++;
+          continue;
+        }
+        if (next === close) {
+          i++;
+          return;
+        }
+        fail(object ? 'expected , or }' : 'expected , or ]');
+      }
+    }
+    if (c === 0x22) skipString(sink);
+    else literal();
+  };
+  const path: Array<string | number> = [];
   const value = (depth: number): unknown => {
     if (depth > maxDepth) fail('nesting too deep');
     ws();
     const c = text[i];
+    if (build !== undefined) {
+      const rule = build(path, c ?? '');
+      if (rule !== true) {
+        skip(depth, rule === false ? undefined : rule);
+        return SKIPPED;
+      }
+    }
     if (c === '{') {
       i++;
       const obj: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
@@ -89,7 +204,9 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
         ws();
         if (text[i] !== ':') fail('expected :');
         i++;
+        path.push(key);
         obj[key] = value(depth + 1);
+        path.pop();
         ws();
         if (text[i] === ',') {
           i++;
@@ -111,7 +228,9 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
         return arr;
       }
       while (true) {
+        path.push(arr.length);
         arr.push(value(depth + 1));
+        path.pop();
         ws();
         if (text[i] === ',') {
           i++;
@@ -125,10 +244,7 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
       }
     }
     if (c === '"') return string();
-    const literal = /^(?:true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(text.slice(i, i + 400));
-    if (!literal) fail('unexpected token');
-    i += literal![0].length;
-    const word = literal![0];
+    const word = literal();
     return word === 'true' ? true : word === 'false' ? false : word === 'null' ? null : Number(word);
   };
   const result = value(0);

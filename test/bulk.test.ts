@@ -393,12 +393,28 @@ t.test('malformed Bulk bodies are 400 and never forwarded', async (t) => {
     ['Operations as an object', `{"Operations":${good}}`],
     ['Operations as a string', '{"Operations":"[]"}'],
     ['Operations null', '{"Operations":null}'],
-    // duplicate keys anywhere (case-insensitive): the last would win in Jackson
+    // duplicate keys in what the gateway reads (case-insensitive): the last would win in Jackson
     ['duplicate method in an operation', withOps(`{"method":"GET","path":"/Users","method":"POST","data":${user}}`)],
     ['method and Method in an operation', withOps(`{"method":"POST","Method":"DELETE","path":"/Users","data":${user}}`)],
     ['path and PATH in an operation', withOps(`{"method":"DELETE","path":"/Groups/1","PATH":"/Users/1"}`)],
     ['duplicate schemas at the top level', `{"schemas":[],"SCHEMAS":["${BULK_REQUEST}"],"Operations":[${good}]}`],
-    ['duplicate keys inside data', withOps(`{"method":"POST","path":"/Users","data":{"userName":"a","UserName":"b"}}`)],
+    // data is not read (bulkId references aside), but checked to the same grammar and depth
+    ...[
+      ['truncated', '{"userName":"a"'],
+      ['a single-quoted string', "{'userName':'a'}"],
+      ['a bad escape', '{"userName":"a\\x"}'],
+      ['a raw control character', '{"userName":"a\u0001"}'],
+      ['a number with a leading zero', '{"n":01}'],
+      ['a literal misspelt', '{"active":tru}'],
+      ['a missing comma', '{"a":1 "b":2}'],
+      ['a trailing comma', '{"a":[1,2,]}'],
+      ['a member name that is not a string', '{a:1}'],
+      ['nesting deeper than 64', `{"a":${'['.repeat(70)}${']'.repeat(70)}}`],
+      ['a number of more than 400 characters', `{"n":${'1'.repeat(401)}}`],
+    ].map(([what, data]): [string, string] => [`data with ${what}`, withOps(`{"method":"POST","path":"/Users","data":${data}}`)]),
+    ['schemas with a bad escape', `{"schemas":["a\\q"],"Operations":[${good}]}`],
+    ['an unknown top-level member, truncated', `{"Operations":[${good}],"x":[1,2`],
+    ['more than 16 top-level members', `{"Operations":[${good}],${Array.from({ length: 16 }, (_, i) => `"m${i}":0`).join(',')}}`],
     // the operation's own shape
     ['an operation that is not an object', withOps('"POST /Users"')],
     ['an operation that is an array', withOps(`[${good}]`)],
@@ -460,6 +476,54 @@ t.test('malformed Bulk bodies are 400 and never forwarded', async (t) => {
     const body = withOps(good);
     assertForwarded(t, await post(all, body), Buffer.from(body));
   });
+
+  await t.test('control: data at a depth of 64 in all, and a number of 400 characters, are forwarded', async (t) => {
+    up.reset();
+    // The document is depth 0, Operations 1, the operation 2, data 3: 61 more arrays reach 64.
+    const body = withOps(`{"method":"POST","path":"/Users","data":{"userName":"a","deep":${'['.repeat(60)}${'1'.repeat(400)}${']'.repeat(60)}}}`);
+    assertForwarded(t, await post(all, body), Buffer.from(body));
+  });
+
+  // What the gateway reads nothing of is jans' to read: member names inside data (a SCIM
+  // attribute named twice) decide no operation or scope.
+  await t.test('duplicate member names inside data are forwarded byte-identical', async (t) => {
+    up.reset();
+    const body = withOps(`{"method":"POST","path":"/Users","data":{"userName":"a","UserName":"b","name":{"givenName":"x","givenName":"y"}}}`);
+    assertForwarded(t, await post(all, body), Buffer.from(body));
+  });
+});
+
+t.test('Bulk bodies of many small values are scanned, not built, and classified as any other', async (t) => {
+  // A body just under limits.bodyBytes holding a million values in the members the gateway does
+  // not build: each is checked and forwarded (or refused) exactly as a small body would be.
+  const values = (n: number, v: string): string => Array(n).fill(v).join(',');
+  const user = `{"schemas":["${USER_SCHEMA}"],"userName":"bjensen"}`;
+  const op = `{"method":"POST","path":"/Users","bulkId":"u1","data":${user}}`;
+  const shapes: Array<[string, string]> = [
+    ['a million empty objects in an unknown member', `{"Operations":[${op}],"x":[${values(1_000_000, '{}')}]}`],
+    ['a million numbers in schemas', `{"schemas":[${values(1_000_000, '1')}],"Operations":[${op}]}`],
+    ['half a million empty arrays in data', `{"Operations":[{"method":"POST","path":"/Users","data":{"userName":"a","x":[${values(500_000, '[]')}]}}]}`],
+  ];
+  for (const [name, body] of shapes) {
+    await t.test(`${name}: forwarded byte-identical with bulk + users.write`, async (t) => {
+      t.ok(body.length < LIMIT, `${body.length} bytes, under the limit`);
+      up.reset();
+      assertForwarded(t, await post(await token(BULK, USERS_WRITE), body), Buffer.from(body));
+    });
+    await t.test(`${name}: 403 with bulk alone`, async (t) => {
+      up.reset();
+      assertInsufficient(t, await post(await token(BULK), body), [BULK, USERS_WRITE]);
+    });
+  }
+  await t.test('300,000 operations: 413 (more than bulk.maxOperations), nothing forwarded', async (t) => {
+    up.reset();
+    assertRefused(t, await post(await token(...ALL), `{"Operations":[${values(300_000, '{}')}]}`), 413);
+  });
+  await t.test('a reference in a large data is still found: a bulkId referenced and never defined is 400', async (t) => {
+    up.reset();
+    const body = `{"Operations":[{"method":"POST","path":"/Groups","data":{"displayName":"g","x":[${values(500_000, '0')}],"members":[{"value":"bulkId:nowhere"}]}}]}`;
+    assertRefused(t, await post(await token(...ALL), body));
+  });
 });
 
 t.test('bulk.maxOperations (default 30)', async (t) => {
@@ -470,11 +534,23 @@ t.test('bulk.maxOperations (default 30)', async (t) => {
     const body = bulkBody(ops(30));
     assertForwarded(t, await post(writer, body), Buffer.from(body));
   });
-  await t.test('31 operations: 400', async (t) => {
-    assertRefused(t, await post(writer, bulkBody(ops(31))));
+  // 413, as jans answers it (RFC 7644 section 3.7.4), naming the limit.
+  const assertTooMany = (t: Test, res: RawResponse): void => {
+    assertRefused(t, res, 413);
+    t.match(JSON.parse(res.body) as unknown, { detail: /more than 30 operations/ }, 'the detail names the limit');
+  };
+  await t.test('31 operations: 413', async (t) => {
+    up.reset();
+    assertTooMany(t, await post(writer, bulkBody(ops(31))));
   });
-  await t.test('31 operations: 400 even for a token that could run them all', async (t) => {
-    assertRefused(t, await post(await token(...ALL), bulkBody(ops(31))));
+  await t.test('31 operations: 413 even for a token that could run them all', async (t) => {
+    up.reset();
+    assertTooMany(t, await post(await token(...ALL), bulkBody(ops(31))));
+  });
+  await t.test('31 operations, the 31st malformed: 413 all the same (the count is met first)', async (t) => {
+    up.reset();
+    const body = `{"Operations":[${Array(30).fill('{"method":"DELETE","path":"/Users/u"}').join(',')},{"method":1}]}`;
+    assertTooMany(t, await post(writer, body));
   });
 });
 

@@ -212,7 +212,7 @@ const cases: Refusal[] = [
   get('Users/id/extra', `${B}/Users/${INUM}/extra`, NOT_IN_TABLE),
   post('POST Users/.search with case', `${B}/Users/.Search`, NOT_IN_TABLE),
   // Request-targets that are not origin-form.
-  { id: 'OPTIONS *', line: 'OPTIONS * HTTP/1.1' },
+  { id: 'M04: OPTIONS *', line: 'OPTIONS * HTTP/1.1' },
   get('GET *', '*'),
   get('authority-form', '127.0.0.1:80'),
   get('absolute-form, other authority', `http://evil.example${B}/Users`),
