@@ -35,6 +35,9 @@ export interface IntrospectionOptions {
   onCredentialsRefused?: (status: number) => void;
 }
 
+/** An answer read as inactive that is no introspection answer (`active` missing or not a boolean). */
+class NotAnAnswer extends InvalidToken {}
+
 /** The largest introspection response read (a bigger one is a failure, not a principal). */
 export const MAX_RESPONSE_BYTES = 64 * 1024;
 
@@ -174,7 +177,12 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new AuthServerUnavailable('introspection answered JSON that is not an object');
     const claims = body as Record<string, unknown>;
     // RFC 7662 section 2.2: only the boolean true means active ("true", 1, null do not: I02).
-    if (claims.active !== true) throw new InvalidToken('inactive token');
+    if (claims.active !== true) {
+      if (claims.active === false) throw new InvalidToken('inactive token');
+      // Read as inactive (I02), but not an answer that shows the server working: readiness,
+      // whose probe refuses it, is not told otherwise by the requests it refuses.
+      throw new NotAnAnswer('an introspection answer without a boolean "active" (read as inactive)');
+    }
     checkIssuerAndAudience(claims, options.issuer, options.audience ?? []);
     // The server called it active by its own clock: a token it has just issued (nbf = now
     // there) is not refused here because this clock is a second behind. An `exp` that has passed
@@ -201,7 +209,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     } catch (error) {
       if (error instanceof InvalidToken) {
         breaker.success();
-        answeredAt = now();
+        if (!(error instanceof NotAnAnswer)) answeredAt = now();
         options.onCall?.(performance.now() - started, 'inactive');
       } else {
         breaker.failure();

@@ -11,6 +11,7 @@ import t from 'tap';
 import { pino } from 'pino';
 import { request } from 'undici';
 import { buildAdmin } from '../../src/admin.js';
+import { InvalidToken } from '../../src/errors.js';
 import { loadConfig } from '../../src/config.js';
 import { createMetrics } from '../../src/metrics.js';
 import { READY_MAX_AGE_MS } from '../../src/readiness.js';
@@ -135,4 +136,18 @@ t.test('/readyz: a 200 that is no introspection answer is not ready, in either m
     t.equal(await runtimeWith(`bearer-${i}`, { authMethod: 'bearer_token' }).ready(), bearerReady, `bearer_token, ${name}: ${bearerReady ? 'ready' : 'not ready'}`);
     t.equal(await runtimeWith(`basic-${i}`, { clientId: 'c', clientSecret: 's' }).ready(), basicReady, `client_secret_basic, ${name}: ${basicReady ? 'ready' : 'not ready'}`);
   }
+
+  // A request's token answered so is refused (401, SECURITY.md I02), and that refusal does not
+  // tell readiness the server works: its probe is asked, and refuses the same answer.
+  for (const [i, body] of ['{"error":"server_error"}', '{"active":"true"}', '{"active":null}', '{}'].entries()) {
+    answer = { status: 200, body, type: 'application/json' };
+    const runtime = runtimeWith(`request-first-${i}`, { clientId: 'c', clientSecret: 's' });
+    const refusal = await runtime.verifier.verify(`token-${i}`).then(() => undefined, (error: unknown) => error);
+    t.ok(refusal instanceof InvalidToken, `${body}: the token is refused as invalid`);
+    t.equal(await runtime.ready(), false, `${body}: not ready after a request met it`);
+  }
+  answer = { status: 200, body: '{"active":false}', type: 'application/json' };
+  const control = runtimeWith('request-first-control', { clientId: 'c', clientSecret: 's' });
+  await control.verifier.verify('token-control').catch(() => undefined);
+  t.equal(await control.ready(), true, 'control: an inactive answer shows the server working');
 });
