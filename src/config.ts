@@ -130,7 +130,7 @@ export const schema: Section = {
     limits: {
       kind: 'object', description: 'Request limits, enforced before anything reaches the upstream.',
       fields: {
-        bodyBytes: { kind: 'int', default: 3072000, min: 0, description: 'Largest request body (413), chunked bodies included (those are read whole before forwarding, so this also bounds the memory of each); jans bulkMaxPayloadSize.' },
+        bodyBytes: { kind: 'int', default: 3072000, min: 1, description: 'Largest request body (413), chunked bodies included (those are read whole before forwarding, so this also bounds the memory of each); jans bulkMaxPayloadSize.' },
         targetBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest request-target (414).' },
         headerBytes: { kind: 'int', default: 8192, min: 1024, description: 'Largest header block (431), counted as written (`name: value` CRLF per line; every line is read, none dropped past Node\'s usual 1000); Jetty accepts 8 KiB.' },
         tokenBytes: { kind: 'int', default: 4096, min: 64, description: 'Longest bearer token, checked before any network call.' },

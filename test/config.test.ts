@@ -141,6 +141,14 @@ t.test('listen.shutdownTimeoutMs: by default long enough for any request the ups
   t.equal(loadConfig(write({ upstream: { timeoutMs: 2 ** 31 - 1 }, token: JWT }), {}).listen.shutdownTimeoutMs, 2 ** 31 - 1, 'never past what a timer holds');
 });
 
+// A black-box audit: 0 passed check and reload, and serve then failed (exit 1) in Fastify's own
+// words, naming neither the key nor the variable.
+t.test('limits.bodyBytes: at least 1', async (t) => {
+  t.same(problems(t, { limits: { bodyBytes: 0 }, token: JWT }), ['limits.bodyBytes: must be an integer >= 1']);
+  t.same(problems(t, { token: JWT }, { SCOPEGATE_LIMITS_BODY_BYTES: '0' }), ['limits.bodyBytes (SCOPEGATE_LIMITS_BODY_BYTES): must be an integer >= 1']);
+  t.equal(loadConfig(write({ limits: { bodyBytes: 1 }, token: JWT }), {}).limits.bodyBytes, 1, '1 is accepted');
+});
+
 t.test('limits.bufferedBytes: at least limits.bodyBytes', async (t) => {
   t.equal(loadConfig(write({ token: JWT }), {}).limits.bufferedBytes, 64 * 1024 * 1024, '64 MiB by default');
   t.equal(loadConfig(write({ limits: { bodyBytes: 100, bufferedBytes: 100 }, token: JWT }), {}).limits.bufferedBytes, 100, 'equal is enough');
