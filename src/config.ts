@@ -156,7 +156,7 @@ export const schema: Section = {
     openapi: {
       kind: 'object', description: 'Where the endpoint-to-scope table comes from.',
       fields: {
-        file: { kind: 'path', default: BUNDLED_OPENAPI, defaultText: 'the bundled config/scim-openapi.yaml (the 31 jans-scim operations)', description: 'An OpenAPI 3.0 or 3.1 file, YAML or JSON (relative to the config file): a regular file or a pipe of UTF-8 text, at most 16 MiB.' },
+        file: { kind: 'path', default: BUNDLED_OPENAPI, defaultText: 'the bundled config/scim-openapi.yaml (the 31 jans-scim operations)', description: 'An OpenAPI 3.0, 3.1 or 3.2 file, YAML or JSON (relative to the config file): a regular file or a pipe of UTF-8 text, at most 16 MiB.' },
         basePath: { kind: 'string', description: 'Base path of every operation; default: the path of servers[0].url.' },
         extra: { kind: 'custom', default: Object.freeze([]), check: checkExtra, description: 'Operations the file lacks but the upstream serves: {method, path (relative to basePath), scopes | public: true}.' },
       },

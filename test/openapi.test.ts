@@ -198,6 +198,18 @@ t.test('an OpenAPI 3.1 document, as JSON and as YAML, gives the same table', asy
   }
 });
 
+t.test('an OpenAPI 3.2 document gives the table its 3.1 twin gives', async (t) => {
+  const doc32 = {
+    ...DOC_31, openapi: '3.2.0', $self: 'https://api.example/openapi.json',
+    components: {
+      ...DOC_31.components,
+      // 3.2's device flow beside the others: the scopes are what the operations name.
+      securitySchemes: { ...DOC_31.components.securitySchemes, oauth: { type: 'oauth2', flows: { deviceAuthorization: { deviceAuthorizationUrl: 'https://as.example/device', tokenUrl: 'https://as.example/token', scopes: {} } } } },
+    },
+  };
+  t.same(sorted(operationsFrom(doc32).map(asRoute)), sorted(DOC_31_TABLE));
+});
+
 t.test('security forms, one at a time', async (t) => {
   const schemes = DOC_31.components.securitySchemes;
   const cases: Array<{ name: string; global?: unknown; security?: unknown; public: boolean; scopes: string[][] }> = [
@@ -289,6 +301,11 @@ t.test('documents that cannot become a table with certainty are refused, naming 
     { name: 'unresolvable $ref', doc: doc({ '/a': { $ref: '#/components/pathItems/Nope' } }), problem: /\$ref #\/components\/pathItems\/Nope does not resolve/ },
     { name: 'external $ref', doc: doc({ '/a': { $ref: 'other.yaml#/paths/a' } }), problem: /only local \$refs/ },
     { name: 'TRACE operation', doc: doc({ '/a': { get: {}, trace: {} } }), problem: /never forwards TRACE/ },
+    // OpenAPI 3.2's QUERY and other methods: never served, so refused as TRACE is.
+    { name: 'OpenAPI 3.2 QUERY operation', doc: { ...doc({ '/a': { get: {}, query: {} } }), openapi: '3.2.0' }, problem: /^paths\.\/a\.query: the gateway forwards GET, PUT, POST, DELETE, PATCH and HEAD only/ },
+    { name: 'OpenAPI 3.2 additionalOperations', doc: { ...doc({ '/a': { get: {}, additionalOperations: { COPY: {} } } }), openapi: '3.2.0' }, problem: /^paths\.\/a\.additionalOperations: the gateway forwards/ },
+    { name: 'query in a 3.1 document (no such field there)', doc: doc({ '/a': { get: {}, query: {} } }), problem: /^paths\.\/a: unknown field "query"/ },
+    { name: 'openapi 3.3.0', doc: { ...doc({ '/a': { get: {} } }), openapi: '3.3.0' }, problem: /unsupported "openapi" version "3\.3\.0" \(3\.0\.x, 3\.1\.x or 3\.2\.x\)/ },
     { name: 'no operations at all', doc: doc({}), problem: /no operations/ },
     // A base path no request can match (the grammar refuses it) would make a table that serves nothing;
     // a `{...}` in it would match any segment.

@@ -25,6 +25,8 @@ export interface Operation {
 
 /** The fields of a Path Item Object and of an Operation Object (OpenAPI 3.0 and 3.1); `x-` extensions aside. */
 const PATH_ITEM_FIELDS = new Set(['$ref', 'summary', 'description', 'get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace', 'servers', 'parameters']);
+/** OpenAPI 3.2's path item adds the QUERY method and operations for any other method. */
+const PATH_ITEM_FIELDS_32 = new Set([...PATH_ITEM_FIELDS, 'query', 'additionalOperations']);
 const OPERATION_FIELDS = new Set(['tags', 'summary', 'description', 'externalDocs', 'operationId', 'parameters', 'requestBody', 'responses', 'callbacks', 'deprecated', 'security', 'servers']);
 
 /**
@@ -277,7 +279,8 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
   const version = String(document.openapi ?? '');
   // `openapi: 3.0` unquoted is the number 3 to YAML: said so, not shown as a version "3".
   if (typeof document.openapi === 'number') throw new OpenApiError([`openapi.file: "openapi" is the number ${version}, not a version string: write it quoted, with its patch number ("3.0.3")`]);
-  if (!/^3\.[01]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x or 3.1.x)`]);
+  if (!/^3\.[012]\.\d+/.test(version)) throw new OpenApiError([`openapi.file: unsupported "openapi" version "${version}" (3.0.x, 3.1.x or 3.2.x)`]);
+  const pathItemFields = version.startsWith('3.2.') ? PATH_ITEM_FIELDS_32 : PATH_ITEM_FIELDS;
   let fileBase: string;
   try {
     fileBase = serversBasePath(document.servers, 'openapi.file: servers');
@@ -346,10 +349,15 @@ export function operationsFrom(document: unknown, options: TableOptions = {}): O
       if (siblings.length > 0) problems.push(`paths.${template}: fields beside $ref (${siblings.join(', ')}); their meaning is undefined, move them into the referenced path item`);
     }
     problems.push(...checkTemplate(template, `paths.${template}`));
-    problems.push(...unknownFields(item, PATH_ITEM_FIELDS, `paths.${template}`));
+    problems.push(...unknownFields(item, pathItemFields, `paths.${template}`));
     serversOf(item.servers, `paths.${template}.servers`);
     for (const m of NOT_FORWARDED) {
       if (item[m] !== undefined && m === 'trace') problems.push(`paths.${template}.trace: the gateway never forwards TRACE`);
+    }
+    // OpenAPI 3.2's other methods: refused as TRACE is, rather than left out of the table in
+    // silence (their requests would be refused all the same, but the file would say otherwise).
+    for (const m of ['query', 'additionalOperations']) {
+      if (item[m] !== undefined) problems.push(`paths.${template}.${m}: the gateway forwards GET, PUT, POST, DELETE, PATCH and HEAD only; this operation could never be served`);
     }
     for (const m of FORWARDED) {
       const op = item[m];
