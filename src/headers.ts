@@ -13,6 +13,8 @@ const REMOVED = new Set([
   'proxy-authorization', 'proxy-authenticate', 'cookie', 'cookie2',
   // forwarding headers Jetty's ForwardedRequestCustomizer trusts (SECURITY.md 0.2)
   'forwarded', 'x-real-ip', 'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url',
+  // what other proxies say of the original request (nginx auth_request, IIS ARR, ingress controllers)
+  'x-original-uri', 'x-original-host', 'x-original-forwarded-for',
   // method overrides: the method authorised is the method forwarded
   'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method',
   // identities and client certificates other proxies assert (jans reads none of them, but a

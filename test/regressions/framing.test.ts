@@ -412,6 +412,7 @@ t.test('framing over raw TCP', async (t) => {
       'X-Forwarded-Host: evil.example', 'X-Forwarded-Proto: https', 'X-Forwarded-Port: 443', 'X-Forwarded-Server: evil', 'X-Forwarded-Prefix: /admin',
       'X-Proxied-Https: on', 'Proxy-ssl-id: 1234', 'Proxy-auth-cert: MIIB', 'X-Client-IP: 6.6.6.6', 'True-Client-IP: 6.6.6.6',
       'X-Original-URL: /jans-scim/restv1/v2/Bulk', 'X-Rewrite-URL: /jans-scim/restv1/v2/Bulk',
+      'X-Original-URI: /jans-scim/restv1/v2/Groups', 'X-Original-Host: evil.example', 'X-Original-Forwarded-For: 6.6.6.6',
       'X-Scopegate-Client-Id: admin', 'X-Scopegate-Subject: admin', 'X-Scopegate-Scopes: https://jans.io/scim/users.write',
       // The same names with underscores, which a later hop (CGI-style variables, a proxy folding `_`
       // into `-`) may read as the originals.
@@ -426,7 +427,7 @@ t.test('framing over raw TCP', async (t) => {
     const h = seen?.headers ?? {};
     for (const name of ['x-custom-hop', 'x-other-hop', 'keep-alive', 'te', 'trailer', 'proxy-connection', 'upgrade', 'http2-settings',
       'proxy-authorization', 'cookie', 'cookie2', 'forwarded', 'x-real-ip', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-prefix',
-      'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url', 'x-scopegate-subject',
+      'x-proxied-https', 'proxy-ssl-id', 'proxy-auth-cert', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-original-host', 'x-original-forwarded-for', 'x-scopegate-subject',
       'x_scopegate_scopes', 'x_scopegate-client_id', 'x_forwarded_for', 'x_forwarded-host', 'x_real_ip', 'x-http_method-override', 'proxy_authorization', 'x_remote_user']) {
       t.notOk(name in h, `${name} removed`);
     }
