@@ -73,8 +73,12 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
     if (e === 'u' && HEX4.test(text.slice(i + 2, i + 6))) return 6;
     return fail('bad escape');
   };
-  const string = (): string => {
+  /** Whether the last string read held an escape. */
+  let sawEscape = false;
+  /** Reads the string at `i` (its opening quote): its value, decoded, when `build`; else only checked. */
+  const string = (build = true): string => {
     i++; // opening quote
+    sawEscape = false;
     let out = '';
     let start = i;
     while (true) {
@@ -83,39 +87,25 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
       if (c === 0x22) break;
       if (c < 0x20) fail('control character in string');
       if (c === 0x5c) {
-        out += text.slice(start, i);
         const length = escapeLength();
-        out += length === 2 ? ESCAPES[text[i + 1]!] : String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
+        if (build) out += text.slice(start, i) + (length === 2 ? ESCAPES[text[i + 1]!] : String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16)));
+        sawEscape = true;
         i += length;
         start = i;
         continue;
       }
       i++;
     }
-    out += text.slice(start, i);
+    if (build) out += text.slice(start, i);
     i++;
     return out;
   };
   /** Reads past a string, building nothing; one that begins with the sink's prefix goes to the sink. */
   const skipString = (sink: StringSink | undefined): void => {
     const open = i;
-    i++;
-    let escaped = false;
-    while (true) {
-      if (i >= text.length) fail('unterminated string');
-      const c = text.charCodeAt(i);
-      if (c === 0x22) break;
-      if (c < 0x20) fail('control character in string');
-      if (c === 0x5c) {
-        i += escapeLength();
-        escaped = true;
-        continue;
-      }
-      i++;
-    }
-    i++;
+    string(false);
     if (sink === undefined) return;
-    if (!escaped) {
+    if (!sawEscape) {
       if (text.startsWith(sink.prefix, open + 1)) sink.found(text.slice(open + 1, i - 1));
       return;
     }
