@@ -4,7 +4,8 @@
  * pool's connection is not held to `upstream.timeoutMs` for an answer nobody will read.
  */
 import { readFileSync } from 'node:fs';
-import { Pool, type Dispatcher } from 'undici';
+import type { Socket } from 'node:net';
+import { buildConnector, Pool, type Dispatcher } from 'undici';
 import { UpstreamUnavailable } from './errors.js';
 
 /** The upstream settings the pool is built from. */
@@ -15,20 +16,37 @@ export interface UpstreamOptions {
   caFile?: string;
 }
 
+/**
+ * A reset of an upstream connection is a failure of the answer it carries, whatever its framing.
+ * undici reads a reset that ends a body delimited by the close of the connection (no
+ * Content-Length, not chunked) as its end (a workaround for macOS, where a reset may follow a
+ * whole body), and the client would get a cut answer as a whole one (RFC 9112 section 8: such a
+ * body is complete unless the connection says otherwise). Run before undici's own listener, this
+ * gives the error another code, which undici passes on as the failure it is; answers with a length
+ * or chunks fail on a reset anyway. The code is otherwise read only as one of a broken upstream.
+ */
+function resetFailsTheAnswer(error: NodeJS.ErrnoException): void {
+  if (error.code === 'ECONNRESET') error.code = 'UND_ERR_SOCKET';
+}
+
 /** The pool of connections to the upstream's origin; one request per connection at a time. */
 export function createUpstreamPool(upstream: UpstreamOptions): Pool {
+  const connector = buildConnector({
+    timeout: Math.min(upstream.timeoutMs, 10000),
+    // TLS to the upstream is always verified (reply-from's own default is not).
+    rejectUnauthorized: true,
+    ...(upstream.caFile ? { ca: readFileSync(upstream.caFile) } : {}),
+  });
   return new Pool(new URL(upstream.url).origin, {
     connections: upstream.connections,
     pipelining: 1,
     headersTimeout: upstream.timeoutMs,
     bodyTimeout: upstream.timeoutMs,
     keepAliveTimeout: 4000,
-    connect: {
-      timeout: Math.min(upstream.timeoutMs, 10000),
-      // TLS to the upstream is always verified (reply-from's own default is not).
-      rejectUnauthorized: true,
-      ...(upstream.caFile ? { ca: readFileSync(upstream.caFile) } : {}),
-    },
+    connect: (options, callback) => connector(options, (...args) => {
+      (args[1] as Socket | null)?.prependListener('error', resetFailsTheAnswer);
+      callback(...args);
+    }),
   });
 }
 

@@ -255,6 +255,45 @@ for (const kind of ['content-length', 'chunked'] as const) {
   }
 }
 
+/** An answer framed by the close of the connection (no length, not chunked), ended by a reset or a close. */
+function closeDelimited(how: 'reset' | 'close', body: string): Responder {
+  return afterBody((_req, res) => {
+    const socket = res.socket!;
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nConnection: close\r\n\r\n${body}`);
+    setTimeout(() => (how === 'reset' ? socket.resetAndDestroy() : socket.end()), 50);
+  });
+}
+
+// A black-box audit: undici reads a reset that ends such a body as its end, and the client got a
+// chunked body ended by its last chunk: a cut answer as a whole one.
+t.test('upstream resets the connection mid-response (close-delimited): never relayed as a whole answer; closed, it is one', async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const gw = await gatewayFor(t, up);
+  const body = '{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"Resources":['.padEnd(2000, ' ');
+  up.respond = closeDelimited('reset', body);
+  let cut = 0;
+  for (let i = 0; i < 3; i++) {
+    const res = await send(gw.port, 'GET', `${B}/Users`, { token });
+    if (res.status === 200) {
+      cut++;
+      t.match(res.headers['transfer-encoding'] ?? '', /chunked/, 'relayed chunked');
+      t.notOk(res.complete, 'no terminating chunk');
+      t.ok(res.closedByPeer, 'the connection was closed');
+    } else {
+      assertScimError(t, res, 502);
+    }
+  }
+  await assertUpstreamFailedLines(t, gw, cut, 'reset');
+  // The control: the same answer ended by a close is whole (RFC 9112 section 8).
+  up.respond = closeDelimited('close', `${body}]}`);
+  const whole = await send(gw.port, 'GET', `${B}/Users`, { token });
+  t.equal(whole.status, 200);
+  t.ok(whole.complete, 'a close-delimited answer ended by a close is relayed whole');
+  t.equal(whole.bodyBytes, body.length + 2, 'every byte of it');
+  await assertRecovered(t, gw, up);
+});
+
 // HTTP/1.0 has no chunked coding: an answer without Content-Length is read to the connection's
 // close, and a plain close after a body the upstream broke off would read as the whole answer.
 t.test('an HTTP/1.0 client, an answer without a length: a body the upstream breaks off ends in a reset, never a clean close', async (t) => {
