@@ -363,6 +363,30 @@ t.test('a request completed on a connection the gateway has closed is never proc
   // The client keeps its own side open after the gateway's FIN.
   const halfOpen = () => converse(stack.gw.port, { allowHalfOpen: true });
 
+  // A black-box audit: the parser went on reading what followed, a chunked body of 1-byte chunks
+  // at ten times a plain body's CPU, for the 5 s the connection lingers, from a client with no
+  // token. It is let go: what follows the answer is dropped as bytes, never parsed again.
+  t.test('after a 401 refusing a chunked body: the rest of it and a request after it are dropped unparsed', async (t) => {
+    stack.up.reset();
+    const before = accessLines(stack.gw.logs).length;
+    const c = await halfOpen();
+    t.teardown(() => c.end());
+    c.write(`POST ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n`);
+    t.ok(await c.waitFor(/^HTTP\/1\.1 401 [^]*\r\n\r\n[^]*\}$/), 'the 401, before the body');
+    t.match(c.data, /connection: close/i, 'closing the connection');
+    // The rest of the body, in 1-byte chunks, then a whole request for which the token suffices.
+    c.write(`${'1\r\na\r\n'.repeat(20000)}0\r\n\r\nGET ${B}/Users HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer(stack.all)}\r\n\r\n`);
+    await settle(500);
+    t.equal(stack.up.requests.length, 0, 'nothing went upstream');
+    t.equal(c.data.match(/HTTP\/1\.1 /g)?.length, 1, 'one answer only');
+    t.same(accessLines(stack.gw.logs).slice(before).map((l) => l.status), [401], 'one access line');
+    // Read as a request, it was refused and its connection destroyed at once; dropped as bytes,
+    // the connection lingers until the client ends its side (or 5 s pass).
+    t.notOk(c.closed, 'the connection still lingers: the bytes were not read as a request');
+    c.socket.end();
+    t.ok(await c.waitClose(3000), 'closed once the client ended its side');
+  });
+
   t.test('after the 408 the parser\'s timeout wrote mid-head', async (t) => {
     stack.up.reset();
     const c = await halfOpen();
