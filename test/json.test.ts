@@ -80,6 +80,29 @@ t.test('a value left unbuilt is refused exactly when a built one is (duplicate n
   t.ok(refused > cases / 3, 'the mutations produce refusals as well as acceptances');
 });
 
+t.test('what is built is what JSON.parse reads (documents without duplicate names)', async (t) => {
+  const state = { x: 7 };
+  const texts = [
+    '{"a":"\\u00e9\\n\\t\\"\\\\\\/\\b\\f\\r","b":"\\ud83d\\ude00","c":"\\ud800"}',
+    `{"many":"${'\\n'.repeat(10000)}x"}`,
+    '{"k\\u0065y":[1,-0,2.5e-3,1E+2,true,false,null,{}]}',
+  ];
+  let compared = 0;
+  for (const seed of [...SEEDS, ...texts]) {
+    for (const text of [seed, ...mutations(seed, 200, state)]) {
+      let ours: unknown;
+      try {
+        ours = parseStrictJson(text, 64);
+      } catch {
+        continue;
+      }
+      compared += 1;
+      t.equal(JSON.stringify(ours), JSON.stringify(JSON.parse(text)), `${JSON.stringify(text).slice(0, 80)}`);
+    }
+  }
+  t.ok(compared > 100, `${compared} documents compared`);
+});
+
 t.test('nesting: the same limit either way', async (t) => {
   for (const depth of [63, 64, 65]) {
     const text = `${'['.repeat(depth)}1${']'.repeat(depth)}`;
