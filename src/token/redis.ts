@@ -105,6 +105,9 @@ function decode(text: string, rules?: string): { entry: Entry; until: number | u
   return { entry: internPrincipal(s.s, s.c, s.sc.split(' ').filter(Boolean), s.e), until };
 }
 
+/** The most commands left waiting for Redis's answer before lookups and writes are skipped (a get is four: MULTI, GET, PTTL, EXEC). */
+export const MAX_PENDING = 2048;
+
 /** Connects (lazily, reconnecting by itself) and subscribes to the purge channel. */
 export function createSharedCache(options: SharedCacheOptions): SharedCache {
   const timeout = options.commandTimeoutMs ?? 100;
@@ -175,7 +178,21 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
     return keys;
   }
 
+  /**
+   * Whether commands may be sent. A Redis that keeps the connection but stops answering (a
+   * frozen host, a black-holed route) leaves every command ioredis sent waiting in its queue, the
+   * timed-out ones too, until an answer comes: memory grew by about 5 MB a second of such a stall
+   * under a flood of new tokens. Past MAX_PENDING waiting commands, lookups and writes are skipped
+   * (a miss, as when Redis is down) until the queue drains.
+   */
+  const sendable = (): boolean => {
+    if (client.commandQueue.length < MAX_PENDING) return true;
+    failed(new Error(`${client.commandQueue.length} commands waiting for Redis to answer`));
+    return false;
+  };
+
   async function get(key: string, rules: string): Promise<{ entry: Entry; ttlMs: number } | undefined> {
+    if (!sendable()) return undefined;
     try {
       // The value and what is left of its TTL, read together: the reader keeps it no longer
       // than the writer meant it to live.
@@ -196,6 +213,7 @@ export function createSharedCache(options: SharedCacheOptions): SharedCache {
   }
 
   async function set(key: string, entry: Entry, ttlMs: number, rules: string): Promise<void> {
+    if (!sendable()) return;
     try {
       const px = Math.max(1, Math.floor(ttlMs));
       await client.set(prefix + key, encode(entry, rules, Date.now() + px, prefix + key, options.signingKey), 'PX', px);
