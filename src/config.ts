@@ -120,7 +120,7 @@ export const schema: Section = {
       kind: 'object', description: 'The protected API (jans-scim in protection mode BYPASS).',
       fields: {
         url: { kind: 'url', default: 'http://127.0.0.1:8081', description: 'Origin of the upstream; the request path is forwarded as received.' },
-        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the upstream to answer (504 after it), and for a request to wait for a free pool connection (504 after it as well).' },
+        timeoutMs: { kind: 'int', default: 30000, min: 1, max: MAX_TIMER_MS, description: 'Time allowed for the head of the upstream\'s answer (504 after it), the longest pause within its body (the answer is then cut off: a body that keeps coming is relayed for as long as it comes), and the wait for a free pool connection (504 after it as well).' },
         forwardAuthorization: { kind: 'bool', default: true, description: 'Forward `Authorization: Bearer <token>` in canonical form; false strips it.' },
         identityHeaders: { kind: 'bool', default: true, description: 'Add X-Scopegate-Client-Id, -Subject and -Scopes (inbound copies are always removed).' },
         caFile: { kind: 'path', description: 'PEM CA bundle for an https upstream, trusted in place of the public CAs (TLS is always verified).' },
