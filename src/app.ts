@@ -78,6 +78,9 @@ async function listenOn(server: FastifyInstance, address: { host: string; port: 
   }
 }
 
+/** When each gateway (by its logger) last warned of tokens refused for its client: at most once a minute. */
+const tokenRefusalWarnedAt = new WeakMap<Logger, number>();
+
 /** Builds the runtime of a config (discovery included). */
 async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetrics>, logger: Logger, shared: SharedCache | undefined, previous?: Runtime): Promise<Runtime> {
   const transport = authServerTransport(config.token.caFile);
@@ -88,6 +91,12 @@ async function runtimeOf(config: Config, metrics: ReturnType<typeof createMetric
       transport,
       previous,
       onCredentialsRefused: (status) => logger.error({ status }, 'the authorization server refused the gateway\'s introspection credentials: check token.introspection.clientId/clientSecret'),
+      onTokenRefusedForClient: (status) => {
+        const now = Date.now();
+        if (now - (tokenRefusalWarnedAt.get(logger) ?? -Infinity) < 60000) return;
+        tokenRefusalWarnedAt.set(logger, now);
+        logger.warn({ status }, 'the authorization server refuses to introspect some tokens for the gateway\'s client, whose credentials it accepts: they are refused as invalid (jans-auth: introspectionRestrictBasicAuthnToOwnTokens must be false, or use authMethod bearer_token)');
+      },
     });
   } catch (error) {
     transport.close();

@@ -153,7 +153,7 @@ function rulesOf(config: Config, endpoints: Endpoints): string {
  * connections to the authorization server, token.caFile's) is the runtime's from then on: closed
  * with it.
  */
-export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; transport?: AuthServerTransport; previous?: Runtime | undefined } = {}): Runtime {
+export function createRuntime(config: Config, endpoints: Endpoints, metrics: Metrics, options: { now?: () => number; shared?: SharedLevel; onCredentialsRefused?: (status: number) => void; onTokenRefusedForClient?: (status: number) => void; transport?: AuthServerTransport; previous?: Runtime | undefined } = {}): Runtime {
   const table = loadTable(config);
   // Read here, once: a closure that named `options` would keep it, and through `previous` every
   // runtime before this one, alive for as long as this one lives.
@@ -171,6 +171,7 @@ export function createRuntime(config: Config, endpoints: Endpoints, metrics: Met
         metrics.introspectionSeconds.observe(ms / 1000);
       },
       ...(options.onCredentialsRefused ? { onCredentialsRefused: options.onCredentialsRefused } : {}),
+      ...(options.onTokenRefusedForClient ? { onTokenRefusedForClient: options.onTokenRefusedForClient } : {}),
       ...(dispatcher ? { dispatcher } : {}),
     })
     : undefined;

@@ -41,7 +41,7 @@ t.test('a Redis that stops answering: commands stop being sent past a bound, loo
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
-    let pending = Buffer.alloc(0);
+    let pending: Buffer = Buffer.alloc(0);
     socket.on('data', (chunk: Buffer) => {
       const { parsed, rest } = commands(Buffer.concat([pending, chunk]));
       pending = rest;

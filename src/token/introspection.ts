@@ -33,6 +33,8 @@ export interface IntrospectionOptions {
   onCall?: (durationMs: number, outcome: 'active' | 'inactive' | 'failure') => void;
   /** Called when the authorization server refuses the gateway's own credentials. */
   onCredentialsRefused?: (status: number) => void;
+  /** Called when it refuses to introspect a token for the gateway's client, whose credentials it accepts. */
+  onTokenRefusedForClient?: (status: number) => void;
 }
 
 /** An answer read as inactive that is no introspection answer (`active` missing or not a boolean). */
@@ -128,7 +130,7 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     }
   }
 
-  let credentialCheck: Promise<boolean> | undefined;
+  let credentialCheck: Promise<'accepted' | 'refused' | 'failed'> | undefined;
 
   /**
    * Whether the server accepts the gateway's own credentials, asked after it refused (401, 403)
@@ -138,11 +140,12 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
    * that is no token tells them apart: good credentials get 200 `{"active":false}` for it. Read
    * as an outage, each such token would be a 503 and a failure of the circuit breaker, and any
    * holder of another client's token could keep the circuit open for everyone. Concurrent
-   * refusals share one check; a check that fails (timeout, garbage) counts as refused credentials.
+   * refusals share one check. Refused (401, 403), the credentials are at fault; a check that fails
+   * otherwise (a timeout, garbage) tells nothing, and the refusal stays an outage (503).
    */
-  function credentialsAccepted(): Promise<boolean> {
+  function checkCredentials(): Promise<'accepted' | 'refused' | 'failed'> {
     credentialCheck ??= call(`scopegate-credentials-${Date.now()}`)
-      .then(({ status, text }) => isIntrospectionAnswer(status, text), () => false)
+      .then(({ status, text }) => (isIntrospectionAnswer(status, text) ? 'accepted' as const : status === 401 || status === 403 ? 'refused' as const : 'failed' as const), () => 'failed' as const)
       .finally(() => {
         credentialCheck = undefined;
       });
@@ -198,8 +201,13 @@ export function createIntrospectionVerifier(options: IntrospectionOptions): Toke
     const started = performance.now();
     try {
       const { status, text } = await call(token);
-      if ((status === 401 || status === 403) && options.authMethod !== 'bearer_token' && await credentialsAccepted()) {
-        throw new InvalidToken(`the authorization server refused to introspect the token for the gateway's client (${status}), whose credentials it accepts`);
+      if ((status === 401 || status === 403) && options.authMethod !== 'bearer_token') {
+        const credentials = await checkCredentials();
+        if (credentials === 'accepted') {
+          options.onTokenRefusedForClient?.(status);
+          throw new InvalidToken(`the authorization server refused to introspect the token for the gateway's client (${status}), whose credentials it accepts`);
+        }
+        if (credentials === 'failed') throw new AuthServerUnavailable(`the authorization server refused the token (${status}), and the check of the gateway's credentials that followed failed`);
       }
       const principal = interpret(status, text);
       breaker.success();

@@ -306,6 +306,8 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
     t.equal(as.calls, 2 * others.length, 'each token: its own call and one check of the credentials');
     t.ok(accessLines(gw.logs).some((l) => /refused to introspect the token for the gateway's client \(401\)/.test(String(l.reason))), 'the access line says why');
     t.notOk(gw.logs.some((l) => (JSON.parse(l) as { level?: number }).level === 50), 'no error line about the credentials');
+    const warnings = gw.logs.filter((l) => (JSON.parse(l) as { level?: number }).level === 40 && /introspectionRestrictBasicAuthnToOwnTokens/.test(l));
+    t.equal(warnings.length, 1, 'one warning names the likely cause (at most one a minute)');
     // The refusal is the token's: cached as any invalid token's answer is.
     const again = await send(gw.port, 'GET', `${B}/Users`, { token: others[0]! });
     assertDenied(t, again, 401, INVALID_TOKEN, upstream);
@@ -334,6 +336,22 @@ t.test('every introspection failure is a 503, never forwarded, never cached', as
     t.same(answers.map((r) => r.status), Array(10).fill(401), 'each 401');
     t.equal(as.calls - before, burst.length + 1, 'ten calls and one check');
     t.equal(upstream.requests.length, 1, 'nothing more forwarded');
+  });
+
+  t.test('a refusal of the token, then a check of the credentials that fails: 503, and no claim about the credentials', async (t) => {
+    const { as, upstream, gw } = await faultStack(t);
+    as.handler = (req, res, form) => {
+      const token = form.get('token') ?? '';
+      if (token.startsWith('scopegate-credentials-')) return; // never answered: the check times out
+      if (!token.startsWith('other-')) return healthy(req, res, form);
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end('{"error":"access_denied"}');
+    };
+    const res = await send(gw.port, 'GET', `${B}/Users`, { token: `other-${randomBytes(12).toString('base64url')}` });
+    assertAuthServerDown(t, res, upstream);
+    t.equal(as.calls, 2, 'the token, then the check');
+    t.ok(accessLines(gw.logs).some((l) => /check of the gateway's credentials that followed failed/.test(String(l.reason))), 'the access line says so');
+    t.notOk(gw.logs.some((l) => /check token\.introspection\.clientId/.test(l)), 'no line blames the credentials');
   });
 
   t.test('an inactive answer is cached, a failure in between does not poison it', async (t) => {
