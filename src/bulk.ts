@@ -5,7 +5,7 @@
  * table as single requests, and requires `bulk` AND each operation's own scopes. Whatever it
  * cannot classify with certainty is a 400; the bytes it checked are the bytes it forwards.
  */
-import { GatewayError, InvalidRequest, PayloadTooLarge } from './errors.js';
+import { GatewayError, InvalidRequest } from './errors.js';
 import { isObject, JsonError, parseStrictJson, type BuildRule, type StringSink } from './json.js';
 import { parseTarget } from './request/target.js';
 import type { Runtime } from './runtime.js';
@@ -35,9 +35,12 @@ const BULK_ID = /^bulkId:(.+)$/;
 /** Alternatives of scope sets a Bulk request may need at most (an OpenAPI file with OR everywhere). */
 const MAX_ALTERNATIVES = 256;
 
-/** More operations than bulk.maxOperations: 413, as jans answers it (RFC 7644 section 3.7.4). */
-function tooMany(maxOperations: number): PayloadTooLarge {
-  return new PayloadTooLarge(`Bulk: more than ${maxOperations} operations`, `The Bulk request has more than ${maxOperations} operations (maxOperations)`);
+/**
+ * More operations than bulk.maxOperations: a 400, as everything the gateway does not classify (jans
+ * itself would answer 413, as RFC 7644 section 3.7.4 has it, had it been sent).
+ */
+function tooMany(maxOperations: number): InvalidRequest {
+  return bad(`more than ${maxOperations} operations`);
 }
 
 /** True for the table's POST .../Bulk operation. */
@@ -60,7 +63,7 @@ function bad(reason: string, detail?: string): InvalidRequest {
  * (a client with the `bulk` scope alone could stall every other request with a few of them).
  * Every "bulkId:x" string in an operation's `data` (a reference, e.g. a group member) goes to
  * `references`. Beyond maxOperations operations, or with a member an operation must not have,
- * the body is refused at once (413, 400).
+ * the body is refused at once (400).
  */
 function bulkBuildRule(maxOperations: number, references: Set<string>): BuildRule {
   const sink: StringSink = {

@@ -120,9 +120,7 @@ export class HeaderTooLarge extends GatewayError {
 export class PayloadTooLarge extends GatewayError {
   readonly code = 'payload_too_large';
   readonly statusCode = 413;
-  constructor(reason: string, readonly detail = 'The request body is too large') {
-    super(reason);
-  }
+  readonly detail = 'The request body is too large';
 }
 
 /** A body the gateway must read (Bulk) in a media type it cannot read with certainty. */

@@ -32,10 +32,9 @@ export interface StringSink {
  * Which values parseStrictJson builds. Asked of each value before it is read, with its path from
  * the document (member names and array indexes; [] for the document) and its first character:
  * true builds it (its members and elements asked in turn); false checks it to the same grammar
- * and nesting depth without building anything of it, and its place in the result holds SKIPPED;
- * a StringSink does the same and hands the sink the strings found in it. Within a value left
- * unbuilt, duplicate member names are not looked for (that would need what it saves: a set of
- * names for every object). It may throw to stop the parse.
+ * and nesting depth, duplicate member names included, without building anything of it, and its
+ * place in the result holds SKIPPED; a StringSink does the same and hands the sink the strings
+ * found in it. It may throw to stop the parse.
  */
 export type BuildRule = (path: ReadonlyArray<string | number>, first: string) => boolean | StringSink;
 
@@ -49,6 +48,8 @@ const ESCAPES = new Set(['"', '\\', '/', 'b', 'f', 'n', 'r', 't']);
 const HEX4 = /^[0-9A-Fa-f]{4}$/;
 /** A literal, read where the last index is set: the longest match, which the caller bounds. */
 const LITERAL = /true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+/** Past this many members, an unbuilt object's names are kept in a set rather than a list. */
+const MANY_NAMES = 16;
 /** The longest literal read (a longer number is refused). */
 const MAX_LITERAL = 400;
 
@@ -141,7 +142,9 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
     i += match[0].length;
     return match[0];
   };
-  /** Reads past a value, building nothing (the grammar and the nesting depth checked as value does). */
+  /** The member names of the object being skipped at each depth. */
+  const skippedNames: string[][] = [];
+  /** Reads past a value, building nothing (the grammar, the nesting depth and duplicate names checked as value does). */
   const skip = (depth: number, sink: StringSink | undefined): void => {
     if (depth > maxDepth) fail('nesting too deep');
     ws();
@@ -155,11 +158,20 @@ export function parseStrictJson(text: string, maxDepth = 64, caseInsensitiveKeys
         i++;
         return;
       }
+      // The names of an object are compared as value() compares them: in a list reused for each
+      // object of its depth (one is read at a time at each depth), a set once there are many.
+      const names = object ? (skippedNames[depth] ??= []) : undefined;
+      if (names) names.length = 0;
+      let many: Set<string> | undefined;
       while (true) {
-        if (object) {
+        if (names) {
           ws();
           if (text.charCodeAt(i) !== 0x22) fail('expected a member name');
-          skipString(undefined);
+          const key = string();
+          const norm = caseInsensitiveKeys ? key.toLowerCase() : key;
+          if (many ? many.has(norm) : names.includes(norm)) fail('duplicate member', key);
+          if (many) many.add(norm);
+          else if (names.push(norm) > MANY_NAMES) many = new Set(names);
           ws();
           if (text.charCodeAt(i) !== 0x3a) fail('expected :');
           i++;
