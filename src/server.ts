@@ -90,8 +90,9 @@ function createClientErrorHandler(options: ServerOptions, nextId: () => string):
       socket.destroy();
       return;
     }
-    // Answered already: its parser reports every later byte again, which the lingering close
-    // (lingerOnClose) reads on to discard, so that the answer is not overtaken by a reset.
+    // Answered already, or about to be (after the answers owed): its parser reports every later
+    // byte again until the lingering close (lingerOnClose) lets it go and drops what follows, so
+    // that the answer is not overtaken by a reset.
     if (refused.has(socket) && error.code !== 'ECONNRESET') return;
     if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();

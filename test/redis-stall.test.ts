@@ -8,6 +8,7 @@ import { createServer, type Socket } from 'node:net';
 import t from 'tap';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
+import { Refusal } from '../src/token/cache.js';
 import { createSharedCache, MAX_PENDING } from '../src/token/redis.js';
 
 /** The commands of `buffer` (RESP arrays of bulk strings), and the bytes left over. */
@@ -95,7 +96,7 @@ t.test('a Redis that stops answering: commands stop being sent past a bound, loo
   t.ok(warnings.some((w) => /commands waiting for Redis to answer/.test(w)), 'a warning says why');
   // Writes are bounded the same way.
   const before = sentWhileSilent;
-  await Promise.all(Array.from({ length: 100 }, (_, i) => shared.set(`key-${i}`, { scopes: new Set(), expiresAt: undefined } as never, 1000)));
+  await Promise.all(Array.from({ length: 100 }, (_, i) => shared.set(`key-${i}`, new Refusal('inactive token'), 1000)));
   await new Promise((resolve) => setTimeout(resolve, 100));
   t.equal(sentWhileSilent, before, 'no write sent while the queue is full');
 });
