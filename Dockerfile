@@ -31,4 +31,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.SCOPEGATE_ADMIN_PORT || 9090}/healthz`).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # No --config here: the config is $SCOPEGATE_CONFIG, else config/scopegate.yaml (INTERFACE.md); an
 # argument would beat the variable. `docker run scopegate --config /etc/scopegate/scopegate.yaml` names another.
-ENTRYPOINT ["node", "dist/cli.js", "serve"]
+# --no-memory-reducer: what the binary's interpreter line gives (src/cli.ts, README Performance).
+ENTRYPOINT ["node", "--no-memory-reducer", "dist/cli.js", "serve"]

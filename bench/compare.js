@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BASE_PATH, BENCH, CLI, ROOT, SHARED_OPENAPI, freePort, load, machineInfo, median, procCpuSplit, runScript, startNodeChild, startServe } from './lib.js';
+import { BASE_PATH, BENCH, CLI, binNodeArgs, ROOT, SHARED_OPENAPI, freePort, load, machineInfo, median, procCpuSplit, runScript, startNodeChild, startServe } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,7 +72,7 @@ await runScript(async () => {
       const sg = await startServe(config, { logFile: join(tmp, `${name}-${fork}.log`), name: `${name}#${fork}`, ports, cli });
       targets.push({ name, fork, url: sg.proxyUrl + PATH, pid: sg.pid, rows: [] });
     }
-    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', upstream, '--connections', '128'], { name: `bare-proxy#${fork}` });
+    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', upstream, '--connections', '128'], { name: `bare-proxy#${fork}`, nodeArgs: binNodeArgs() });
     targets.push({ name: 'bare-proxy', fork, url: `http://127.0.0.1:${bare.info.port}${PATH}`, pid: bare.pid, rows: [] });
   }
   const headers = { authorization: `Bearer ${bearer}` };

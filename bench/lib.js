@@ -13,6 +13,18 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '..');
 export const BENCH = here;
 export const CLI = resolve(ROOT, 'dist', 'cli.js');
+
+/**
+ * The node flags of the `scopegate` binary: those its interpreter line gives
+ * (`#!/usr/bin/env -S node --no-memory-reducer`). scopegate is started with them, as the binary
+ * and the Dockerfile start it, and the bare proxies it is compared with are given the same.
+ */
+export function binNodeArgs(cli = CLI) {
+  const first = readFileSync(cli, 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env(?: -S)? node((?: --[a-z0-9-]+)*)$/.exec(first);
+  if (!m) throw new Error(`${cli}: unexpected interpreter line: ${first}`);
+  return m[1].split(' ').filter(Boolean);
+}
 /** The real jans-scim OpenAPI file, read where the project's tests read it (never copied). */
 export const SHARED_OPENAPI = resolve(ROOT, '..', 'shared', 'jans-scim-openapi.yaml');
 export const NGINX = '/usr/sbin/nginx';
@@ -158,7 +170,7 @@ export async function startServe(configFile, { logFile, nodeArgs = [], env = {},
   const piped = logFile === 'pipe';
   const fd = piped ? 'pipe' : openSync(logFile, 'a');
   const spawnedAt = performance.now();
-  const child = track(spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
+  const child = track(spawn(process.execPath, [...binNodeArgs(cli), ...nodeArgs, cli, 'serve', '--config', configFile], {
     env: { ...process.env, ...env }, stdio: ['ignore', fd, 'pipe'],
   }), name);
   if (!piped) closeSync(fd);
@@ -212,7 +224,7 @@ export async function startServe(configFile, { logFile, nodeArgs = [], env = {},
 async function startServeOnPorts(configFile, { logFile, nodeArgs, env, timeoutMs, name, ports, cli }) {
   const spawnedAt = performance.now();
   const fd = logFile === 'pipe' ? 'ignore' : openSync(logFile, 'a');
-  const child = track(spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
+  const child = track(spawn(process.execPath, [...binNodeArgs(cli), ...nodeArgs, cli, 'serve', '--config', configFile], {
     env: { ...process.env, ...env }, stdio: ['ignore', fd, 'pipe'],
   }), name);
   if (typeof fd === 'number') closeSync(fd);

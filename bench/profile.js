@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { analyse, format } from './cpuprofile.js';
-import { BASE_PATH, BENCH, SHARED_OPENAPI, fmt, get, load, machineInfo, runScript, sleep, startNodeChild, startServe, stopChild } from './lib.js';
+import { BASE_PATH, BENCH, binNodeArgs, SHARED_OPENAPI, fmt, get, load, machineInfo, runScript, sleep, startNodeChild, startServe, stopChild } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -56,7 +56,7 @@ await runScript(async () => {
   const profArgs = ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-interval=${Number(values.interval)}`];
   let sg;
   if (bareTarget) {
-    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', `http://127.0.0.1:${info.port}`, '--connections', '128', ...(values.target === 'hook' ? ['--hook'] : [])], { name: label, nodeArgs: profArgs });
+    const bare = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', `http://127.0.0.1:${info.port}`, '--connections', '128', ...(values.target === 'hook' ? ['--hook'] : [])], { name: label, nodeArgs: [...binNodeArgs(), ...profArgs] });
     sg = { proxyUrl: `http://127.0.0.1:${bare.info.port}`, stop: () => stopChild(bare.child, 10000), stderr: () => '' };
   } else {
     sg = await startServe(config, { logFile: values['access-log'] === 'file' ? join(tmp, 'access.log') : 'pipe', nodeArgs: profArgs });

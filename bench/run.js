@@ -27,7 +27,7 @@ import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  BASE_PATH, BENCH, CLI, NGINX, ROOT, SHARED_OPENAPI, buildRequest, fmt, freePort, get, load, machineInfo, median,
+  BASE_PATH, BENCH, CLI, NGINX, binNodeArgs, ROOT, SHARED_OPENAPI, buildRequest, fmt, freePort, get, load, machineInfo, median,
   childPids, metrics, paced, procCpuSplit, procMemory, runScript, sleep, startNodeChild, startServe, stopChild, track, waitPort,
 } from './lib.js';
 
@@ -220,9 +220,17 @@ function writeConfig(name, { upstreamUrl, token, cache = {}, extra = {} }) {
   return file;
 }
 
+/**
+ * Node flags of the bare proxies: those the `scopegate` binary runs with (startServe gives them to
+ * scopegate), so that the ratio compares the two under the same V8; BENCH_NODE_ARGS (space
+ * separated) adds flags to every proxy process, scopegate and bare alike.
+ */
+const EXTRA_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const PROXY_NODE_ARGS = [...binNodeArgs(), ...EXTRA_NODE_ARGS];
+
 async function serve(name, configFile, more = {}) {
   const logFile = opts.accessLog === 'file' ? join(tmp, `${name}.log`) : 'pipe';
-  return startServe(configFile, { logFile, name, ...more });
+  return startServe(configFile, { logFile, name, ...more, nodeArgs: [...EXTRA_NODE_ARGS, ...(more.nodeArgs ?? [])] });
 }
 
 
@@ -266,7 +274,7 @@ async function prepare(name, fork = 1) {
         return { url: up.url + PATH, headers: { authorization: `Bearer ${token}` }, pid: up.pid, note: `node:http, ${up.bytes}-byte SCIM ListResponse` };
       }
       case 'bare-proxy': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name: id });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name: id, nodeArgs: PROXY_NODE_ARGS });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: `Fastify + @fastify/http-proxy, undici Pool connections ${opts.upstreamConnections}, pipelining 1, no auth, no access log` };
@@ -282,7 +290,7 @@ async function prepare(name, fork = 1) {
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached${opts.separateJwt ? '' : '; token.introspection and token.jwt both configured (scopegate-jwt is these processes sent a JWT)'}` };
       }
       case 'bare-proxy-hook': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id, nodeArgs: PROXY_NODE_ARGS });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: 'bare-proxy forwarding as scopegate does: reply.from in the preHandler, raw path and query (http-proxy\'s handler and its re-resolution of the target skipped), no auth, no access log' };

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -153,6 +153,19 @@ t.test('check prints the OpenAPI file\'s problems with the config\'s', async (t)
   const served = await runCli(['serve', '--config', missing], { env: { SCOPEGATE_LISTEN_PORT: 'abc' } });
   t.equal(served.code, 2);
   t.same(problemsOf(served.stderr), problemsOf(both.stderr), 'serve: every problem, the OpenAPI file\'s too');
+});
+
+t.test('the binary runs as its interpreter line starts it: GNU env -S, node --no-memory-reducer', async (t) => {
+  // npm links the `scopegate` binary to dist/cli.js; the kernel starts it as
+  // `/usr/bin/env "-S node --no-memory-reducer" dist/cli.js ...` (the rest of the line is one
+  // argument, which -S splits). node refuses a flag it does not know (exit 9): running proves the
+  // line, and the flag, good on this machine's env and node.
+  const first = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
+  t.equal(first, '#!/usr/bin/env -S node --no-memory-reducer');
+  const [interpreter, argument] = [first.slice(2, first.indexOf(' ')), first.slice(first.indexOf(' ') + 1)];
+  const run = spawnSync(interpreter, [argument, CLI, 'routes', '--json'], { cwd: ROOT, encoding: 'utf8', env: { PATH: process.env.PATH } });
+  t.equal(run.status, 0, run.stderr);
+  t.equal(JSON.parse(run.stdout).length, 31, 'the table of the default config');
 });
 
 t.test('routes prints the 31 rows of the table', async (t) => {
