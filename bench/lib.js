@@ -25,6 +25,7 @@ export function binNodeArgs(cli = CLI) {
   if (!m) throw new Error(`${cli}: unexpected interpreter line: ${first}`);
   return m[1].split(' ').filter(Boolean);
 }
+
 /** The real jans-scim OpenAPI file, read where the project's tests read it (never copied). */
 export const SHARED_OPENAPI = resolve(ROOT, '..', 'shared', 'jans-scim-openapi.yaml');
 export const NGINX = '/usr/sbin/nginx';
