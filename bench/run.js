@@ -226,7 +226,8 @@ function writeConfig(name, { upstreamUrl, token, cache = {}, extra = {} }) {
  * separated) adds flags to every proxy process, scopegate and bare alike.
  */
 const EXTRA_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const PROXY_NODE_ARGS = [...binNodeArgs(), ...EXTRA_NODE_ARGS];
+/** Read when a bare proxy starts: dist/ is built by then (`node bench/run.js --help` needs none). */
+const proxyNodeArgs = () => [...binNodeArgs(), ...EXTRA_NODE_ARGS];
 
 async function serve(name, configFile, more = {}) {
   const logFile = opts.accessLog === 'file' ? join(tmp, `${name}.log`) : 'pipe';
@@ -274,7 +275,7 @@ async function prepare(name, fork = 1) {
         return { url: up.url + PATH, headers: { authorization: `Bearer ${token}` }, pid: up.pid, note: `node:http, ${up.bytes}-byte SCIM ListResponse` };
       }
       case 'bare-proxy': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name: id, nodeArgs: PROXY_NODE_ARGS });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections)], { name: id, nodeArgs: proxyNodeArgs() });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: `Fastify + @fastify/http-proxy, undici Pool connections ${opts.upstreamConnections}, pipelining 1, no auth, no access log` };
@@ -290,7 +291,7 @@ async function prepare(name, fork = 1) {
         return { url: sg.proxyUrl + PATH, headers, pid: sg.pid, sg, note: `opaque token (${token.length} characters) from the real oidc-provider (client_credentials), introspected once, then cached${opts.separateJwt ? '' : '; token.introspection and token.jwt both configured (scopegate-jwt is these processes sent a JWT)'}` };
       }
       case 'bare-proxy-hook': {
-        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id, nodeArgs: PROXY_NODE_ARGS });
+        const { info, pid } = await startNodeChild(join(BENCH, 'bare-proxy.js'), ['--upstream', up.url, '--connections', String(opts.upstreamConnections), '--hook'], { name: id, nodeArgs: proxyNodeArgs() });
         const { issue } = await introspectionToken();
         const token = await issue();
         return { url: `http://127.0.0.1:${info.port}${PATH}`, headers: { authorization: `Bearer ${token}` }, pid, note: 'bare-proxy forwarding as scopegate does: reply.from in the preHandler, raw path and query (http-proxy\'s handler and its re-resolution of the target skipped), no auth, no access log' };
