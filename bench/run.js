@@ -843,7 +843,7 @@ function report() {
   if (opts.pin) L.push('- **Pinned** (`--pin`): the bench process (autocannon, the AS), the upstream and the fast introspection server on CPU 0; each measured target, every thread of it, on CPU 1 (direct, the upstream itself, on CPU 0 with the load generator)');
   L.push(`- Latency: autocannon's per-response hrtime (float ms), nearest-rank percentiles per round`);
   L.push(`- upstream pool: ${opts.upstreamConnections} connections (scopegate \`upstream.connections\`, bare-proxy's undici Pool, nginx \`keepalive\`)`);
-  L.push(`- scopegate: \`node ${[...binNodeArgs(), ...EXTRA_NODE_ARGS].map((a) => `${a} `).join('')}dist/cli.js serve\` (the binary's node flags${EXTRA_NODE_ARGS.length ? ' and BENCH_NODE_ARGS' : ''}; the bare proxies were given the same), jans table (\`../shared/jans-scim-openapi.yaml\`), log level info, access log ${opts.accessLog === 'file' ? 'to a file' : 'piped and dropped'}, \`token.cache.maxTtlSeconds: 3600\` (entries outlive the run)`);
+  L.push(`- scopegate: \`node ${proxyNodeArgs().map((a) => `${a} `).join('')}dist/cli.js serve\` (the binary's node flags${EXTRA_NODE_ARGS.length ? ' and BENCH_NODE_ARGS' : ''}; the bare proxies were given the same), jans table (\`../shared/jans-scim-openapi.yaml\`), log level info, access log ${opts.accessLog === 'file' ? 'to a file' : 'piped and dropped'}, \`token.cache.maxTtlSeconds: 3600\` (entries outlive the run)`);
   L.push(`- Each target, the upstream and the fast introspection server run in their own processes; autocannon and the oidc-provider AS run in the bench process (the AS is idle while the cache is warm). The machine has ${machine.cores} cores: load generator, proxy and upstream share them.`);
   L.push('');
   if (Object.keys(t).length) {
